@@ -1,0 +1,18 @@
+"""Per-class optimal quantization: Lloyd, CLVQ, weights, W2, barycenters."""
+
+from pqd_jax.quantization.api import QuantizeResult, quantize
+from pqd_jax.quantization.barycenter import BarycenterResult, barycenter
+from pqd_jax.quantization.metrics import cell_counts, distortion, w2
+from pqd_jax.quantization.weights import WEIGHT_SCHEMES, cell_weights
+
+__all__ = [
+    "BarycenterResult",
+    "QuantizeResult",
+    "WEIGHT_SCHEMES",
+    "barycenter",
+    "cell_counts",
+    "cell_weights",
+    "distortion",
+    "quantize",
+    "w2",
+]

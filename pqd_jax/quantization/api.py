@@ -1,0 +1,312 @@
+"""``pqd_jax.quantize``: per-class optimal quantization, batched and sharded.
+
+The latents of all classes are grouped on the host into one padded array
+``[c, n, d]`` (padding masked out), sharded over the mesh's ``"data"`` axis
+along ``n`` and quantized by one jitted program: ``shard_map`` over devices,
+``lax.map`` over classes (each class runs its own while-loop, so a class that
+has converged stops costing, and its points stay in cache), ``psum`` of the
+cell statistics across devices. One compilation serves every class.
+"""
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from pqd_jax import sharding
+from pqd_jax.quantization import clvq as clvq_lib
+from pqd_jax.quantization import lloyd as lloyd_lib
+from pqd_jax.quantization import weights as weights_lib
+
+__all__ = ["METHODS", "INITS", "QuantizeResult", "quantize"]
+
+METHODS = ("lloyd", "clvq")
+INITS = ("kmeans++", "random")
+# Distances are computed [k, chunk] at a time: this many float32 entries.
+_CHUNK_ELEMENTS = 1 << 20
+
+
+class QuantizeResult(NamedTuple):
+  """Per-class quantizers of a labelled point set.
+
+  Attributes:
+    centroids: ``[c, k, *latent_shape]`` float32 centroids, classes in the
+      order of ``classes``.
+    weights: ``[c, k]`` float32 weights of the chosen scheme, mean 1 per class.
+    counts: ``[c, k]`` int32 number of the class's points in each centroid's
+      Voronoi cell (exact for the returned centroids; sums to the class size).
+    distortion: ``[c]`` float32 mean squared distance of the class's points to
+      their nearest centroid, i.e. W2² between the class's empirical measure
+      and the mass-weighted quantizer.
+    classes: ``[c]`` the sorted distinct labels.
+    iterations: ``[c]`` int32 Lloyd assignment passes (or CLVQ epochs / stream
+      passes) that ran.
+    converged: ``[c]`` bool, whether the tolerance was met.
+  """
+
+  centroids: jax.Array
+  weights: jax.Array
+  counts: jax.Array
+  distortion: jax.Array
+  classes: np.ndarray
+  iterations: jax.Array
+  converged: jax.Array
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+  if not isinstance(value, str) or value not in choices:
+    raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
+
+
+def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    raise ValueError(f"{name} must be an integer, got {value!r}.")
+  if value < minimum:
+    raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+  return int(value)
+
+
+def check_latents(latents: Any) -> np.ndarray:
+  """Validates latents and returns them as a host array ``[n, ...]``.
+
+  Raises:
+    ValueError: if they are empty, of rank < 2, not floating point, or hold
+      NaN/Inf.
+  """
+  arr = latents if isinstance(latents, np.ndarray) else np.asarray(latents)
+  if arr.ndim < 2:
+    raise ValueError(
+        "latents must have shape [n, *latent_shape] (rank >= 2), got shape "
+        f"{arr.shape}."
+    )
+  if arr.shape[0] == 0 or arr.size == 0:
+    raise ValueError(f"latents is empty (shape {arr.shape}).")
+  if not jnp.issubdtype(arr.dtype, jnp.floating):
+    raise ValueError(
+        "latents must be floating point (float32, bfloat16 or float16), got "
+        f"dtype {arr.dtype}."
+    )
+  finite = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+  if not finite.all():
+    bad = np.flatnonzero(~finite)
+    raise ValueError(
+        f"latents contain NaN or Inf in {bad.size} rows (first rows: "
+        f"{bad[:5].tolist()})."
+    )
+  return arr
+
+
+def check_labels(labels: Any, n: int) -> np.ndarray:
+  """Validates integer labels of length ``n`` and returns them on the host.
+
+  Raises:
+    ValueError: if they are not a 1-D integer array of length ``n``.
+  """
+  lab = np.asarray(labels)
+  if lab.ndim != 1:
+    raise ValueError(f"labels must be 1-D, got shape {lab.shape}.")
+  if not jnp.issubdtype(lab.dtype, jnp.integer):
+    raise ValueError(f"labels must be integers, got dtype {lab.dtype}.")
+  if lab.shape[0] != n:
+    raise ValueError(
+        f"labels has length {lab.shape[0]} but latents has {n} rows; they "
+        "must match."
+    )
+  return lab
+
+
+class _Layout(NamedTuple):
+  """How the grouped points sit in the padded, sharded array."""
+
+  classes: np.ndarray  # [c] sorted distinct labels
+  sizes: np.ndarray  # [c] points per class
+  chunk: int  # rows per distance chunk
+  n_local: int  # rows per class per device (multiple of chunk)
+  shards: int  # devices along "data"
+
+
+def _layout(labels: np.ndarray, k: int, shards: int,
+            chunk_size: int | None) -> _Layout:
+  classes, sizes = np.unique(labels, return_counts=True)
+  per_device = -(-int(sizes.max()) // shards)
+  if chunk_size is None:
+    chunk = max(8, _CHUNK_ELEMENTS // max(k, 1))
+  else:
+    chunk = _check_positive_int("chunk_size", chunk_size)
+  chunk = min(chunk, per_device)
+  n_local = -(-per_device // chunk) * chunk
+  return _Layout(classes, sizes, chunk, n_local, shards)
+
+
+def group_by_class(
+    flat: np.ndarray, labels: np.ndarray, layout: _Layout
+) -> tuple[np.ndarray, np.ndarray]:
+  """Groups points by class into a padded array, interleaved over devices.
+
+  The ``p``-th point of a class goes to device ``p % shards`` at local row
+  ``p // shards``, so unequal classes spread their padding evenly.
+
+  Args:
+    flat: ``[n, d]`` points.
+    labels: ``[n]`` labels.
+    layout: the padded layout.
+
+  Returns:
+    ``(points [c, shards * n_local, d], mask [c, shards * n_local])``.
+  """
+  cls = np.searchsorted(layout.classes, labels)
+  order = np.argsort(cls, kind="stable")
+  cls_sorted = cls[order]
+  starts = np.concatenate([[0], np.cumsum(layout.sizes)[:-1]])
+  pos = np.arange(labels.shape[0]) - starts[cls_sorted]
+  row = (pos % layout.shards) * layout.n_local + pos // layout.shards
+  n_pad = layout.shards * layout.n_local
+  points = np.zeros((layout.classes.shape[0], n_pad, flat.shape[1]),
+                    flat.dtype)
+  mask = np.zeros((layout.classes.shape[0], n_pad), bool)
+  points[cls_sorted, row] = flat[order]
+  mask[cls_sorted, row] = True
+  return points, mask
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
+              init: str, n_local_trials: int | None, batch_size: int,
+              chunk: int, class_batch_size: int):
+  """The jitted, sharded quantizer for one static configuration."""
+  axis = sharding.DATA_AXIS
+
+  def one_class(args):
+    key, x, mask = args
+    x = lloyd_lib.chunk_points(x, chunk)
+    mask = lloyd_lib.chunk_points(mask, chunk)
+    xf = x.astype(jnp.float32)
+    x_sq = jnp.sum(xf * xf, axis=-1)
+    common = dict(k=k, num_iters=num_iters, tol=tol, init=init,
+                  n_local_trials=n_local_trials, axis_name=axis)
+    if method == "lloyd":
+      return lloyd_lib.lloyd(key, x, x_sq, mask, **common)
+    return clvq_lib.clvq(key, x, x_sq, mask, batch_size=batch_size, **common)
+
+  def all_classes(keys, x, mask):
+    return jax.lax.map(one_class, (keys, x, mask),
+                       batch_size=class_batch_size)
+
+  sharded = jax.shard_map(
+      all_classes, mesh=mesh,
+      in_specs=(P(), P(None, axis, None), P(None, axis)),
+      out_specs=P(),
+  )
+  return jax.jit(sharded)
+
+
+def quantize(
+    latents: Any,
+    labels: Any,
+    k: int,
+    *,
+    method: str = "lloyd",
+    weights: str = "mass",
+    init: str = "kmeans++",
+    num_iters: int = 100,
+    tol: float = 1e-4,
+    rng: jax.Array | None = None,
+    mesh: Mesh | None = None,
+    batch_size: int = 1024,
+    chunk_size: int | None = None,
+    class_batch_size: int = 1,
+    n_local_trials: int | None = None,
+) -> QuantizeResult:
+  """Quantizes each class's latents with ``k`` weighted centroids.
+
+  For every class, finds ``k`` centroids minimising the mean squared distance
+  of the class's latents to their nearest centroid (Lloyd's k-means from
+  greedy k-means++ seeds, or CLVQ / mini-batch k-means), and weights each
+  centroid by its Voronoi cell (DDOQ). All classes run in one jitted program,
+  their points sharded over the mesh's ``"data"`` axis.
+
+  Args:
+    latents: ``[n, *latent_shape]`` float32/bfloat16/float16 points.
+    labels: ``[n]`` integer class labels (any values; sorted in the output).
+    k: centroids per class (IPC); at most the size of the smallest class.
+    method: ``"lloyd"`` or ``"clvq"`` (mini-batch k-means, D4M's quantizer).
+    weights: ``"mass"`` (cell mass), ``"sqrt"`` (∝ √count) or ``"uniform"``
+      (D4M); normalised to mean 1 within each class.
+    init: ``"kmeans++"`` (greedy, as scikit-learn) or ``"random"``.
+    num_iters: maximum Lloyd iterations (assignment passes), or CLVQ epochs.
+    tol: relative tolerance: stop once the summed squared centroid shift is
+      at most ``tol`` × the class's mean per-dimension variance (scikit-learn's
+      criterion).
+    rng: PRNG key; class ``y`` uses ``fold_in(rng, y)``, so a class's result
+      does not depend on which other classes are present. Default
+      ``jax.random.key(0)``.
+    mesh: a mesh with a ``"data"`` axis; default every device.
+    batch_size: CLVQ mini-batch size (global, split over devices).
+    chunk_size: points per distance chunk (memory O(chunk·k)); default keeps
+      the ``[k, chunk]`` distance block at about 4 MB.
+    class_batch_size: classes quantized side by side (``lax.map`` batch);
+      1 lets each class stop on its own and keeps its points in cache.
+    n_local_trials: k-means++ candidates per seed; default ``2 + ⌊ln k⌋``.
+
+  Returns:
+    A ``QuantizeResult``.
+
+  Raises:
+    ValueError: on bad input (named in the message).
+  """
+  _check_choice("method", method, METHODS)
+  _check_choice("weights", weights, weights_lib.WEIGHT_SCHEMES)
+  _check_choice("init", init, INITS)
+  k = _check_positive_int("k", k)
+  num_iters = _check_positive_int("num_iters", num_iters)
+  batch_size = _check_positive_int("batch_size", batch_size)
+  class_batch_size = _check_positive_int("class_batch_size", class_batch_size)
+  if n_local_trials is not None:
+    n_local_trials = _check_positive_int("n_local_trials", n_local_trials)
+  if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
+    raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
+  arr = check_latents(latents)
+  lab = check_labels(labels, arr.shape[0])
+  classes, sizes = np.unique(lab, return_counts=True)
+  if k > sizes.min():
+    small = classes[sizes < k]
+    raise ValueError(
+        f"k={k} is larger than the number of points of class(es) "
+        f"{small[:10].tolist()} (smallest class has {int(sizes.min())} "
+        "points); k must be <= the size of every class."
+    )
+  mesh = sharding.data_mesh() if mesh is None else mesh
+  shards = sharding.num_data_shards(mesh)
+  rng = jax.random.key(0) if rng is None else rng
+
+  latent_shape = arr.shape[1:]
+  flat = arr.reshape(arr.shape[0], -1)
+  if flat.dtype not in (np.float32, jnp.bfloat16, np.float16):
+    flat = flat.astype(np.float32)
+  layout = _layout(lab, k, shards, chunk_size)
+  points, mask = group_by_class(flat, lab, layout)
+  points = jax.device_put(
+      points, NamedSharding(mesh, P(None, sharding.DATA_AXIS, None)))
+  mask = jax.device_put(mask, NamedSharding(mesh, P(None, sharding.DATA_AXIS)))
+  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+      rng, jnp.asarray(classes.astype(np.uint32))
+  )
+  local_batch = -(-batch_size // shards)
+  fn = _compiled(mesh, method, k, num_iters, float(tol), init, n_local_trials,
+                 local_batch, layout.chunk, class_batch_size)
+  out = fn(keys, points, mask)
+  c = classes.shape[0]
+  return QuantizeResult(
+      centroids=out.centroids.reshape((c, k) + latent_shape),
+      weights=weights_lib.cell_weights(out.counts, weights),
+      counts=out.counts,
+      distortion=out.distortion,
+      classes=classes,
+      iterations=out.iterations,
+      converged=out.converged,
+  )
