@@ -146,10 +146,12 @@ def _layout(labels: np.ndarray, k: int, shards: int,
 def group_by_class(
     flat: np.ndarray, labels: np.ndarray, layout: _Layout
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Groups points by class into a padded array, interleaved over devices.
+  """Groups points by class into one zero-padded array.
 
-  The ``p``-th point of a class goes to device ``p % shards`` at local row
-  ``p // shards``, so unequal classes spread their padding evenly.
+  Each class keeps its points in input order at the start of its row, so
+  device ``i`` of the ``"data"`` axis holds a contiguous block of them and the
+  concatenation of all devices' blocks is the same sequence whatever the
+  device count (k-means++ then draws the same points on 1 or 4 devices).
 
   Args:
     flat: ``[n, d]`` points.
@@ -163,8 +165,7 @@ def group_by_class(
   order = np.argsort(cls, kind="stable")
   cls_sorted = cls[order]
   starts = np.concatenate([[0], np.cumsum(layout.sizes)[:-1]])
-  pos = np.arange(labels.shape[0]) - starts[cls_sorted]
-  row = (pos % layout.shards) * layout.n_local + pos // layout.shards
+  row = np.arange(labels.shape[0]) - starts[cls_sorted]
   n_pad = layout.shards * layout.n_local
   points = np.zeros((layout.classes.shape[0], n_pad, flat.shape[1]),
                     flat.dtype)
@@ -176,8 +177,8 @@ def group_by_class(
 
 @functools.lru_cache(maxsize=32)
 def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
-              init: str, n_local_trials: int | None, batch_size: int,
-              chunk: int, class_batch_size: int):
+              init: str, n_init: int, n_local_trials: int | None,
+              batch_size: int, chunk: int, class_batch_size: int):
   """The jitted, sharded quantizer for one static configuration."""
   axis = sharding.DATA_AXIS
 
@@ -190,8 +191,15 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     common = dict(k=k, num_iters=num_iters, tol=tol, init=init,
                   n_local_trials=n_local_trials, axis_name=axis)
     if method == "lloyd":
-      return lloyd_lib.lloyd(key, x, x_sq, mask, **common)
-    return clvq_lib.clvq(key, x, x_sq, mask, batch_size=batch_size, **common)
+      run = functools.partial(lloyd_lib.lloyd, **common)
+    else:
+      run = functools.partial(clvq_lib.clvq, batch_size=batch_size, **common)
+    if n_init == 1:
+      return run(key, x, x_sq, mask)
+    restarts = jax.vmap(run, in_axes=(0, None, None, None))(
+        jax.random.split(key, n_init), x, x_sq, mask)
+    best = jnp.argmin(restarts.distortion)
+    return jax.tree.map(lambda leaf: leaf[best], restarts)
 
   def all_classes(keys, x, mask):
     return jax.lax.map(one_class, (keys, x, mask),
@@ -213,6 +221,7 @@ def quantize(
     method: str = "lloyd",
     weights: str = "mass",
     init: str = "kmeans++",
+    n_init: int = 1,
     num_iters: int = 100,
     tol: float = 1e-4,
     rng: jax.Array | None = None,
@@ -238,6 +247,8 @@ def quantize(
     weights: ``"mass"`` (cell mass), ``"sqrt"`` (∝ √count) or ``"uniform"``
       (D4M); normalised to mean 1 within each class.
     init: ``"kmeans++"`` (greedy, as scikit-learn) or ``"random"``.
+    n_init: independent seedings per class (vmapped); the run with the lowest
+      distortion is kept, as scikit-learn's and ott's ``n_init``.
     num_iters: maximum Lloyd iterations (assignment passes), or CLVQ epochs.
     tol: relative tolerance: stop once the summed squared centroid shift is
       at most ``tol`` × the class's mean per-dimension variance (scikit-learn's
@@ -263,6 +274,7 @@ def quantize(
   _check_choice("weights", weights, weights_lib.WEIGHT_SCHEMES)
   _check_choice("init", init, INITS)
   k = _check_positive_int("k", k)
+  n_init = _check_positive_int("n_init", n_init)
   num_iters = _check_positive_int("num_iters", num_iters)
   batch_size = _check_positive_int("batch_size", batch_size)
   class_batch_size = _check_positive_int("class_batch_size", class_batch_size)
@@ -297,8 +309,8 @@ def quantize(
       rng, jnp.asarray(classes.astype(np.uint32))
   )
   local_batch = -(-batch_size // shards)
-  fn = _compiled(mesh, method, k, num_iters, float(tol), init, n_local_trials,
-                 local_batch, layout.chunk, class_batch_size)
+  fn = _compiled(mesh, method, k, num_iters, float(tol), init, n_init,
+                 n_local_trials, local_batch, layout.chunk, class_batch_size)
   out = fn(keys, points, mask)
   c = classes.shape[0]
   return QuantizeResult(

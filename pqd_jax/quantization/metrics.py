@@ -124,7 +124,7 @@ def _exact_w2_sq(x, c, b):
 
 
 def _sinkhorn_w2_sq(x, c, b, epsilon, max_iterations):
-  """W2² of ott-jax's entropic plan: ``<P, C>``, an upper bound of W2²."""
+  """W2² estimated by ott-jax's entropic plan: ``<P, C>``."""
   xj = jnp.asarray(x, jnp.float32)
   cj = jnp.asarray(c, jnp.float32)
   geom = pointcloud.PointCloud(xj, cj, epsilon=epsilon,
@@ -132,7 +132,7 @@ def _sinkhorn_w2_sq(x, c, b, epsilon, max_iterations):
   prob = linear_problem.LinearProblem(
       geom, jnp.full((x.shape[0],), 1.0 / x.shape[0]),
       jnp.asarray(b, jnp.float32))
-  solver = sinkhorn.Sinkhorn(max_iterations=max_iterations, threshold=1e-4)
+  solver = sinkhorn.Sinkhorn(max_iterations=max_iterations, threshold=1e-3)
   out = jax.jit(solver)(prob)
   if not bool(out.converged):
     raise RuntimeError(
@@ -159,9 +159,9 @@ def w2(
     weights: ``[k]`` non-negative weights (any scale); None means the
       Voronoi cell masses, for which W2² is the distortion exactly.
     method: for explicit weights: ``"exact"`` (LP in float64) or
-      ``"sinkhorn"`` (ott-jax; the transport cost of the entropic plan at
-      ``epsilon`` × the mean cost, an upper bound that tightens as epsilon
-      shrinks).
+      ``"sinkhorn"`` (ott-jax; the transport cost ``<P, C>`` of the entropic
+      plan at ``epsilon`` × the mean cost, solved to a marginal error of
+      1e-3; it approaches the exact value as epsilon shrinks).
     epsilon: relative entropic regularisation for ``"sinkhorn"``.
     max_iterations: Sinkhorn iterations.
 

@@ -1,0 +1,95 @@
+import jax
+import numpy as np
+import pytest
+
+import pqd_jax
+from pqd_jax.quantization import metrics
+from tests.conftest import labelled_blobs
+
+
+@pytest.fixture(scope="module")
+def quantized():
+  x, y = labelled_blobs((240,), dim=3, seed=2)
+  out = pqd_jax.quantize(x, y, 6, n_init=3)
+  return x, np.asarray(out.centroids[0]), np.asarray(out.counts[0]), out
+
+
+def test_exact_w2_with_cell_masses_equals_distortion(quantized):
+  x, c, counts, out = quantized
+  w2_sq = metrics.w2(x, c, counts, method="exact") ** 2
+  np.testing.assert_allclose(w2_sq, float(out.distortion[0]), rtol=1e-5)
+
+
+def test_default_weights_are_the_cell_masses(quantized):
+  x, c, counts, _ = quantized
+  np.testing.assert_allclose(metrics.w2(x, c),
+                             metrics.w2(x, c, counts, method="exact"),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("other", ["uniform", "sqrt"])
+def test_mass_weights_beat_other_weights_on_the_same_support(quantized,
+                                                             other):
+  x, c, counts, _ = quantized
+  w_other = pqd_jax.cell_weights(counts[None], other)[0]
+  assert metrics.w2(x, c, counts) < metrics.w2(x, c, np.asarray(w_other))
+
+
+@pytest.mark.parametrize("scheme", ["uniform", "mass"])
+def test_sinkhorn_confirms_the_exact_value(quantized, scheme):
+  x, c, counts, _ = quantized
+  w = np.asarray(pqd_jax.cell_weights(counts[None], scheme)[0])
+  exact = metrics.w2(x, c, w, method="exact")
+  entropic = metrics.w2(x, c, w, method="sinkhorn", epsilon=1e-3)
+  np.testing.assert_allclose(entropic, exact, rtol=0.01)
+
+
+def test_weight_scale_does_not_matter(quantized):
+  x, c, counts, _ = quantized
+  np.testing.assert_allclose(metrics.w2(x, c, counts),
+                             metrics.w2(x, c, 7.0 * counts), rtol=1e-9)
+
+
+def test_barycenter_is_the_uniform_weight_case(quantized):
+  x, c, counts, out = quantized
+  bary = pqd_jax.barycenter(x, len(c), rng=jax.random.key(0))
+  assert bool(bary.converged)
+  np.testing.assert_allclose(np.asarray(bary.weights), 1 / len(c), rtol=1e-6)
+  uniform = np.ones(len(c))
+  w2_bary = metrics.w2(x, np.asarray(bary.support), uniform)
+  w2_kmeans_uniform = metrics.w2(x, c, uniform)
+  # Optimising the support for uniform weights does at least about as well
+  # as k-means centroids with uniform weights ...
+  assert w2_bary <= 1.02 * w2_kmeans_uniform
+  # ... and freeing the weights (cell masses) does better than both.
+  assert metrics.w2(x, c, counts) < w2_bary
+
+
+class TestBadInput:
+
+  def test_shape_mismatch(self):
+    with pytest.raises(ValueError, match="3 features per row but centroids "
+                       "have 2"):
+      metrics.w2(np.zeros((5, 3)), np.zeros((2, 2)))
+
+  def test_wrong_weight_length(self):
+    with pytest.raises(ValueError, match=r"weights must have shape \[2\]"):
+      metrics.w2(np.zeros((5, 3)), np.zeros((2, 3)), np.ones(3))
+
+  def test_negative_weights(self):
+    with pytest.raises(ValueError, match="non-negative"):
+      metrics.w2(np.zeros((5, 3)), np.zeros((2, 3)), np.array([1.0, -1.0]))
+
+  def test_unknown_method(self):
+    with pytest.raises(ValueError, match="Unknown method 'lp'"):
+      metrics.w2(np.zeros((5, 3)), np.zeros((2, 3)), np.ones(2), method="lp")
+
+  def test_nan_points(self):
+    x = np.zeros((5, 3))
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="points contains NaN"):
+      metrics.w2(x, np.zeros((2, 3)))
+
+  def test_barycenter_k_too_large(self):
+    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 5\]"):
+      pqd_jax.barycenter(np.zeros((5, 3), np.float32), 6)
