@@ -7,6 +7,7 @@ from pqd_jax.quantization import (
     cell_weights,
     distortion,
     quantize,
+    quantize_stream,
     w2,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "cell_weights",
     "distortion",
     "quantize",
+    "quantize_stream",
     "w2",
 ]
 __version__ = "0.1.0.dev0"

@@ -3,6 +3,7 @@
 from pqd_jax.quantization.api import QuantizeResult, quantize
 from pqd_jax.quantization.barycenter import BarycenterResult, barycenter
 from pqd_jax.quantization.metrics import cell_counts, distortion, w2
+from pqd_jax.quantization.stream import quantize_stream
 from pqd_jax.quantization.weights import WEIGHT_SCHEMES, cell_weights
 
 __all__ = [
@@ -14,5 +15,6 @@ __all__ = [
     "cell_weights",
     "distortion",
     "quantize",
+    "quantize_stream",
     "w2",
 ]

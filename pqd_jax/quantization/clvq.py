@@ -75,7 +75,7 @@ def clvq(
     idx = jax.lax.dynamic_slice_in_dim(order, s * batch, batch)
     valid = idx < n_local
     idx = jnp.minimum(idx, n_local - 1)
-    stats = lloyd_lib.assign_stats(
+    stats, _ = lloyd_lib.assign_stats(
         flat_x[idx][None], flat_sq[idx][None], (flat_mask[idx] & valid)[None],
         c, axis_name=axis_name,
     )
@@ -105,7 +105,7 @@ def clvq(
   state = (c0, jnp.zeros((k,), jnp.int32), jnp.zeros((), jnp.int32),
            jnp.zeros((), bool))
   c, _, epochs, converged = jax.lax.while_loop(cond, epoch_body, state)
-  final = lloyd_lib.assign_stats(x, x_sq, mask, c, axis_name=axis_name)
+  final, _ = lloyd_lib.assign_stats(x, x_sq, mask, c, axis_name=axis_name)
   n = jax.lax.psum(jnp.sum(flat_mask, dtype=jnp.int32), axis_name)
   return lloyd_lib.ClassQuantizer(c, final.counts, final.sse / n, epochs,
                                   converged)

@@ -101,7 +101,7 @@ def assign_stats(
     centroids: jnp.ndarray,
     *,
     axis_name: str,
-) -> CellStats:
+) -> tuple[CellStats, jnp.ndarray]:
   """Assigns every point to its nearest centroid and sums the cells.
 
   Memory is O(chunk·k): the chunks are visited by ``lax.scan``.
@@ -114,7 +114,9 @@ def assign_stats(
     axis_name: mesh axis to sum over.
 
   Returns:
-    The global ``CellStats``.
+    ``(stats, dist)``: the global ``CellStats`` and this device's
+    ``[n_chunks, chunk]`` squared distance of each point to its nearest
+    centroid (0 on padding).
   """
   k, d = centroids.shape
   c_sq = jnp.sum(centroids * centroids, axis=-1)
@@ -126,16 +128,21 @@ def assign_stats(
     hot = one_hot.astype(jnp.float32)
     sums = sums + hot @ xc.astype(jnp.float32)
     counts = counts + jnp.sum(one_hot, axis=1, dtype=jnp.int32)
-    sse = sse + jnp.sum(jnp.where(valid, jnp.maximum(dmin + xc_sq, 0.0), 0.0))
-    return (sums, counts, sse), None
+    dist = jnp.where(valid, jnp.maximum(dmin + xc_sq, 0.0), 0.0)
+    sse = sse + jnp.sum(dist)
+    return (sums, counts, sse), dist
 
   init = jax.lax.pcast((
       jnp.zeros((k, d), jnp.float32),
       jnp.zeros((k,), jnp.int32),
       jnp.zeros((), jnp.float32),
   ), axis_name, to="varying")
-  (sums, counts, sse), _ = jax.lax.scan(body, init, (x, x_sq, mask))
-  return CellStats(*jax.lax.psum((sums, counts, sse), axis_name))
+  if x.shape[0] == 1:  # one chunk: no loop (a length-1 scan costs copies)
+    (sums, counts, sse), dist = body(init, (x[0], x_sq[0], mask[0]))
+    dist = dist[None]
+  else:
+    (sums, counts, sse), dist = jax.lax.scan(body, init, (x, x_sq, mask))
+  return CellStats(*jax.lax.psum((sums, counts, sse), axis_name)), dist
 
 
 def _all_gather(value, axis_name):
@@ -328,17 +335,21 @@ def relative_tolerance(
   return tol * var
 
 
-def _farthest_points(x, x_sq, mask, centroids, k, *, axis_name):
+def _farthest_points(x, dist, mask, k, *, axis_name):
   """The ``k`` points farthest from their nearest centroid, over all devices.
+
+  Args:
+    x: ``[n_chunks, chunk, d]`` local points.
+    dist: ``[n_chunks, chunk]`` squared distance to the nearest centroid.
+    mask: ``[n_chunks, chunk]`` bool.
+    k: number of points wanted.
+    axis_name: mesh axis.
 
   Returns:
     ``[k, d]`` float32 points, farthest first.
   """
   flat_x = x.reshape(-1, x.shape[-1])
-  flat_sq = x_sq.reshape(-1)
-  flat_mask = mask.reshape(-1)
-  dist = _sq_dist_to(centroids, flat_x, flat_sq)  # [k, n]
-  dmin = jnp.where(flat_mask, jnp.min(dist, axis=0), -jnp.inf)
+  dmin = jnp.where(mask.reshape(-1), dist.reshape(-1), -jnp.inf)
   kk = min(k, dmin.shape[0])
   vals, idx = jax.lax.top_k(dmin, kk)
   all_vals = _all_gather(vals, axis_name).reshape(-1)
@@ -354,16 +365,16 @@ def _farthest_points(x, x_sq, mask, centroids, k, *, axis_name):
   return pts
 
 
-def repair_empty(x, x_sq, mask, old, new, counts, *, axis_name):
+def repair_empty(x, dist, mask, new, counts, *, axis_name):
   """Moves centroids of empty cells onto the farthest points (scikit-learn).
 
   Args:
     x: ``[n_chunks, chunk, d]`` local points.
-    x_sq: ``[n_chunks, chunk]``.
+    dist: ``[n_chunks, chunk]`` squared distance of each point to its nearest
+      centroid under the assignment that produced ``counts``.
     mask: ``[n_chunks, chunk]``.
-    old: ``[k, d]`` centroids the counts were computed with.
     new: ``[k, d]`` updated centroids.
-    counts: ``[k]`` cell counts under ``old``.
+    counts: ``[k]`` cell counts.
     axis_name: mesh axis.
 
   Returns:
@@ -372,8 +383,7 @@ def repair_empty(x, x_sq, mask, old, new, counts, *, axis_name):
   empty = counts == 0
 
   def fix(new):
-    far = _farthest_points(x, x_sq, mask, old, old.shape[0],
-                           axis_name=axis_name)
+    far = _farthest_points(x, dist, mask, new.shape[0], axis_name=axis_name)
     rank = jnp.cumsum(empty) - 1
     return jnp.where(empty[:, None], far[jnp.maximum(rank, 0)], new)
 
@@ -431,12 +441,11 @@ def lloyd(
 
   def body(state):
     c, _, _, _, it, _ = state
-    stats = assign_stats(x, x_sq, mask, c, axis_name=axis_name)
+    stats, dist = assign_stats(x, x_sq, mask, c, axis_name=axis_name)
     occupied = stats.counts > 0
     safe = jnp.maximum(stats.counts, 1).astype(jnp.float32)[:, None]
     new = jnp.where(occupied[:, None], stats.sums / safe, c)
-    new = repair_empty(x, x_sq, mask, c, new, stats.counts,
-                       axis_name=axis_name)
+    new = repair_empty(x, dist, mask, new, stats.counts, axis_name=axis_name)
     shift = jnp.sum((new - c) ** 2)
     converged = (shift <= tol_abs) & jnp.all(occupied)
     return new, c, stats.counts, stats.sse, it + 1, converged

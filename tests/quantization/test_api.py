@@ -272,7 +272,8 @@ class TestBadInput:
       ("init", "k-means++", "init"),
   ])
   def test_unknown_choice(self, blobs, kwarg, value, name):
-    with pytest.raises(ValueError, match=re.escape(f"Unknown {name} '{value}'")):
+    message = re.escape(f"Unknown {name} '{value}'")
+    with pytest.raises(ValueError, match=message):
       pqd_jax.quantize(*blobs, 3, **{kwarg: value})
 
   def test_negative_tol(self, blobs):

@@ -1,0 +1,1 @@
+"""Run configurations, one module per dataset (``--dataset=<name>``)."""

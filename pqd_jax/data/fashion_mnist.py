@@ -1,0 +1,121 @@
+"""Fashion-MNIST from its IDX files (the Debian package or any directory).
+
+Looked up in this order: an explicit directory, ``$PQD_DATA_DIR``, then the
+files of the Debian package ``dataset-fashion-mnist``.
+"""
+
+import gzip
+import os
+
+import numpy as np
+
+__all__ = ["CLASS_NAMES", "DEBIAN_DIR", "find_dir", "load", "read_idx"]
+
+DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+CLASS_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+    "Sneaker", "Bag", "Ankle boot",
+)
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"),
+               0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
+               0x0E: np.dtype(">f8")}
+
+
+def _resolve(directory: str, stem: str) -> str | None:
+  for name in (stem + ".gz", stem):
+    path = os.path.join(directory, name)
+    if os.path.isfile(path):
+      return path
+  return None
+
+
+def find_dir(data_dir: str | None = None) -> str:
+  """The first directory that holds the Fashion-MNIST IDX files.
+
+  Args:
+    data_dir: checked first when given (an error if it lacks the files).
+
+  Returns:
+    The directory.
+
+  Raises:
+    FileNotFoundError: with the ways to get the data when none has it.
+  """
+  stem = _FILES["train"][0]
+  if data_dir:
+    if _resolve(data_dir, stem) is None:
+      raise FileNotFoundError(
+          f"No Fashion-MNIST IDX files ({stem}[.gz]) in data_dir={data_dir!r}."
+      )
+    return data_dir
+  candidates = [os.environ.get("PQD_DATA_DIR", ""), DEBIAN_DIR]
+  for directory in candidates:
+    if directory and _resolve(directory, stem) is not None:
+      return directory
+  raise FileNotFoundError(
+      "Fashion-MNIST not found. Install it with `sudo apt-get install "
+      "dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
+      "or point PQD_DATA_DIR (or --config.data_dir) at a directory holding "
+      "train-images-idx3-ubyte.gz and the other three IDX files."
+  )
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads an IDX file (optionally gzipped) into a numpy array.
+
+  Raises:
+    ValueError: if the header is not a valid IDX header or the payload size
+      does not match it.
+  """
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rb") as f:
+    raw = f.read()
+  if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    raise ValueError(f"{path} is not an IDX file (bad magic {raw[:4]!r}).")
+  dtype = np.dtype(_IDX_DTYPES[raw[2]])
+  ndim = raw[3]
+  header = 4 + 4 * ndim
+  shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big")
+                for i in range(ndim))
+  expected = int(np.prod(shape)) * dtype.itemsize
+  if len(raw) - header != expected:
+    raise ValueError(
+        f"{path}: header says shape {shape} ({expected} bytes) but the file "
+        f"holds {len(raw) - header} bytes of data."
+    )
+  return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(
+      dtype.newbyteorder("="))
+
+
+def load(split: str = "train",
+         data_dir: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Loads one split.
+
+  Args:
+    split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
+    data_dir: optional directory with the IDX files.
+
+  Returns:
+    ``(images [n, 28, 28] uint8, labels [n] int32)``.
+
+  Raises:
+    ValueError: for an unknown split or inconsistent files.
+    FileNotFoundError: when the data is nowhere to be found.
+  """
+  if split not in _FILES:
+    raise ValueError(f"Unknown split {split!r}; expected one of "
+                     f"{tuple(_FILES)}.")
+  directory = find_dir(data_dir)
+  img_stem, lab_stem = _FILES[split]
+  images = read_idx(_resolve(directory, img_stem))
+  labels = read_idx(_resolve(directory, lab_stem)).astype(np.int32)
+  if images.ndim != 3 or images.shape[0] != labels.shape[0]:
+    raise ValueError(
+        f"Fashion-MNIST {split}: images {images.shape} and labels "
+        f"{labels.shape} do not match."
+    )
+  return images, labels

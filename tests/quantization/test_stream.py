@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+import pqd_jax
+from pqd_jax.quantization import metrics
+from tests.conftest import labelled_blobs
+
+
+@pytest.fixture(scope="module")
+def data():
+  return labelled_blobs((300, 200, 250), dim=4)
+
+
+def _stream(x, y, batch):
+  return lambda: ((x[s:s + batch], y[s:s + batch])
+                  for s in range(0, len(y), batch))
+
+
+@pytest.fixture(scope="module")
+def streamed(data):
+  x, y = data
+  return pqd_jax.quantize_stream(_stream(x, y, 97), 5, num_passes=3,
+                                 batch_size=64, n_init=3)
+
+
+def test_counts_sum_to_class_sizes(data, streamed):
+  x, y = data
+  np.testing.assert_array_equal(np.asarray(streamed.counts).sum(1),
+                                [300, 200, 250])
+
+
+def test_counts_are_exact_recounts(data, streamed):
+  x, y = data
+  for i, label in enumerate(streamed.classes):
+    ref = metrics.cell_counts(x[y == label], streamed.centroids[i])
+    np.testing.assert_array_equal(np.asarray(streamed.counts[i]), ref)
+
+
+def test_distortion_is_exact_for_the_centroids(data, streamed):
+  x, y = data
+  for i, label in enumerate(streamed.classes):
+    ref = metrics.distortion(x[y == label], streamed.centroids[i])
+    np.testing.assert_allclose(float(streamed.distortion[i]), ref, rtol=1e-5)
+
+
+def test_quality_is_close_to_lloyd(data, streamed):
+  x, y = data
+  lloyd = pqd_jax.quantize(x, y, 5, n_init=3)
+  assert np.all(np.asarray(streamed.distortion)
+                <= 1.1 * np.asarray(lloyd.distortion))
+
+
+def test_batch_size_does_not_drop_points(data):
+  x, y = data
+  out = pqd_jax.quantize_stream(_stream(x, y, 1000), 4, batch_size=7)
+  np.testing.assert_array_equal(np.asarray(out.counts).sum(1),
+                                [300, 200, 250])
+
+
+def test_deterministic_for_a_seed(data):
+  x, y = data
+  a = pqd_jax.quantize_stream(_stream(x, y, 128), 4)
+  b = pqd_jax.quantize_stream(_stream(x, y, 128), 4)
+  np.testing.assert_array_equal(np.asarray(a.centroids),
+                                np.asarray(b.centroids))
+
+
+class TestBadInput:
+
+  def test_iterator_instead_of_callable(self, data):
+    x, y = data
+    with pytest.raises(ValueError, match="must be a callable"):
+      pqd_jax.quantize_stream(iter([(x, y)]), 3)
+
+  def test_empty_stream(self):
+    with pytest.raises(ValueError, match="stream is empty"):
+      pqd_jax.quantize_stream(lambda: iter([]), 3)
+
+  def test_k_larger_than_a_class(self, data):
+    x, y = data
+    with pytest.raises(ValueError, match=r"k=201 .*\[10\]"):
+      pqd_jax.quantize_stream(_stream(x, y, 100), 201)
+
+  def test_inconsistent_latent_shapes(self, data):
+    x, y = data
+    batches = lambda: iter([(x[:10], y[:10]), (x[10:20, :3], y[10:20])])
+    with pytest.raises(ValueError, match="first batch"):
+      pqd_jax.quantize_stream(batches, 2)
+
+  def test_nan_in_a_batch(self, data):
+    x, y = data
+    bad = x[:50].copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or Inf"):
+      pqd_jax.quantize_stream(lambda: iter([(bad, y[:50])]), 2)
