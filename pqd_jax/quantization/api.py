@@ -162,16 +162,22 @@ def group_by_class(
     ``(points [c, shards * n_local, d], mask [c, shards * n_local])``.
   """
   cls = np.searchsorted(layout.classes, labels)
-  order = np.argsort(cls, kind="stable")
-  cls_sorted = cls[order]
-  starts = np.concatenate([[0], np.cumsum(layout.sizes)[:-1]])
-  row = np.arange(labels.shape[0]) - starts[cls_sorted]
+  if np.all(cls[1:] >= cls[:-1]):
+    grouped = flat  # already class-major: no copy
+  else:
+    grouped = flat[np.argsort(cls, kind="stable")]
+  c = layout.classes.shape[0]
   n_pad = layout.shards * layout.n_local
-  points = np.zeros((layout.classes.shape[0], n_pad, flat.shape[1]),
-                    flat.dtype)
-  mask = np.zeros((layout.classes.shape[0], n_pad), bool)
-  points[cls_sorted, row] = flat[order]
-  mask[cls_sorted, row] = True
+  if np.all(layout.sizes == n_pad):
+    points = grouped.reshape(c, n_pad, flat.shape[1])  # a view when sorted
+  else:
+    points = np.empty((c, n_pad, flat.shape[1]), flat.dtype)
+    start = 0
+    for i, size in enumerate(layout.sizes):  # contiguous block copies
+      points[i, :size] = grouped[start:start + size]
+      points[i, size:] = 0
+      start += size
+  mask = np.arange(n_pad)[None, :] < layout.sizes[:, None]
   return points, mask
 
 
@@ -179,30 +185,51 @@ def group_by_class(
 def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
               init: str, n_init: int, n_local_trials: int | None,
               batch_size: int, chunk: int, class_batch_size: int):
-  """The jitted, sharded quantizer for one static configuration."""
+  """The jitted, sharded quantizer for one static configuration.
+
+  Two phases, each a ``lax.map`` over classes: the seeds, one class at a time
+  (k passes over the class's points, which then stay in cache), and the
+  iterations, ``class_batch_size`` classes side by side.
+  """
   axis = sharding.DATA_AXIS
 
-  def one_class(args):
-    key, x, mask = args
+  def prepare(x, mask):
     x = lloyd_lib.chunk_points(x, chunk)
     mask = lloyd_lib.chunk_points(mask, chunk)
     xf = x.astype(jnp.float32)
-    x_sq = jnp.sum(xf * xf, axis=-1)
-    common = dict(k=k, num_iters=num_iters, tol=tol, init=init,
-                  n_local_trials=n_local_trials, axis_name=axis)
+    return x, jnp.sum(xf * xf, axis=-1), mask
+
+  def seed_class(args):
+    key, x, mask = args
+    d = x.shape[-1]
+    x, x_sq, mask = prepare(x, mask)
+    seed = functools.partial(
+        lloyd_lib.initial_centroids, x=x.reshape(-1, d),
+        x_sq=x_sq.reshape(-1), mask=mask.reshape(-1), k=k, init=init,
+        n_local_trials=n_local_trials, axis_name=axis)
+    keys = jax.random.split(jax.random.fold_in(key, 0), n_init)
+    return jax.lax.map(lambda key: seed(key), keys)  # [n_init, k, d]
+
+  def fit_class(args):
+    key, seeds, x, mask = args
+    x, x_sq, mask = prepare(x, mask)
     if method == "lloyd":
-      run = functools.partial(lloyd_lib.lloyd, **common)
+      run = lambda c0: lloyd_lib.lloyd(c0, x, x_sq, mask, num_iters=num_iters,
+                                       tol=tol, axis_name=axis)
     else:
-      run = functools.partial(clvq_lib.clvq, batch_size=batch_size, **common)
+      order_key = jax.random.fold_in(key, 1)
+      run = lambda c0: clvq_lib.clvq(order_key, c0, x, x_sq, mask,
+                                     num_iters=num_iters, tol=tol,
+                                     batch_size=batch_size, axis_name=axis)
     if n_init == 1:
-      return run(key, x, x_sq, mask)
-    restarts = jax.vmap(run, in_axes=(0, None, None, None))(
-        jax.random.split(key, n_init), x, x_sq, mask)
+      return run(seeds[0])
+    restarts = jax.vmap(run)(seeds)
     best = jnp.argmin(restarts.distortion)
     return jax.tree.map(lambda leaf: leaf[best], restarts)
 
   def all_classes(keys, x, mask):
-    return jax.lax.map(one_class, (keys, x, mask),
+    seeds = jax.lax.map(seed_class, (keys, x, mask))
+    return jax.lax.map(fit_class, (keys, seeds, x, mask),
                        batch_size=class_batch_size)
 
   sharded = jax.shard_map(

@@ -23,30 +23,27 @@ __all__ = ["clvq"]
 
 def clvq(
     key: jax.Array,
+    c0: jnp.ndarray,
     x: jnp.ndarray,
     x_sq: jnp.ndarray,
     mask: jnp.ndarray,
     *,
-    k: int,
     num_iters: int,
     tol: float,
-    init: str,
-    n_local_trials: int | None,
     batch_size: int,
     axis_name: str,
 ) -> lloyd_lib.ClassQuantizer:
   """Mini-batch k-means on one class.
 
   Args:
-    key: PRNG key of this class, identical on every device.
+    key: PRNG key of this class (mini-batch order), identical on every
+      device.
+    c0: ``[k, d]`` float32 seeds.
     x: ``[n_chunks, chunk, d]`` local points.
     x_sq: ``[n_chunks, chunk]`` float32 squared norms.
     mask: ``[n_chunks, chunk]`` bool.
-    k: number of centroids.
     num_iters: maximum number of epochs (passes over the data, ≥ 1).
     tol: relative tolerance on the centroid shift over one epoch.
-    init: ``"kmeans++"`` or ``"random"``.
-    n_local_trials: k-means++ candidates per seed.
     batch_size: points per mini-batch *on each device*.
     axis_name: mesh axis.
 
@@ -60,12 +57,8 @@ def clvq(
   n_local = flat_x.shape[0]
   batch = min(batch_size, n_local)
   steps = -(-n_local // batch)
-  init_key, order_key = jax.random.split(key)
-  device_key = jax.random.fold_in(order_key, jax.lax.axis_index(axis_name))
-  c0 = lloyd_lib.initial_centroids(
-      init_key, flat_x, flat_sq, flat_mask, k, init=init,
-      n_local_trials=n_local_trials, axis_name=axis_name,
-  )
+  k = c0.shape[0]
+  device_key = jax.random.fold_in(key, jax.lax.axis_index(axis_name))
   tol_abs = lloyd_lib.relative_tolerance(
       flat_x, flat_sq, flat_mask, tol, axis_name=axis_name
   )

@@ -194,9 +194,13 @@ def _sample_points(key, x, weight, num, *, axis_name):
 
 
 def _sq_dist_to(points, x, x_sq):
-  """Squared distances ``[m, n]`` from ``points [m, d]`` to ``x [n, d]``."""
+  """Squared distances ``[m, n]`` from ``points [m, d]`` to ``x [n, d]``.
+
+  For the few points of a k-means++ step, ``x @ points.T`` runs up to 3×
+  faster on CPU than ``points @ x.T`` (measured at D=1024, N=6000).
+  """
   p_sq = jnp.sum(points * points, axis=-1)
-  dots = points @ x.astype(jnp.float32).T
+  dots = (x.astype(jnp.float32) @ points.T).T
   return jnp.maximum(p_sq[:, None] - 2.0 * dots + x_sq[None, :], 0.0)
 
 
@@ -391,16 +395,13 @@ def repair_empty(x, dist, mask, new, counts, *, axis_name):
 
 
 def lloyd(
-    key: jax.Array,
+    c0: jnp.ndarray,
     x: jnp.ndarray,
     x_sq: jnp.ndarray,
     mask: jnp.ndarray,
     *,
-    k: int,
     num_iters: int,
     tol: float,
-    init: str,
-    n_local_trials: int | None,
     axis_name: str,
 ) -> ClassQuantizer:
   """Lloyd's algorithm on one class, stopping on scikit-learn's tolerance.
@@ -411,29 +412,21 @@ def lloyd(
   last assignment used, so counts and distortion are exact for them.
 
   Args:
-    key: PRNG key of this class, identical on every device.
+    c0: ``[k, d]`` float32 seeds (e.g. from :func:`initial_centroids`).
     x: ``[n_chunks, chunk, d]`` local points.
     x_sq: ``[n_chunks, chunk]`` float32 squared norms.
     mask: ``[n_chunks, chunk]`` bool.
-    k: number of centroids.
     num_iters: maximum number of assignment passes (≥ 1).
     tol: relative tolerance.
-    init: ``"kmeans++"`` or ``"random"``.
-    n_local_trials: k-means++ candidates per seed (None: scikit-learn's).
     axis_name: mesh axis.
 
   Returns:
     The class's ``ClassQuantizer``.
   """
-  d = x.shape[-1]
-  flat_x, flat_sq, flat_mask = (
-      x.reshape(-1, d), x_sq.reshape(-1), mask.reshape(-1)
-  )
-  c0 = initial_centroids(key, flat_x, flat_sq, flat_mask, k, init=init,
-                         n_local_trials=n_local_trials, axis_name=axis_name)
-  tol_abs = relative_tolerance(flat_x, flat_sq, flat_mask, tol,
-                               axis_name=axis_name)
-  n = jax.lax.psum(jnp.sum(flat_mask, dtype=jnp.int32), axis_name)
+  k, d = c0.shape
+  tol_abs = relative_tolerance(x.reshape(-1, d), x_sq.reshape(-1),
+                               mask.reshape(-1), tol, axis_name=axis_name)
+  n = jax.lax.psum(jnp.sum(mask, dtype=jnp.int32), axis_name)
 
   def cond(state):
     _, _, _, _, it, converged = state
