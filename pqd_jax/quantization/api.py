@@ -277,9 +277,10 @@ def quantize(
     n_init: independent seedings per class (vmapped); the run with the lowest
       distortion is kept, as scikit-learn's and ott's ``n_init``.
     num_iters: maximum Lloyd iterations (assignment passes), or CLVQ epochs.
-    tol: relative tolerance: stop once the summed squared centroid shift is
-      at most ``tol`` × the class's mean per-dimension variance (scikit-learn's
-      criterion).
+    tol: relative tolerance. Lloyd stops once a pass lowers the class's
+      distortion by at most ``tol`` relative to the previous pass (faiss's
+      rule) or moves no centroid; CLVQ once an epoch moves the centroids by
+      at most ``tol`` × the class variance in total (scikit-learn's rule).
     rng: PRNG key; class ``y`` uses ``fold_in(rng, y)``, so a class's result
       does not depend on which other classes are present. Default
       ``jax.random.key(0)``.

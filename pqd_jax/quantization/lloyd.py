@@ -125,8 +125,7 @@ def assign_stats(
     sums, counts, sse = carry
     xc, xc_sq, valid = chunk
     one_hot, dmin = _nearest(centroids, c_sq, xc, valid)
-    hot = one_hot.astype(jnp.float32)
-    sums = sums + hot @ xc.astype(jnp.float32)
+    sums = sums + one_hot.astype(jnp.float32) @ xc.astype(jnp.float32)
     counts = counts + jnp.sum(one_hot, axis=1, dtype=jnp.int32)
     dist = jnp.where(valid, jnp.maximum(dmin + xc_sq, 0.0), 0.0)
     sse = sse + jnp.sum(dist)
@@ -406,10 +405,11 @@ def lloyd(
 ) -> ClassQuantizer:
   """Lloyd's algorithm on one class, stopping on scikit-learn's tolerance.
 
-  Stops once the summed squared centroid shift is at most ``tol`` times the
-  mean per-dimension variance of the class (and no cell is empty), or after
-  ``num_iters`` assignment passes. The returned centroids are the ones the
-  last assignment used, so counts and distortion are exact for them.
+  Stops once an assignment pass lowers the distortion by at most ``tol``
+  relative to the previous pass (faiss's rule) or leaves every centroid in
+  place, with no cell empty; or after ``num_iters`` passes. The returned
+  centroids are the ones the last assignment used, so counts and distortion
+  are exact for them.
 
   Args:
     c0: ``[k, d]`` float32 seeds (e.g. from :func:`initial_centroids`).
@@ -423,9 +423,7 @@ def lloyd(
   Returns:
     The class's ``ClassQuantizer``.
   """
-  k, d = c0.shape
-  tol_abs = relative_tolerance(x.reshape(-1, d), x_sq.reshape(-1),
-                               mask.reshape(-1), tol, axis_name=axis_name)
+  k, _ = c0.shape
   n = jax.lax.psum(jnp.sum(mask, dtype=jnp.int32), axis_name)
 
   def cond(state):
@@ -433,18 +431,19 @@ def lloyd(
     return (it < num_iters) & ~converged
 
   def body(state):
-    c, _, _, _, it, _ = state
+    c, _, _, prev_sse, it, _ = state
     stats, dist = assign_stats(x, x_sq, mask, c, axis_name=axis_name)
     occupied = stats.counts > 0
     safe = jnp.maximum(stats.counts, 1).astype(jnp.float32)[:, None]
     new = jnp.where(occupied[:, None], stats.sums / safe, c)
     new = repair_empty(x, dist, mask, new, stats.counts, axis_name=axis_name)
-    shift = jnp.sum((new - c) ** 2)
-    converged = (shift <= tol_abs) & jnp.all(occupied)
+    settled = ((it > 0) & (prev_sse - stats.sse <= tol * prev_sse)) | jnp.all(
+        new == c)
+    converged = settled & jnp.all(occupied)
     return new, c, stats.counts, stats.sse, it + 1, converged
 
   state = (
-      c0, c0, jnp.zeros((k,), jnp.int32), jnp.zeros((), jnp.float32),
+      c0, c0, jnp.zeros((k,), jnp.int32), jnp.full((), jnp.inf, jnp.float32),
       jnp.zeros((), jnp.int32), jnp.zeros((), bool),
   )
   _, used, counts, sse, it, converged = jax.lax.while_loop(cond, body, state)
