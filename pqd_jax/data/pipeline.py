@@ -13,7 +13,13 @@ import numpy as np
 
 from pqd_jax.data import sources
 
-__all__ = ["batches", "class_indices", "random_flip", "to_unit_range"]
+__all__ = [
+    "batch_dataset",
+    "batches",
+    "class_indices",
+    "random_flip",
+    "to_unit_range",
+]
 
 
 def to_unit_range(images: np.ndarray) -> np.ndarray:
@@ -33,6 +39,42 @@ def class_indices(source: sources.ImageSource) -> list[np.ndarray]:
   bounds = np.searchsorted(labels[order], np.arange(len(source.class_names)
                                                     + 1))
   return [order[bounds[c]:bounds[c + 1]] for c in range(len(bounds) - 1)]
+
+
+def batch_dataset(
+    source: sources.ImageSource,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    | None = None,
+) -> grain.MapDataset:
+  """Endless shuffled batches with random access: ``dataset[step]``.
+
+  A fresh order every epoch; batch ``step`` is a pure function of ``seed``
+  and ``step``, so a resumed training sees exactly the batches it would
+  have seen.
+
+  Args:
+    source: the image source.
+    batch_size: images per batch.
+    seed: seed of the order and the augmentations.
+    augment: optional per-record augmentation (see :func:`batches`).
+
+  Returns:
+    A ``grain.MapDataset`` of ``{"image", "label"}`` batches.
+  """
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  if len(source) == 0:
+    raise ValueError("the source is empty.")
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
+  if augment is not None:
+    ds = ds.random_map(lambda rec, rng: (augment(rec[0], rng), rec[1]),
+                       seed=seed)
+  ds = ds.map(lambda rec: {"image": to_unit_range(rec[0]),
+                           "label": np.int32(rec[1])})
+  return ds.batch(batch_size)
 
 
 def batches(

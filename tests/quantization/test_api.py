@@ -128,7 +128,7 @@ def test_class_batching_equals_one_class_at_a_time(blobs):
 
 
 def test_jit_equals_eager():
-  x, y = labelled_blobs((10, 8), dim=2)
+  x, y = labelled_blobs((8,), dim=2)
   jitted = pqd_jax.quantize(x, y, 2, num_iters=2)
   with jax.disable_jit():
     eager = pqd_jax.quantize(x, y, 2, num_iters=2)

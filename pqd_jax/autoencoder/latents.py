@@ -1,0 +1,142 @@
+"""Encoded latents stored per class on disk, streamable by CLVQ.
+
+Layout of a latents directory::
+
+  index.json           class names, latent shape, dtype, count per class,
+                       scaling factor
+  class_00000.npy      [n_0, *latent_shape] (float16 or float32)
+  class_00001.npy      ...
+
+Each class file is written to a temporary name and renamed, and
+``index.json`` is written last, so a directory with an index is complete; a
+killed run leaves no index and is redone. :func:`stream` yields the files in
+chunks (``np.load(mmap_mode="r")``), so memory stays bounded by the chunk
+size whatever the dataset size.
+"""
+
+import json
+import os
+from collections.abc import Callable, Iterator
+
+import jax
+import numpy as np
+from tqdm import tqdm
+
+from pqd_jax.autoencoder import model as model_lib
+from pqd_jax.data import pipeline, sources
+
+__all__ = ["encode_source", "exists", "load", "read_index", "stream"]
+
+_INDEX = "index.json"
+_DTYPES = ("float16", "float32")
+
+
+def _class_file(directory: str, label: int) -> str:
+  return os.path.join(directory, f"class_{label:05d}.npy")
+
+
+def exists(directory: str) -> bool:
+  """Whether ``directory`` holds a complete latents artefact."""
+  return os.path.isfile(os.path.join(directory, _INDEX))
+
+
+def read_index(directory: str) -> dict:
+  """The artefact's index (class names, shape, dtype, counts, scaling)."""
+  path = os.path.join(directory, _INDEX)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"No complete latents artefact in {directory!r} "
+                            f"(missing {_INDEX}).")
+  with open(path) as f:
+    return json.load(f)
+
+
+def encode_source(
+    ae: model_lib.Autoencoder,
+    source: sources.ImageSource,
+    directory: str,
+    *,
+    dtype: str = "float16",
+    sample: bool = False,
+    rng: jax.Array | None = None,
+    batch_size: int = 256,
+    progress: bool = True,
+) -> dict:
+  """Encodes every image of ``source`` and writes one file per class.
+
+  Args:
+    ae: the autoencoder.
+    source: the images (any :class:`~pqd_jax.data.sources.ImageSource`).
+    directory: output directory (created).
+    dtype: ``"float16"`` (half the disk) or ``"float32"``.
+    sample: posterior samples instead of means.
+    rng: key for the samples (class ``c`` uses ``fold_in(rng, c)``).
+    batch_size: images per encode call.
+    progress: show a progress bar.
+
+  Returns:
+    The index.
+
+  Raises:
+    ValueError: for an unknown dtype.
+  """
+  if dtype not in _DTYPES:
+    raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}.")
+  os.makedirs(directory, exist_ok=True)
+  rng = jax.random.key(0) if rng is None else rng
+  counts, shape = [], None
+  groups = pipeline.class_indices(source)
+  for label, idx in enumerate(tqdm(groups, desc="encode",
+                                   disable=not progress)):
+    if len(idx) == 0:
+      raise ValueError(f"class {label} ({source.class_names[label]!r}) has "
+                       "no images to encode.")
+    parts = []
+    for s in range(0, len(idx), 4 * batch_size):
+      images = pipeline.to_unit_range(source.read(idx[s:s + 4 * batch_size]))
+      parts.append(model_lib.encode(
+          ae, images, sample=sample, batch_size=batch_size,
+          rng=jax.random.fold_in(jax.random.fold_in(rng, label), s)))
+    z = np.concatenate(parts).astype(dtype)
+    shape = list(z.shape[1:])
+    tmp = _class_file(directory, label) + ".tmp.npy"
+    np.save(tmp, z)
+    os.replace(tmp, _class_file(directory, label))
+    counts.append(int(z.shape[0]))
+  index = {"class_names": list(source.class_names), "latent_shape": shape,
+           "dtype": dtype, "counts": counts,
+           "scaling_factor": ae.scaling_factor}
+  tmp = os.path.join(directory, _INDEX + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(index, f, indent=2)
+  os.replace(tmp, os.path.join(directory, _INDEX))
+  return index
+
+
+def load(directory: str) -> tuple[np.ndarray, np.ndarray]:
+  """All latents in memory: ``(latents [n, *shape], labels [n])``."""
+  index = read_index(directory)
+  arrays = [np.load(_class_file(directory, c))
+            for c in range(len(index["counts"]))]
+  labels = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
+  return np.concatenate(arrays), labels.astype(np.int32)
+
+
+def stream(directory: str, chunk: int = 4096
+           ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
+  """A re-iterable stream of ``(latents, labels)`` chunks, class by class.
+
+  The returned callable suits :func:`pqd_jax.quantize_stream`; files are
+  memory-mapped, so only one chunk is in memory at a time.
+  """
+  index = read_index(directory)
+  if chunk < 1:
+    raise ValueError(f"chunk must be >= 1, got {chunk}.")
+
+  def batches():
+    for c in range(len(index["counts"])):
+      arr = np.load(_class_file(directory, c), mmap_mode="r")
+      for s in range(0, arr.shape[0], chunk):
+        part = np.asarray(arr[s:s + chunk], np.float32)
+        yield part, np.full(part.shape[0], c, np.int32)
+
+  return batches

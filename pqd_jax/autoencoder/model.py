@@ -1,0 +1,250 @@
+"""diffusers' Flax ``FlaxAutoencoderKL``: build, load, encode, decode.
+
+One implementation for both cases: the Stable Diffusion VAE loaded from a hub
+id or a local directory, and a small one built from a config and trained here
+(:mod:`pqd_jax.autoencoder.train`). Images are ``[b, h, w, c]`` in ``[-1, 1]``
+(NHWC, as everywhere in pqd_jax); latents are ``[b, h', w', c']`` already
+multiplied by the scaling factor, which is the space ``pqd_jax.quantize``
+works in.
+"""
+
+import functools
+import os
+from typing import Any, NamedTuple
+
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from diffusers import FlaxAutoencoderKL  # noqa: E402
+from jax.sharding import Mesh, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+from pqd_jax import sharding  # noqa: E402
+
+__all__ = [
+    "Autoencoder",
+    "build",
+    "decode",
+    "encode",
+    "init_autoencoder",
+    "load_pretrained",
+    "save_pretrained",
+]
+
+
+class Autoencoder(NamedTuple):
+  """A KL autoencoder with its parameters.
+
+  Attributes:
+    model: the ``FlaxAutoencoderKL`` module (its ``config`` holds the shape).
+    params: its parameters.
+    scaling_factor: latents are ``scaling_factor × posterior``.
+  """
+
+  model: FlaxAutoencoderKL
+  params: Any
+  scaling_factor: float
+
+
+def build(config: Any) -> FlaxAutoencoderKL:
+  """Builds a ``FlaxAutoencoderKL`` from a config.
+
+  Args:
+    config: with fields ``channels`` (image channels), ``block_out_channels``
+      (one entry per resolution; the latent side is the image side divided
+      by ``2 ** (len - 1)``), ``layers_per_block``, ``latent_channels``,
+      ``norm_num_groups`` and ``image_size``.
+
+  Returns:
+    The module (no parameters yet).
+  """
+  blocks = tuple(config.block_out_channels)
+  if not blocks or any(c % config.norm_num_groups for c in blocks):
+    raise ValueError(
+        f"block_out_channels {blocks} must be non-empty multiples of "
+        f"norm_num_groups={config.norm_num_groups}."
+    )
+  return FlaxAutoencoderKL(
+      in_channels=config.channels,
+      out_channels=config.channels,
+      down_block_types=("DownEncoderBlock2D",) * len(blocks),
+      up_block_types=("UpDecoderBlock2D",) * len(blocks),
+      block_out_channels=blocks,
+      layers_per_block=config.layers_per_block,
+      latent_channels=config.latent_channels,
+      norm_num_groups=config.norm_num_groups,
+      sample_size=config.image_size,
+  )
+
+
+def init_autoencoder(config: Any, rng: jax.Array) -> Autoencoder:
+  """A randomly initialised autoencoder (scaling factor 1 until trained)."""
+  model = build(config)
+  x = jnp.zeros((1, config.channels, config.image_size, config.image_size))
+
+  @jax.jit
+  def init(key):
+    return model.init({"params": key, "dropout": key, "gaussian": key},
+                      x)["params"]
+
+  return Autoencoder(model, init(rng), 1.0)
+
+
+def load_pretrained(path: str, *, subfolder: str | None = None,
+                    from_pt: bool = False) -> Autoencoder:
+  """Loads a pretrained ``FlaxAutoencoderKL`` (hub id or local directory).
+
+  Args:
+    path: a local directory written by ``save_pretrained`` (or a hub id,
+      e.g. ``"stable-diffusion-v1-5/stable-diffusion-v1-5"`` with
+      ``subfolder="vae"``, when the hub is reachable).
+    subfolder: sub-directory holding the VAE.
+    from_pt: convert PyTorch weights (needs torch).
+
+  Returns:
+    The autoencoder with the scaling factor from its config.
+
+  Raises:
+    FileNotFoundError: for a local path that does not exist.
+  """
+  looks_local = os.path.sep in path or path.startswith(".")
+  if looks_local and not os.path.isdir(path):
+    raise FileNotFoundError(f"No pretrained autoencoder directory at {path!r}.")
+  kwargs = {"subfolder": subfolder} if subfolder else {}
+  try:
+    model, params = FlaxAutoencoderKL.from_pretrained(
+        path, from_pt=from_pt, **kwargs)
+  except OSError as e:
+    raise FileNotFoundError(
+        f"Could not load a FlaxAutoencoderKL from {path!r}"
+        f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {e}"
+    ) from e
+  # config.json gives lists; jit needs a hashable (static) module.
+  model = model.clone(**{
+      name: tuple(getattr(model, name))
+      for name in ("down_block_types", "up_block_types", "block_out_channels")
+  })
+  return Autoencoder(model, params, float(model.config.scaling_factor))
+
+
+def save_pretrained(ae: Autoencoder, path: str) -> None:
+  """Writes the autoencoder (config, scaling factor and weights) to ``path``.
+
+  The result loads with :func:`load_pretrained` and with diffusers directly.
+  """
+  ae.model.save_pretrained(path, params=ae.params)
+  if float(ae.model.config.scaling_factor) != ae.scaling_factor:
+    # diffusers keeps the factor in config.json; record the trained one.
+    import json
+
+    cfg_path = os.path.join(path, "config.json")
+    with open(cfg_path) as f:
+      cfg = json.load(f)
+    cfg["scaling_factor"] = ae.scaling_factor
+    tmp = cfg_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(cfg, f, indent=2)
+    os.replace(tmp, cfg_path)
+
+
+def _check_images(ae: Autoencoder, images: Any) -> np.ndarray:
+  arr = np.asarray(images)
+  channels = ae.model.config.in_channels
+  if arr.ndim != 4 or arr.shape[-1] != channels:
+    raise ValueError(
+        f"images must have shape [b, h, w, {channels}] (NHWC, in [-1, 1]), "
+        f"got {arr.shape}."
+    )
+  factor = 2 ** (len(ae.model.config.block_out_channels) - 1)
+  if arr.shape[1] % factor or arr.shape[2] % factor:
+    raise ValueError(
+        f"image side {arr.shape[1:3]} must be divisible by {factor} (the "
+        "autoencoder's downsampling)."
+    )
+  return arr
+
+
+@functools.partial(jax.jit, static_argnames=("model", "sample"))
+def _encode(model, params, x, key, scale, sample):
+  post = model.apply({"params": params}, jnp.transpose(x, (0, 3, 1, 2)),
+                     method=model.encode).latent_dist
+  z = post.sample(key) if sample else post.mean
+  return z * scale
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _decode(model, params, z, scale):
+  out = model.apply({"params": params}, z / scale, method=model.decode).sample
+  return jnp.transpose(out, (0, 2, 3, 1))
+
+
+def _batched(fn, arr, batch_size, mesh):
+  """Applies ``fn`` to fixed-size batches sharded over the mesh's data axis.
+
+  Every batch has the same size (the last one is padded), so there is one
+  compilation; the batch size is rounded up to a multiple of the devices.
+  """
+  mesh = sharding.data_mesh() if mesh is None else mesh
+  shards = sharding.num_data_shards(mesh)
+  n = arr.shape[0]
+  batch_size = -(-min(batch_size, n) // shards) * shards
+  spec = NamedSharding(mesh, P(sharding.DATA_AXIS))
+  outs = []
+  for s in range(0, n, batch_size):
+    chunk = np.asarray(arr[s:s + batch_size], np.float32)
+    pad = batch_size - chunk.shape[0]
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
+                                              chunk.dtype)])
+    out = np.asarray(fn(jax.device_put(chunk, spec), s))
+    outs.append(out[:min(batch_size, n - s)])
+  return np.concatenate(outs)
+
+
+def encode(ae: Autoencoder, images: Any, *, sample: bool = False,
+           rng: jax.Array | None = None, batch_size: int = 256,
+           mesh: Mesh | None = None) -> np.ndarray:
+  """Encodes images into scaled latents.
+
+  Args:
+    ae: the autoencoder.
+    images: ``[b, h, w, c]`` in ``[-1, 1]``.
+    sample: a posterior sample instead of the posterior mean (D4M samples).
+    rng: key for the samples (batch ``i`` uses ``fold_in(rng, i)``).
+    batch_size: images per compiled call.
+    mesh: batches are sharded over its ``"data"`` axis (default: every
+      device).
+
+  Returns:
+    ``[b, h', w', latent_channels]`` float32 latents × scaling factor.
+
+  Raises:
+    ValueError: for images of the wrong rank, channels or size.
+  """
+  arr = _check_images(ae, images)
+  rng = jax.random.key(0) if rng is None else rng
+  fn = lambda x, start: _encode(ae.model, ae.params, x,
+                                jax.random.fold_in(rng, start),
+                                ae.scaling_factor, sample)
+  return _batched(fn, arr, batch_size, mesh)
+
+
+def decode(ae: Autoencoder, latents: Any, *, batch_size: int = 256,
+           mesh: Mesh | None = None) -> np.ndarray:
+  """Decodes scaled latents into images ``[b, h, w, c]`` (about ``[-1, 1]``).
+
+  Batches are sharded over the mesh's ``"data"`` axis as in :func:`encode`.
+
+  Raises:
+    ValueError: for latents of the wrong rank or channels.
+  """
+  arr = np.asarray(latents)
+  channels = ae.model.config.latent_channels
+  if arr.ndim != 4 or arr.shape[-1] != channels:
+    raise ValueError(
+        f"latents must have shape [b, h, w, {channels}], got {arr.shape}."
+    )
+  fn = lambda z, start: _decode(ae.model, ae.params, z, ae.scaling_factor)
+  return _batched(fn, arr, batch_size, mesh)

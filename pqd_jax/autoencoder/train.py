@@ -1,0 +1,206 @@
+"""Training a small KL autoencoder (the embedded default's latent space).
+
+Loss: mean squared reconstruction error of a posterior sample plus
+``kl_weight`` × the KL divergence to N(0, I) per latent element. AdamW with
+warm-up and cosine decay. The state is checkpointed with orbax every
+``checkpoint_every`` steps; running again with the same workdir resumes from
+the last checkpoint and sees exactly the batches an uninterrupted run would
+have seen (batch ``s`` and its noise depend only on the seed and ``s``).
+When training ends, the scaling factor is set to 1 / std of the training
+latents (Stable Diffusion's convention) and the model is written with
+``save_pretrained`` to ``workdir/final`` (atomically).
+"""
+
+import json
+import os
+import shutil
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from pqd_jax.autoencoder import model as model_lib
+from pqd_jax.data import pipeline, sources
+
+__all__ = ["CONFIG_KEYS", "psnr", "reconstruct", "train_autoencoder"]
+
+CONFIG_KEYS = (
+    "channels", "image_size", "block_out_channels", "layers_per_block",
+    "latent_channels", "norm_num_groups", "kl_weight", "learning_rate",
+    "weight_decay", "warmup_steps", "batch_size", "num_steps", "seed",
+)
+
+
+def _config_dict(config: Any) -> dict[str, Any]:
+  out = {}
+  for key in CONFIG_KEYS:
+    value = config[key]
+    out[key] = list(value) if isinstance(value, (tuple, list)) else value
+  return out
+
+
+def psnr(reference: np.ndarray, reconstruction: np.ndarray) -> float:
+  """PSNR in dB of images in ``[-1, 1]`` (peak = the ``[0, 1]`` range)."""
+  mse = np.mean(((np.clip(reconstruction, -1, 1) - reference) / 2.0) ** 2)
+  return float(10 * np.log10(1.0 / max(mse, 1e-12)))
+
+
+def reconstruct(ae: model_lib.Autoencoder, images: np.ndarray,
+                batch_size: int = 256) -> np.ndarray:
+  """Decode(encode(images)) with the posterior mean."""
+  return model_lib.decode(ae, model_lib.encode(ae, images,
+                                               batch_size=batch_size),
+                          batch_size=batch_size)
+
+
+def _write_json_atomic(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def _check_config(workdir: str, cfg: dict[str, Any]) -> None:
+  """Refuses to resume a workdir trained with another architecture/run."""
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    changed = {k: (saved.get(k), v) for k, v in cfg.items()
+               if k != "num_steps" and saved.get(k) != v}
+    if changed:
+      raise ValueError(
+          f"The checkpoint in {workdir} was trained with a different config "
+          f"(saved vs requested: {changed}); use another workdir."
+      )
+  _write_json_atomic(path, cfg)
+
+
+def train_autoencoder(
+    config: Any,
+    source: sources.ImageSource,
+    workdir: str,
+    *,
+    test_images: np.ndarray | None = None,
+    eval_every: int = 0,
+    checkpoint_every: int = 500,
+    progress: bool = True,
+) -> model_lib.Autoencoder:
+  """Trains (or resumes training) a small ``FlaxAutoencoderKL``.
+
+  Args:
+    config: autoencoder config with the fields in :data:`CONFIG_KEYS`.
+    source: training images.
+    workdir: directory for checkpoints, ``config.json``, ``metrics.jsonl``
+      and the final model (``final/``).
+    test_images: ``[m, h, w, c]`` in ``[-1, 1]`` to report PSNR on.
+    eval_every: steps between PSNR evaluations (0: only at the end).
+    checkpoint_every: steps between checkpoints.
+    progress: show a tqdm progress bar.
+
+  Returns:
+    The trained autoencoder.
+
+  Raises:
+    ValueError: for a workdir trained with a different config, or images
+      that do not match the config.
+  """
+  cfg = _config_dict(config)
+  os.makedirs(workdir, exist_ok=True)
+  _check_config(workdir, cfg)
+  image, _ = source[0]
+  expected = (cfg["image_size"], cfg["image_size"], cfg["channels"])
+  if image.shape != expected:
+    raise ValueError(f"training images have shape {image.shape}, the config "
+                     f"expects {expected}.")
+  rng = jax.random.key(cfg["seed"])
+  init_key, noise_key = jax.random.split(rng)
+  ae = model_lib.init_autoencoder(config, init_key)
+  model = ae.model
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0, cfg["learning_rate"], max(1, cfg["warmup_steps"]),
+      max(cfg["num_steps"], cfg["warmup_steps"] + 1))
+  optimizer = optax.adamw(schedule, weight_decay=cfg["weight_decay"])
+  state = {"params": ae.params, "opt_state": optimizer.init(ae.params),
+           "step": jnp.zeros((), jnp.int32)}
+  manager = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "ckpt")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+  if manager.latest_step() is not None:
+    state = manager.restore(manager.latest_step(),
+                            args=ocp.args.StandardRestore(state))
+  start = int(state["step"])
+
+  def loss_fn(params, x, key):
+    post = model.apply({"params": params}, jnp.transpose(x, (0, 3, 1, 2)),
+                       method=model.encode).latent_dist
+    rec = model.apply({"params": params}, post.sample(key),
+                      method=model.decode).sample
+    rec = jnp.transpose(rec, (0, 2, 3, 1))
+    mse = jnp.mean((rec - x) ** 2)
+    kl = jnp.mean(post.kl()) / np.prod(post.mean.shape[1:])
+    return mse + cfg["kl_weight"] * kl, (mse, kl)
+
+  @jax.jit
+  def train_step(state, x):
+    key = jax.random.fold_in(noise_key, state["step"])
+    (loss, (mse, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], x, key)
+    updates, opt_state = optimizer.update(grads, state["opt_state"],
+                                          state["params"])
+    return {"params": optax.apply_updates(state["params"], updates),
+            "opt_state": opt_state, "step": state["step"] + 1}, {
+                "loss": loss, "mse": mse, "kl": kl}
+
+  data = pipeline.batch_dataset(source, cfg["batch_size"], seed=cfg["seed"])
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+
+  def log(row):
+    with open(metrics_path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  def evaluate(params):
+    current = model_lib.Autoencoder(model, params, 1.0)
+    return psnr(test_images, reconstruct(current, test_images))
+
+  t0 = time.perf_counter()
+  bar = tqdm(range(start, cfg["num_steps"]), initial=start,
+             total=cfg["num_steps"], desc="autoencoder", disable=not progress)
+  for step in bar:
+    state, metrics = train_step(state, jnp.asarray(data[step]["image"]))
+    done = step + 1
+    if done % 20 == 0 or done == cfg["num_steps"]:
+      bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
+    row = None
+    if eval_every and test_images is not None and done % eval_every == 0:
+      row = {"step": done, "seconds": time.perf_counter() - t0,
+             "loss": float(metrics["loss"]), "mse": float(metrics["mse"]),
+             "kl": float(metrics["kl"]),
+             "test_psnr": evaluate(state["params"])}
+      log(row)
+    if done % checkpoint_every == 0 or done == cfg["num_steps"]:
+      manager.save(done, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+
+  # Scaling factor: 1 / std of the latents (posterior means) of a sample.
+  trained = model_lib.Autoencoder(model, state["params"], 1.0)
+  sample_idx = np.random.default_rng(0).permutation(len(source))[:2048]
+  z = model_lib.encode(trained, pipeline.to_unit_range(source.read(
+      np.sort(sample_idx))))
+  ae = model_lib.Autoencoder(model, state["params"], float(1.0 / z.std()))
+  final = os.path.join(workdir, "final")
+  tmp = final + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  model_lib.save_pretrained(ae, tmp)
+  shutil.rmtree(final, ignore_errors=True)
+  os.replace(tmp, final)
+  if test_images is not None:
+    log({"step": cfg["num_steps"], "final": True,
+         "test_psnr": psnr(test_images, reconstruct(ae, test_images)),
+         "scaling_factor": ae.scaling_factor})
+  return ae
