@@ -29,6 +29,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.autoencoder.num_steps = 2400
   config.autoencoder.seed = 0
 
+  # Encoded latents: posterior mean (False) or a sample (True, as D4M).
+  config.latents = ml_collections.ConfigDict()
+  config.latents.sample = False
+  config.latents.dtype = "float16"
+
   config.quantize = ml_collections.ConfigDict()
   config.quantize.method = "lloyd"
   config.quantize.weights = "mass"

@@ -93,3 +93,34 @@ class TestBadInput:
   def test_groups_must_divide_channels(self):
     with pytest.raises(ValueError, match="multiples of norm_num_groups"):
       model_lib.build(tiny_config(block_out_channels=(6, 8)))
+
+
+_SHARDED = """
+import jax, numpy as np
+from pqd_jax import sharding
+from pqd_jax.autoencoder import model as model_lib
+from tests.autoencoder.conftest import tiny_config
+assert jax.device_count() == 4
+ae = model_lib.init_autoencoder(tiny_config(), jax.random.key(0))
+x = np.asarray(jax.random.uniform(jax.random.key(1), (10, 8, 8, 1),
+                                  minval=-1, maxval=1))
+one = model_lib.encode(ae, x, mesh=sharding.data_mesh(jax.devices()[:1]))
+four = model_lib.encode(ae, x, batch_size=6)  # rounded up to 8, padded
+np.testing.assert_allclose(one, four, rtol=1e-5, atol=1e-6)
+back = model_lib.decode(ae, four)
+assert back.shape == (10, 8, 8, 1)
+print("ok")
+"""
+
+
+def test_encode_sharded_over_four_devices_matches_one():
+  import os
+  import subprocess
+  import sys
+  root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+  env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_force_host_platform_device_count=4")
+  proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=root,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.strip().endswith("ok")
