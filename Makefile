@@ -41,9 +41,10 @@ test: venv data
 test-slow: venv data
 	$(PY) -m pytest -q -m slow $(ARGS)
 
+# ruff check only: `ruff format` would rewrite the Google/yapf-style 4-space
+# continuation indents (as in ott-jax) into 2-space ones.
 lint: venv
 	$(VENV)/bin/ruff check pqd_jax tests benchmarks
-	$(VENV)/bin/ruff format --check pqd_jax tests benchmarks
 
 bench: venv data
 	$(PY) benchmarks/quantize_speed.py $(ARGS)
