@@ -60,9 +60,10 @@ def find_dir(data_dir: str | None = None) -> str:
       "Fashion-MNIST not found. Install it with `sudo apt-get install "
       "dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
       "or point PQD_DATA_DIR (or --config.data_dir) at a directory holding "
-      "train-images-idx3-ubyte.gz and the other three IDX files, or prepare "
-      "the tfds copy there when online (`pip install -e .[tf]` then "
-      "`tfds build fashion_mnist --data_dir=<dir>`)."
+      "train-images-idx3-ubyte.gz and the other three IDX files, or, "
+      "online, let tfds fetch it (`pip install -e .[tf]`, then "
+      "open_source(..., download=True) or `tfds build fashion_mnist "
+      "--data_dir=<dir>`)."
   )
 
 

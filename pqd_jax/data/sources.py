@@ -182,15 +182,21 @@ class TfdsSource(ImageSource):
     channels: 1, 3 or None as in :class:`FolderSource`.
     image_key: feature holding the image.
     label_key: feature holding the label.
+    download: download and prepare (array_record) when not prepared yet;
+      needs the network and, for most datasets, the ``tf`` extra.
   """
 
   def __init__(self, name: str, split: str, *, data_dir: str | None = None,
                image_size: int | None = None, channels: int | None = None,
-               image_key: str = "image", label_key: str = "label"):
+               image_key: str = "image", label_key: str = "label",
+               download: bool = False):
     import tensorflow_datasets as tfds  # heavy; only on this path
 
     try:
-      builder = tfds.builder(name, data_dir=data_dir)
+      builder = tfds.builder(name, data_dir=data_dir,
+                             file_format="array_record")
+      if download:
+        builder.download_and_prepare()
       source = builder.as_data_source(split=split)
     except Exception as e:  # tfds raises many types for "not prepared"
       raise FileNotFoundError(
@@ -221,18 +227,22 @@ class TfdsSource(ImageSource):
 
 
 def open_source(dataset: str, split: str, *, data_dir: str | None = None,
-                image_size: int | None = None,
-                channels: int | None = None) -> ImageSource:
+                image_size: int | None = None, channels: int | None = None,
+                download: bool = False) -> ImageSource:
   """Opens a dataset split by name.
 
   Args:
     dataset: ``"fashion_mnist"`` (IDX files: ``data_dir``,
-      ``$PQD_DATA_DIR``, the Debian package, then a prepared tfds copy in
-      ``data_dir``), ``"folder:<root>"`` (an image folder) or any tfds name.
+      ``$PQD_DATA_DIR``, the Debian package, then tfds ``fashion_mnist`` in
+      ``data_dir``), ``"folder:<root>"`` (an image folder) or the name of a
+      prepared tfds dataset.
     split: ``"train"`` or ``"test"`` (or any tfds split).
     data_dir: where to look (see above).
     image_size: resize to this side length (folder and tfds sources).
     channels: 1 or 3 (folder and tfds sources).
+    download: let tfds download and prepare the dataset when it is not
+      prepared (online only; off by default so that an offline run fails at
+      once instead of retrying the network).
 
   Returns:
     An :class:`ImageSource`.
@@ -253,7 +263,8 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
     except FileNotFoundError as idx_error:
       try:
         return TfdsSource("fashion_mnist", split, data_dir=data_dir,
-                          image_size=image_size, channels=channels)
+                          image_size=image_size, channels=channels,
+                          download=download)
       except FileNotFoundError:
         raise idx_error from None
     if image_size not in (None, images.shape[1]) or channels == 3:
@@ -262,4 +273,4 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
           for im in images])
     return ArraySource(images, labels, fashion_mnist.CLASS_NAMES)
   return TfdsSource(dataset, split, data_dir=data_dir, image_size=image_size,
-                    channels=channels)
+                    channels=channels, download=download)
