@@ -25,6 +25,16 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"),
                0x0E: np.dtype(">f8")}
 
 
+_HOW_TO = (
+    "Install it with `sudo apt-get install dataset-fashion-mnist` (files in "
+    "/usr/share/datasets/fashion-mnist), or point PQD_DATA_DIR (or "
+    "--config.data_dir) at a directory holding train-images-idx3-ubyte.gz "
+    "and the other three IDX files, or, online, let tfds fetch it (`pip "
+    "install -e .[tf]`, then open_source(..., download=True) or `tfds build "
+    "fashion_mnist --data_dir=<dir>`)."
+)
+
+
 def _resolve(directory: str, stem: str) -> str | None:
   for name in (stem + ".gz", stem):
     path = os.path.join(directory, name)
@@ -49,22 +59,14 @@ def find_dir(data_dir: str | None = None) -> str:
   if data_dir:
     if _resolve(data_dir, stem) is None:
       raise FileNotFoundError(
-          f"No Fashion-MNIST IDX files ({stem}[.gz]) in data_dir={data_dir!r}."
-      )
+          f"No Fashion-MNIST IDX files ({stem}[.gz]) in "
+          f"data_dir={data_dir!r}. {_HOW_TO}")
     return data_dir
   candidates = [os.environ.get("PQD_DATA_DIR", ""), DEBIAN_DIR]
   for directory in candidates:
     if directory and _resolve(directory, stem) is not None:
       return directory
-  raise FileNotFoundError(
-      "Fashion-MNIST not found. Install it with `sudo apt-get install "
-      "dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist), "
-      "or point PQD_DATA_DIR (or --config.data_dir) at a directory holding "
-      "train-images-idx3-ubyte.gz and the other three IDX files, or, "
-      "online, let tfds fetch it (`pip install -e .[tf]`, then "
-      "open_source(..., download=True) or `tfds build fashion_mnist "
-      "--data_dir=<dir>`)."
-  )
+  raise FileNotFoundError(f"Fashion-MNIST not found. {_HOW_TO}")
 
 
 def read_idx(path: str) -> np.ndarray:
