@@ -1,0 +1,1 @@
+"""Training: losses, augmentations, teacher and student training."""
