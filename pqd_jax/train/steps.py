@@ -1,0 +1,193 @@
+"""Pure, jitted train and eval steps for classifiers (teacher and student).
+
+``TrainState`` holds the step, parameters, batch statistics (empty for
+instance norm) and optimizer state. A step is a pure function
+``(state, batch, rng) -> (state, metrics)``: the same inputs give the same
+outputs, the state buffers are donated, and the batch may be sharded over the
+mesh's ``"data"`` axis (the loss is a global weighted mean, so 1 and N
+devices give the same update up to float rounding).
+
+Soft labels are online (the RDED way): the frozen teacher labels exactly the
+augmented, CutMix-ed views the student sees, and the loss is the weighted KD
+of :mod:`pqd_jax.train.losses` with the mixed weights ``λ·w_a + (1−λ)·w_b``.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from pqd_jax.train import augment, losses
+
+__all__ = [
+    "TrainState",
+    "accuracy",
+    "ce_step",
+    "create_state",
+    "kd_step",
+    "make_optimizer",
+]
+
+
+class TrainState(struct.PyTreeNode):
+  """Everything a training run carries from step to step."""
+
+  step: jnp.ndarray
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+
+
+def make_optimizer(name: str, learning_rate: float, num_steps: int, *,
+                   warmup_steps: int = 0, weight_decay: float = 0.0,
+                   momentum: float = 0.9) -> optax.GradientTransformation:
+  """AdamW or SGD with linear warm-up and cosine decay to 0.
+
+  Raises:
+    ValueError: for an unknown optimizer or a non-positive step count.
+  """
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+  schedule = optax.warmup_cosine_decay_schedule(
+      0.0 if warmup_steps else learning_rate, learning_rate,
+      max(warmup_steps, 1), max(num_steps, warmup_steps + 1))
+  if name == "adamw":
+    return optax.adamw(schedule, weight_decay=weight_decay)
+  if name == "sgd":
+    return optax.chain(optax.add_decayed_weights(weight_decay),
+                       optax.sgd(schedule, momentum=momentum))
+  raise ValueError(f"Unknown optimizer {name!r}; expected 'adamw' or 'sgd'.")
+
+
+def create_state(model: nn.Module, rng: jax.Array, image_shape: tuple,
+                 tx: optax.GradientTransformation) -> TrainState:
+  """Initialises parameters (and batch statistics) for ``[1, *image_shape]``."""
+  variables = model.init(rng, jnp.zeros((1,) + tuple(image_shape)))
+  params = variables["params"]
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    batch_stats=variables.get("batch_stats", {}),
+                    opt_state=tx.init(params))
+
+
+def _apply_train(model, state, params, images):
+  variables = {"params": params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+    logits, updated = model.apply(variables, images, train=True,
+                                  mutable=["batch_stats"])
+    return logits, updated["batch_stats"]
+  return model.apply(variables, images, train=True), state.batch_stats
+
+
+def _views(rng, images, weights, aug):
+  """Flip + RandomResizedCrop + CutMix views and their mixed weights."""
+  k_flip, k_crop, k_mix = jax.random.split(rng, 3)
+  x = augment.random_flip(k_flip, images) if aug.get("flip", True) else images
+  if aug.get("crop_scale") is not None:
+    x = augment.random_resized_crop(k_crop, x, scale=tuple(aug["crop_scale"]))
+  if aug.get("cutmix", True):
+    x, _, _, weights = augment.cutmix(k_mix, x, weights)
+  return x, weights
+
+
+@functools.partial(jax.jit, static_argnames=("model", "teacher", "tx",
+                                             "temperature", "aug"),
+                   donate_argnums=(0,))
+def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
+            model: nn.Module, teacher: nn.Module, teacher_variables: Any,
+            tx: optax.GradientTransformation, temperature: float,
+            aug: Any) -> tuple[TrainState, dict]:
+  """One step of weighted KD on online teacher labels of augmented views.
+
+  Args:
+    state: the student's state (donated).
+    batch: ``{"image": [b, h, w, c], "weight": [b]}``.
+    rng: key of this step's augmentations.
+    model: the student.
+    teacher: the frozen teacher module.
+    teacher_variables: its variables.
+    tx: the optimizer.
+    temperature: KD temperature.
+    aug: hashable augmentation settings, e.g.
+      ``(("flip", True), ("crop_scale", (0.5, 1.0)), ("cutmix", True))``.
+
+  Returns:
+    ``(new_state, {"loss": scalar})``.
+  """
+  aug = dict(aug)
+  views, weights = _views(rng, batch["image"], batch["weight"], aug)
+  teacher_logits = jax.lax.stop_gradient(
+      teacher.apply(teacher_variables, views, train=False))
+
+  def loss_fn(params):
+    logits, stats = _apply_train(model, state, params, views)
+    return losses.weighted_kd_loss(logits, teacher_logits, weights,
+                                   temperature), stats
+
+  (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1,
+                       params=optax.apply_updates(state.params, updates),
+                       batch_stats=stats, opt_state=opt_state), {"loss": loss}
+
+
+@functools.partial(jax.jit, static_argnames=("model", "tx", "aug"),
+                   donate_argnums=(0,))
+def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
+            model: nn.Module, tx: optax.GradientTransformation,
+            aug: Any) -> tuple[TrainState, dict]:
+  """One step of weighted cross-entropy with hard labels (flip + crop).
+
+  Args:
+    state: the model's state (donated).
+    batch: ``{"image", "label" [b] int32, "weight" [b]}``.
+    rng: key of this step's augmentations.
+    model: the classifier.
+    tx: the optimizer.
+    aug: hashable augmentation settings (CutMix is not used with hard
+      labels).
+
+  Returns:
+    ``(new_state, {"loss": scalar})``.
+  """
+  aug = dict(aug, cutmix=False)
+  views, weights = _views(rng, batch["image"], batch["weight"], aug)
+
+  def loss_fn(params):
+    logits, stats = _apply_train(model, state, params, views)
+    return losses.weighted_ce_loss(logits, batch["label"], weights), stats
+
+  (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(step=state.step + 1,
+                       params=optax.apply_updates(state.params, updates),
+                       batch_stats=stats, opt_state=opt_state), {"loss": loss}
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _predict(model, variables, images):
+  return jnp.argmax(model.apply(variables, images, train=False), axis=-1)
+
+
+def accuracy(model: nn.Module, state: TrainState, images: Any, labels: Any,
+             batch_size: int = 1000) -> float:
+  """Top-1 accuracy on ``images [n, h, w, c]`` (in the model's input range)."""
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  hits = 0
+  n = len(labels)
+  for s in range(0, n, batch_size):
+    x = jnp.asarray(images[s:s + batch_size], jnp.float32)
+    pad = batch_size - x.shape[0] if n > batch_size else 0
+    if pad:
+      x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+    pred = _predict(model, variables, x)[:min(batch_size, n - s)]
+    hits += int(jnp.sum(pred == jnp.asarray(labels[s:s + batch_size])))
+  return hits / n
