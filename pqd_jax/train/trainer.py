@@ -1,0 +1,195 @@
+"""Training loops with orbax checkpoints: a generic ``fit``, the student.
+
+``fit`` runs ``state, metrics = step_fn(state, batch_fn(step), key(step))``
+from the state's step to ``num_steps``. Batches and keys are pure functions
+of the step, so a run killed at any point and started again with the same
+workdir resumes from its last checkpoint and ends with the same parameters
+as an uninterrupted run. Metrics go to ``workdir/metrics.jsonl``.
+"""
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from tqdm import tqdm
+
+from pqd_jax.train import losses, steps
+
+__all__ = ["distilled_batches", "fit", "train_student"]
+
+
+def fit(
+    state: steps.TrainState,
+    step_fn: Callable[[steps.TrainState, dict, jax.Array], tuple[Any, dict]],
+    batch_fn: Callable[[int], dict],
+    num_steps: int,
+    workdir: str,
+    *,
+    rng: jax.Array,
+    checkpoint_every: int = 500,
+    log_every: int = 50,
+    eval_fn: Callable[[steps.TrainState], dict] | None = None,
+    eval_every: int = 0,
+    progress: bool = True,
+    desc: str = "train",
+) -> steps.TrainState:
+  """Runs (or resumes) a training loop with checkpoints.
+
+  Args:
+    state: the initial state (ignored when a checkpoint exists).
+    step_fn: ``(state, batch, key) -> (state, metrics)``.
+    batch_fn: the batch of a step (must depend only on the step).
+    num_steps: total steps.
+    workdir: checkpoints under ``workdir/ckpt``, ``metrics.jsonl`` beside.
+    rng: base key; step ``s`` uses ``fold_in(rng, s)``.
+    checkpoint_every: steps between checkpoints (and one at the end).
+    log_every: steps between metric rows.
+    eval_fn: ``state -> dict`` of evaluation metrics.
+    eval_every: steps between evaluations (0: only at the end).
+    progress: show a tqdm bar.
+    desc: the bar's label.
+
+  Returns:
+    The final state.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  manager = ocp.CheckpointManager(
+      os.path.abspath(os.path.join(workdir, "ckpt")),
+      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
+  if manager.latest_step() is not None:
+    state = manager.restore(manager.latest_step(),
+                            args=ocp.args.StandardRestore(state))
+  start = int(state.step)
+  metrics_path = os.path.join(workdir, "metrics.jsonl")
+
+  def log(row):
+    with open(metrics_path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+  t0 = time.perf_counter()
+  bar = tqdm(range(start, num_steps), initial=start, total=num_steps,
+             desc=desc, disable=not progress)
+  for step in bar:
+    state, metrics = step_fn(state, batch_fn(step),
+                             jax.random.fold_in(rng, step))
+    done = step + 1
+    if done % log_every == 0 or done == num_steps:
+      row = {"step": done, "seconds": time.perf_counter() - t0,
+             **{k: float(v) for k, v in metrics.items()}}
+      if eval_fn is not None and ((eval_every and done % eval_every == 0)
+                                  or done == num_steps):
+        row.update(eval_fn(state))
+      bar.set_postfix(loss=f"{row['loss']:.4f}")
+      log(row)
+    if done % checkpoint_every == 0 or done == num_steps:
+      manager.save(done, args=ocp.args.StandardSave(state))
+  manager.wait_until_finished()
+  return state
+
+
+def distilled_batches(images: np.ndarray, labels: np.ndarray,
+                      weights: np.ndarray, batch_size: int,
+                      seed: int) -> Callable[[int], dict]:
+  """Batches of a small distilled set, a pure function of seed and step.
+
+  Every step draws ``min(batch_size, n)`` distinct images afresh.
+  """
+  n = images.shape[0]
+  size = min(batch_size, n)
+
+  def batch(step: int) -> dict:
+    idx = np.random.default_rng([seed, step]).choice(n, size, replace=False)
+    return {"image": jnp.asarray(images[idx], jnp.float32),
+            "label": jnp.asarray(labels[idx], jnp.int32),
+            "weight": jnp.asarray(weights[idx], jnp.float32)}
+
+  return batch
+
+
+def train_student(
+    model: nn.Module,
+    images: np.ndarray,
+    labels: np.ndarray,
+    weights: np.ndarray,
+    workdir: str,
+    *,
+    num_classes: int,
+    num_steps: int,
+    batch_size: int = 100,
+    optimizer: str = "adamw",
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.01,
+    warmup_steps: int = 0,
+    teacher: nn.Module | None = None,
+    teacher_variables: Any = None,
+    temperature: float = 4.0,
+    aug: Any = (("flip", True), ("crop_scale", (0.5, 1.0)),
+                ("cutmix", True)),
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    eval_fn: Callable[[steps.TrainState], dict] | None = None,
+    progress: bool = True,
+) -> steps.TrainState:
+  """Trains a student from scratch on a weighted distilled set.
+
+  With a ``teacher``: online soft labels (KD at ``temperature`` on the
+  teacher's logits of every augmented view). Without: hard-label weighted
+  cross-entropy.
+
+  Args:
+    model: the student module.
+    images: ``[n, h, w, c]`` float images in the model's input range.
+    labels: ``[n]`` int labels.
+    weights: ``[n]`` non-negative per-image weights (ones = D4M).
+    workdir: checkpoints and metrics (resumable).
+    num_classes: number of classes.
+    num_steps: training steps.
+    batch_size: images per step (capped at n).
+    optimizer: ``"adamw"`` or ``"sgd"``.
+    learning_rate: peak learning rate.
+    weight_decay: weight decay.
+    warmup_steps: linear warm-up steps before the cosine decay.
+    teacher: frozen teacher module (None: hard labels).
+    teacher_variables: its variables.
+    temperature: KD temperature.
+    aug: augmentation settings (hashable pairs).
+    seed: seed of the init, the batches and the augmentations.
+    checkpoint_every: steps between checkpoints.
+    eval_fn: optional ``state -> metrics`` evaluated at the end.
+    progress: show a progress bar.
+
+  Returns:
+    The trained state.
+
+  Raises:
+    ValueError: for an empty set, bad labels or bad weights.
+  """
+  losses.check_distilled_set(images, labels, weights, num_classes)
+  if teacher is not None and teacher_variables is None:
+    raise ValueError("teacher_variables are required with a teacher.")
+  tx = steps.make_optimizer(optimizer, learning_rate, num_steps,
+                            warmup_steps=warmup_steps,
+                            weight_decay=weight_decay)
+  init_key, step_key = jax.random.split(jax.random.key(seed))
+  state = steps.create_state(model, init_key, images.shape[1:], tx)
+  if teacher is not None:
+    step_fn = lambda s, b, k: steps.kd_step(
+        s, b, k, model=model, teacher=teacher,
+        teacher_variables=teacher_variables, tx=tx, temperature=temperature,
+        aug=aug)
+  else:
+    step_fn = lambda s, b, k: steps.ce_step(s, b, k, model=model, tx=tx,
+                                            aug=aug)
+  return fit(state, step_fn,
+             distilled_batches(images, labels, weights, batch_size, seed),
+             num_steps, workdir, rng=step_key,
+             checkpoint_every=checkpoint_every, eval_fn=eval_fn,
+             progress=progress, desc="student")
+

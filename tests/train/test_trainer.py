@@ -1,0 +1,104 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from pqd_jax import models
+from pqd_jax.train import steps, trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+
+
+def tiny_set(n=12):
+  images = np.asarray(jax.random.normal(jax.random.key(1), (n, 8, 8, 1)))
+  return images, np.arange(n) % 3, np.linspace(0.5, 1.5, n)
+
+
+def tiny_teacher():
+  teacher = models.ConvNet(num_classes=3, width=8, depth=2)
+  return teacher, teacher.init(jax.random.key(99), jnp.zeros((1, 8, 8, 1)))
+
+
+def run(workdir, num_steps, checkpoint_every, progress=False):
+  teacher, tvars = tiny_teacher()
+  images, labels, weights = tiny_set()
+  return trainer.train_student(
+      models.ConvNet(num_classes=3, width=8, depth=2), images, labels,
+      weights, workdir, num_classes=3, num_steps=num_steps, batch_size=6,
+      teacher=teacher, teacher_variables=tvars,
+      checkpoint_every=checkpoint_every, progress=progress)
+
+
+def _same(a, b):
+  return all(np.array_equal(x, y) for x, y in zip(
+      jax.tree.leaves(a.params), jax.tree.leaves(b.params), strict=True))
+
+
+_KILLED = textwrap.dedent("""
+    import sys
+    from tests.train.test_trainer import run
+    run(sys.argv[1], num_steps=400, checkpoint_every=2)
+""")
+
+
+def test_killed_student_training_resumes_to_the_same_parameters(tmp_path):
+  killed = str(tmp_path / "killed")
+  proc = subprocess.Popen([sys.executable, "-c", _KILLED, killed],
+                          env=dict(os.environ, PYTHONPATH=ROOT), cwd=ROOT)
+  ckpt = os.path.join(killed, "ckpt")
+  deadline = time.time() + 300
+  while time.time() < deadline:
+    if os.path.isdir(ckpt) and len([d for d in os.listdir(ckpt)
+                                    if d.isdigit()]) >= 2:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL, "run ended before the kill"
+  resumed = run(killed, num_steps=400, checkpoint_every=2)
+  straight = run(str(tmp_path / "one"), num_steps=400, checkpoint_every=400)
+  assert int(resumed.step) == int(straight.step) == 400
+  assert _same(resumed, straight)
+
+
+def test_metrics_are_logged(tmp_path):
+  run(str(tmp_path), num_steps=100, checkpoint_every=100)
+  rows = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert len(rows) == 2  # every 50 steps
+
+
+def test_distilled_batches_are_a_function_of_the_step():
+  images, labels, weights = tiny_set()
+  batches = trainer.distilled_batches(images, labels, weights, 5, seed=3)
+  np.testing.assert_array_equal(batches(7)["label"], batches(7)["label"])
+  assert len(batches(0)["label"]) == 5
+
+
+def test_bad_weights_are_refused(tmp_path):
+  images, labels, weights = tiny_set()
+  weights[0] = -1.0
+  with pytest.raises(ValueError, match="weights must be finite and >= 0"):
+    trainer.train_student(models.ConvNet(num_classes=3, width=8), images,
+                          labels, weights, str(tmp_path), num_classes=3,
+                          num_steps=2)
+
+
+def test_teacher_without_variables_is_refused(tmp_path):
+  images, labels, weights = tiny_set()
+  teacher, _ = tiny_teacher()
+  with pytest.raises(ValueError, match="teacher_variables are required"):
+    trainer.train_student(models.ConvNet(num_classes=3, width=8), images,
+                          labels, weights, str(tmp_path), num_classes=3,
+                          num_steps=2, teacher=teacher)
+
+
+def test_state_step_counts_the_steps(tmp_path):
+  state = run(str(tmp_path), num_steps=5, checkpoint_every=5)
+  assert isinstance(state, steps.TrainState) and int(state.step) == 5
