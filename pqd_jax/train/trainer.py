@@ -22,7 +22,15 @@ from tqdm import tqdm
 
 from pqd_jax.train import losses, steps
 
-__all__ = ["distilled_batches", "fit", "train_student"]
+__all__ = [
+    "distilled_batches",
+    "fit",
+    "mean_std",
+    "random_subset",
+    "train_student",
+    "train_teacher",
+    "variables_of",
+]
 
 
 def fit(
@@ -193,3 +201,99 @@ def train_student(
              checkpoint_every=checkpoint_every, eval_fn=eval_fn,
              progress=progress, desc="student")
 
+
+
+def train_teacher(
+    model: nn.Module,
+    source: Any,
+    workdir: str,
+    *,
+    num_steps: int,
+    batch_size: int = 128,
+    optimizer: str = "adamw",
+    learning_rate: float = 2e-3,
+    weight_decay: float = 1e-4,
+    warmup_steps: int = 200,
+    aug: Any = (("flip", True), ("crop_scale", (0.6, 1.0))),
+    seed: int = 0,
+    checkpoint_every: int = 500,
+    eval_fn: Callable[[steps.TrainState], dict] | None = None,
+    eval_every: int = 0,
+    progress: bool = True,
+) -> steps.TrainState:
+  """Trains (or resumes) a teacher on a real training split, hard labels.
+
+  Args:
+    model: the classifier.
+    source: an :class:`~pqd_jax.data.sources.ImageSource`; batches come from
+      :func:`pqd_jax.data.pipeline.batch_dataset` (images in ``[-1, 1]``),
+      batch ``s`` a pure function of ``seed`` and ``s``.
+    workdir: checkpoints and metrics (resumable).
+    num_steps: training steps.
+    batch_size: images per step.
+    optimizer: ``"adamw"`` or ``"sgd"``.
+    learning_rate: peak learning rate.
+    weight_decay: weight decay.
+    warmup_steps: warm-up steps.
+    aug: flip / RandomResizedCrop settings (no CutMix with hard labels).
+    seed: seed of the init, order and augmentations.
+    checkpoint_every: steps between checkpoints.
+    eval_fn: ``state -> metrics`` (e.g. test accuracy).
+    eval_every: steps between evaluations (0: at the end only).
+    progress: show a progress bar.
+
+  Returns:
+    The trained state.
+  """
+  from pqd_jax.data import pipeline  # data deps only on this path
+
+  data = pipeline.batch_dataset(source, batch_size, seed=seed)
+  tx = steps.make_optimizer(optimizer, learning_rate, num_steps,
+                            warmup_steps=warmup_steps,
+                            weight_decay=weight_decay)
+  image, _ = source[0]
+  init_key, step_key = jax.random.split(jax.random.key(seed))
+  state = steps.create_state(model, init_key, image.shape, tx)
+
+  def batch_fn(step):
+    b = data[step]
+    return {"image": jnp.asarray(b["image"]),
+            "label": jnp.asarray(b["label"]),
+            "weight": jnp.ones(b["label"].shape, jnp.float32)}
+
+  step_fn = lambda s, b, k: steps.ce_step(s, b, k, model=model, tx=tx,
+                                          aug=aug)
+  return fit(state, step_fn, batch_fn, num_steps, workdir, rng=step_key,
+             checkpoint_every=checkpoint_every, eval_fn=eval_fn,
+             eval_every=eval_every, progress=progress, desc="teacher")
+
+
+def variables_of(state: steps.TrainState) -> dict:
+  """``{"params", "batch_stats"?}`` for ``model.apply`` (e.g. a teacher)."""
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  return variables
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (0 for a single value)."""
+  arr = np.asarray(values, np.float64)
+  return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+
+
+def random_subset(labels: np.ndarray, ipc: int, seed: int) -> np.ndarray:
+  """Indices of ``ipc`` random real images per class (the ``random`` set).
+
+  Raises:
+    ValueError: if a class has fewer than ``ipc`` images.
+  """
+  gen = np.random.default_rng(seed)
+  picked = []
+  for c in np.unique(labels):
+    idx = np.flatnonzero(labels == c)
+    if len(idx) < ipc:
+      raise ValueError(f"class {c} has {len(idx)} images, fewer than "
+                       f"ipc={ipc}.")
+    picked.append(gen.choice(idx, ipc, replace=False))
+  return np.sort(np.concatenate(picked))

@@ -102,3 +102,39 @@ def test_teacher_without_variables_is_refused(tmp_path):
 def test_state_step_counts_the_steps(tmp_path):
   state = run(str(tmp_path), num_steps=5, checkpoint_every=5)
   assert isinstance(state, steps.TrainState) and int(state.step) == 5
+
+
+def test_teacher_learns_a_separable_task(tmp_path):
+  from pqd_jax.data import pipeline, sources
+  gen = np.random.default_rng(0)
+  labels = np.arange(48) % 2
+  images = np.where(labels[:, None, None, None] == 1, 200, 40)
+  images = (images + gen.integers(0, 30, (48, 8, 8, 1))).astype(np.uint8)
+  src = sources.ArraySource(images, labels, ("dark", "bright"))
+  model = models.ConvNet(num_classes=2, width=8, depth=2)
+  test_x = pipeline.to_unit_range(images)
+  eval_fn = lambda s: {"test_accuracy": steps.accuracy(model, s, test_x,
+                                                       labels)}
+  state = trainer.train_teacher(model, src, str(tmp_path), num_steps=40,
+                                batch_size=16, warmup_steps=5,
+                                eval_fn=eval_fn, progress=False)
+  assert steps.accuracy(model, state, test_x, labels) == 1.0
+  assert "test_accuracy" in (tmp_path / "metrics.jsonl").read_text()
+
+
+def test_random_subset_takes_ipc_per_class():
+  labels = np.repeat([0, 1, 2], [5, 7, 4])
+  idx = trainer.random_subset(labels, 3, seed=0)
+  assert np.bincount(labels[idx]).tolist() == [3, 3, 3]
+  np.testing.assert_array_equal(idx, trainer.random_subset(labels, 3, 0))
+
+
+def test_random_subset_ipc_too_large():
+  with pytest.raises(ValueError, match="class 2 has 4 images, fewer than "
+                     "ipc=5"):
+    trainer.random_subset(np.repeat([0, 1, 2], [5, 7, 4]), 5, seed=0)
+
+
+def test_mean_std():
+  assert trainer.mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2)))
+  assert trainer.mean_std([4.0]) == (4.0, 0.0)
