@@ -14,18 +14,15 @@ latents (Stable Diffusion's convention) and the model is written with
 import json
 import os
 import shutil
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-import orbax.checkpoint as ocp
-from tqdm import tqdm
 
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
+from pqd_jax.train import steps, trainer
 
 __all__ = ["CONFIG_KEYS", "psnr", "reconstruct", "train_autoencoder"]
 
@@ -122,19 +119,11 @@ def train_autoencoder(
   init_key, noise_key = jax.random.split(rng)
   ae = model_lib.init_autoencoder(config, init_key)
   model = ae.model
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, cfg["learning_rate"], max(1, cfg["warmup_steps"]),
-      max(cfg["num_steps"], cfg["warmup_steps"] + 1))
-  optimizer = optax.adamw(schedule, weight_decay=cfg["weight_decay"])
-  state = {"params": ae.params, "opt_state": optimizer.init(ae.params),
-           "step": jnp.zeros((), jnp.int32)}
-  manager = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "ckpt")),
-      options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-  if manager.latest_step() is not None:
-    state = manager.restore(manager.latest_step(),
-                            args=ocp.args.StandardRestore(state))
-  start = int(state["step"])
+  tx = steps.make_optimizer("adamw", cfg["learning_rate"], cfg["num_steps"],
+                            warmup_steps=cfg["warmup_steps"],
+                            weight_decay=cfg["weight_decay"])
+  state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=ae.params,
+                           batch_stats={}, opt_state=tx.init(ae.params))
 
   def loss_fn(params, x, key):
     post = model.apply({"params": params}, jnp.transpose(x, (0, 3, 1, 2)),
@@ -147,52 +136,30 @@ def train_autoencoder(
     return mse + cfg["kl_weight"] * kl, (mse, kl)
 
   @jax.jit
-  def train_step(state, x):
-    key = jax.random.fold_in(noise_key, state["step"])
+  def train_step(state, batch, key):
     (loss, (mse, kl)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], x, key)
-    updates, opt_state = optimizer.update(grads, state["opt_state"],
-                                          state["params"])
-    return {"params": optax.apply_updates(state["params"], updates),
-            "opt_state": opt_state, "step": state["step"] + 1}, {
-                "loss": loss, "mse": mse, "kl": kl}
+        state.params, batch["image"], key)
+    return steps.apply_gradients(state, grads, tx), {
+        "loss": loss, "mse": mse, "kl": kl}
 
   data = pipeline.batch_dataset(source, cfg["batch_size"], seed=cfg["seed"])
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-
-  def log(row):
-    with open(metrics_path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-
-  def evaluate(params):
-    current = model_lib.Autoencoder(model, params, 1.0)
-    return psnr(test_images, reconstruct(current, test_images))
-
-  t0 = time.perf_counter()
-  bar = tqdm(range(start, cfg["num_steps"]), initial=start,
-             total=cfg["num_steps"], desc="autoencoder", disable=not progress)
-  for step in bar:
-    state, metrics = train_step(state, jnp.asarray(data[step]["image"]))
-    done = step + 1
-    if done % 20 == 0 or done == cfg["num_steps"]:
-      bar.set_postfix(loss=f"{float(metrics['loss']):.4f}")
-    row = None
-    if eval_every and test_images is not None and done % eval_every == 0:
-      row = {"step": done, "seconds": time.perf_counter() - t0,
-             "loss": float(metrics["loss"]), "mse": float(metrics["mse"]),
-             "kl": float(metrics["kl"]),
-             "test_psnr": evaluate(state["params"])}
-      log(row)
-    if done % checkpoint_every == 0 or done == cfg["num_steps"]:
-      manager.save(done, args=ocp.args.StandardSave(state))
-  manager.wait_until_finished()
+  batch_fn = lambda step: {"image": jnp.asarray(data[step]["image"])}
+  eval_fn = None
+  if test_images is not None:
+    eval_fn = lambda s: {"test_psnr": psnr(test_images, reconstruct(
+        model_lib.Autoencoder(model, s.params, 1.0), test_images))}
+  state = trainer.fit(state, train_step, batch_fn, cfg["num_steps"], workdir,
+                      rng=noise_key, checkpoint_every=checkpoint_every,
+                      log_every=eval_every or 50, eval_fn=eval_fn,
+                      eval_every=eval_every, progress=progress,
+                      desc="autoencoder")
 
   # Scaling factor: 1 / std of the latents (posterior means) of a sample.
-  trained = model_lib.Autoencoder(model, state["params"], 1.0)
+  trained = model_lib.Autoencoder(model, state.params, 1.0)
   sample_idx = np.random.default_rng(0).permutation(len(source))[:2048]
   z = model_lib.encode(trained, pipeline.to_unit_range(source.read(
       np.sort(sample_idx))))
-  ae = model_lib.Autoencoder(model, state["params"], float(1.0 / z.std()))
+  ae = model_lib.Autoencoder(model, state.params, float(1.0 / z.std()))
   final = os.path.join(workdir, "final")
   tmp = final + ".tmp"
   shutil.rmtree(tmp, ignore_errors=True)
@@ -200,7 +167,9 @@ def train_autoencoder(
   shutil.rmtree(final, ignore_errors=True)
   os.replace(tmp, final)
   if test_images is not None:
-    log({"step": cfg["num_steps"], "final": True,
-         "test_psnr": psnr(test_images, reconstruct(ae, test_images)),
-         "scaling_factor": ae.scaling_factor})
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({
+          "step": cfg["num_steps"], "final": True,
+          "test_psnr": psnr(test_images, reconstruct(ae, test_images)),
+          "scaling_factor": ae.scaling_factor}) + "\n")
   return ae

@@ -26,6 +26,7 @@ from pqd_jax.train import augment, losses
 __all__ = [
     "TrainState",
     "accuracy",
+    "apply_gradients",
     "ce_step",
     "create_state",
     "kd_step",
@@ -71,6 +72,17 @@ def create_state(model: nn.Module, rng: jax.Array, image_shape: tuple,
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=variables.get("batch_stats", {}),
                     opt_state=tx.init(params))
+
+
+def apply_gradients(state: TrainState, grads: Any,
+                    tx: optax.GradientTransformation,
+                    batch_stats: Any = None) -> TrainState:
+  """The optimizer update: the next state (step + 1)."""
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  return state.replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, updates),
+      batch_stats=state.batch_stats if batch_stats is None else batch_stats,
+      opt_state=opt_state)
 
 
 def _apply_train(model, state, params, images):
@@ -130,10 +142,7 @@ def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
 
   (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return state.replace(step=state.step + 1,
-                       params=optax.apply_updates(state.params, updates),
-                       batch_stats=stats, opt_state=opt_state), {"loss": loss}
+  return apply_gradients(state, grads, tx, stats), {"loss": loss}
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "aug"),
@@ -164,10 +173,7 @@ def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
 
   (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  return state.replace(step=state.step + 1,
-                       params=optax.apply_updates(state.params, updates),
-                       batch_stats=stats, opt_state=opt_state), {"loss": loss}
+  return apply_gradients(state, grads, tx, stats), {"loss": loss}
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
