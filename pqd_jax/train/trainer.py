@@ -88,11 +88,12 @@ def fit(
     state, metrics = step_fn(state, batch_fn(step),
                              jax.random.fold_in(rng, step))
     done = step + 1
-    if done % log_every == 0 or done == num_steps:
+    evaluate = eval_fn is not None and (
+        (eval_every and done % eval_every == 0) or done == num_steps)
+    if evaluate or done % log_every == 0 or done == num_steps:
       row = {"step": done, "seconds": time.perf_counter() - t0,
              **{k: float(v) for k, v in metrics.items()}}
-      if eval_fn is not None and ((eval_every and done % eval_every == 0)
-                                  or done == num_steps):
+      if evaluate:
         row.update(eval_fn(state))
       bar.set_postfix(loss=f"{row['loss']:.4f}")
       log(row)

@@ -74,6 +74,17 @@ def test_metrics_are_logged(tmp_path):
   assert len(rows) == 2  # every 50 steps
 
 
+def test_evaluation_runs_on_its_own_schedule(tmp_path):
+  images, labels, weights = tiny_set()
+  calls = []
+  trainer.train_student(
+      models.ConvNet(num_classes=3, width=8, depth=2), images, labels,
+      weights, str(tmp_path), num_classes=3, num_steps=21, batch_size=6,
+      eval_fn=lambda s: calls.append(int(s.step)) or {"acc": 0.0},
+      progress=False)
+  assert calls == [21]  # at the end, although 21 is no multiple of 50
+
+
 def test_distilled_batches_are_a_function_of_the_step():
   images, labels, weights = tiny_set()
   batches = trainer.distilled_batches(images, labels, weights, 5, seed=3)
