@@ -12,6 +12,7 @@ import pytest
 
 from pqd_jax import models
 from pqd_jax.train import steps, trainer
+from tests.train.test_steps import _setup as _steps_setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
@@ -75,14 +76,15 @@ def test_metrics_are_logged(tmp_path):
 
 
 def test_evaluation_runs_on_its_own_schedule(tmp_path):
-  images, labels, weights = tiny_set()
+  student, _, _, tx, state, batch = _steps_setup()
   calls = []
-  trainer.train_student(
-      models.ConvNet(num_classes=3, width=8, depth=2), images, labels,
-      weights, str(tmp_path), num_classes=3, num_steps=21, batch_size=6,
-      eval_fn=lambda s: calls.append(int(s.step)) or {"acc": 0.0},
-      progress=False)
-  assert calls == [21]  # at the end, although 21 is no multiple of 50
+  trainer.fit(
+      state, lambda st, b, k: steps.ce_step(st, b, k, model=student, tx=tx,
+                                            aug=(("flip", False),)),
+      lambda step: batch, 21, str(tmp_path), rng=jax.random.key(0),
+      log_every=50, eval_every=7, progress=False,
+      eval_fn=lambda st: calls.append(int(st.step)) or {"acc": 0.0})
+  assert calls == [7, 14, 21]
 
 
 def test_distilled_batches_are_a_function_of_the_step():
