@@ -4,6 +4,9 @@ import os
 
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
 
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -38,3 +41,23 @@ def labelled_blobs(sizes, dim=4, centers_per_class=6, seed=0):
 @pytest.fixture
 def blobs():
   return labelled_blobs((300, 200, 250))
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_on_fake_devices(script, *args, devices=4):
+  """Runs ``script`` in a fresh Python with ``devices`` fake CPU devices.
+
+  XLA_FLAGS must be set before JAX starts, hence the subprocess. Fails the
+  test with the child's stderr on a non-zero exit.
+
+  Returns:
+    The child's stdout.
+  """
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  proc = subprocess.run([sys.executable, "-c", script, *args], env=env,
+                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc.stdout

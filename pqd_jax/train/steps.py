@@ -31,6 +31,7 @@ __all__ = [
     "create_state",
     "kd_step",
     "make_optimizer",
+    "variables_of",
 ]
 
 
@@ -41,6 +42,14 @@ class TrainState(struct.PyTreeNode):
   params: Any
   batch_stats: Any
   opt_state: Any
+
+
+def variables_of(state: TrainState) -> dict:
+  """``{"params", "batch_stats"?}`` for ``model.apply`` (e.g. a teacher)."""
+  variables = {"params": state.params}
+  if state.batch_stats:
+    variables["batch_stats"] = state.batch_stats
+  return variables
 
 
 def make_optimizer(name: str, learning_rate: float, num_steps: int, *,
@@ -184,9 +193,7 @@ def _predict(model, variables, images):
 def accuracy(model: nn.Module, state: TrainState, images: Any, labels: Any,
              batch_size: int = 1000) -> float:
   """Top-1 accuracy on ``images [n, h, w, c]`` (in the model's input range)."""
-  variables = {"params": state.params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
+  variables = variables_of(state)
   hits = 0
   n = len(labels)
   for s in range(0, n, batch_size):

@@ -22,6 +22,9 @@ from tqdm import tqdm
 
 from pqd_jax.train import losses, steps
 
+# Re-exported: the trainer is where users look for it.
+variables_of = steps.variables_of
+
 __all__ = [
     "distilled_batches",
     "fit",
@@ -267,14 +270,6 @@ def train_teacher(
   return fit(state, step_fn, batch_fn, num_steps, workdir, rng=step_key,
              checkpoint_every=checkpoint_every, eval_fn=eval_fn,
              eval_every=eval_every, progress=progress, desc="teacher")
-
-
-def variables_of(state: steps.TrainState) -> dict:
-  """``{"params", "batch_stats"?}`` for ``model.apply`` (e.g. a teacher)."""
-  variables = {"params": state.params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
-  return variables
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

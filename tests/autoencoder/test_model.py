@@ -4,6 +4,7 @@ import pytest
 
 from pqd_jax.autoencoder import model as model_lib
 from tests.autoencoder.conftest import tiny_config
+from tests.conftest import run_on_fake_devices
 
 
 @pytest.fixture(scope="module")
@@ -114,13 +115,4 @@ print("ok")
 
 
 def test_encode_sharded_over_four_devices_matches_one():
-  import os
-  import subprocess
-  import sys
-  root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-  env = dict(os.environ, PYTHONPATH=root, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=root,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.strip().endswith("ok")
+  assert run_on_fake_devices(_SHARDED).strip().endswith("ok")

@@ -4,13 +4,12 @@ XLA_FLAGS must be set before JAX starts, so the check runs in a subprocess.
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
+
+from tests.conftest import run_on_fake_devices
 
 _SCRIPT = textwrap.dedent("""
     import json, sys
@@ -38,15 +37,8 @@ _SCRIPT = textwrap.dedent("""
 
 
 def _run(method):
-  env = dict(os.environ)
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-  env["JAX_PLATFORMS"] = "cpu"
-  root = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.run([sys.executable, "-c", _SCRIPT, method], env=env,
-                        capture_output=True, text=True, timeout=600, cwd=root)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.strip().splitlines()[-1])
+  return json.loads(run_on_fake_devices(_SCRIPT, method).strip()
+                    .splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,3 @@
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,9 +5,9 @@ import pytest
 
 from pqd_jax import models
 from pqd_jax.train import steps
+from tests.conftest import run_on_fake_devices
 
 AUG = (("flip", True), ("crop_scale", (0.5, 1.0)), ("cutmix", True))
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 
 
 def _setup(seed=0, norm="instance"):
@@ -95,9 +91,4 @@ print("ok")
 
 
 def test_sharded_step_on_four_devices_matches_one():
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=4")
-  proc = subprocess.run([sys.executable, "-c", _SHARDED], env=env, cwd=ROOT,
-                        capture_output=True, text=True, timeout=600)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  assert proc.stdout.strip().endswith("ok")
+  assert run_on_fake_devices(_SHARDED).strip().endswith("ok")
