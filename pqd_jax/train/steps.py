@@ -28,6 +28,7 @@ __all__ = [
     "accuracy",
     "apply_gradients",
     "ce_step",
+    "check_aug",
     "create_state",
     "kd_step",
     "make_optimizer",
@@ -104,13 +105,50 @@ def _apply_train(model, state, params, images):
   return model.apply(variables, images, train=True), state.batch_stats
 
 
+AUG_KEYS = ("flip", "crop_scale", "cutmix", "dsa")
+
+
+def check_aug(aug: Any) -> dict:
+  """The augmentation settings as a dict; a listed setting is on.
+
+  ``aug`` is a hashable tuple of ``(name, value)`` pairs (a jit static
+  argument): ``("flip", bool)``, ``("crop_scale", (lo, hi) | None)`` for
+  RandomResizedCrop, ``("cutmix", bool)`` and ``("dsa", bool | transforms)``
+  for DSA (one transform per batch, :func:`pqd_jax.train.augment.dsa`).
+
+  Raises:
+    ValueError: for an unhashable ``aug``, an unknown setting or a bad crop
+      scale.
+  """
+  try:
+    hash(aug)
+  except TypeError:
+    raise ValueError(f"aug must be a hashable tuple of (name, value) pairs "
+                     f"(a jit static argument), got {aug!r}.") from None
+  settings = dict(aug)
+  unknown = sorted(set(settings) - set(AUG_KEYS))
+  if unknown:
+    raise ValueError(f"Unknown augmentation settings {unknown}; expected "
+                     f"names in {AUG_KEYS}.")
+  scale = settings.get("crop_scale")
+  if scale is not None and not (len(scale) == 2
+                                and 0.0 < scale[0] <= scale[1] <= 1.0):
+    raise ValueError(f"crop_scale must be (lo, hi) with 0 < lo <= hi <= 1, "
+                     f"got {scale!r}.")
+  return settings
+
+
 def _views(rng, images, weights, aug):
-  """Flip + RandomResizedCrop + CutMix views and their mixed weights."""
-  k_flip, k_crop, k_mix = jax.random.split(rng, 3)
-  x = augment.random_flip(k_flip, images) if aug.get("flip", True) else images
+  """Augmented views (flip, crop, DSA, then CutMix) and their mixed weights."""
+  k_flip, k_crop, k_dsa, k_mix = jax.random.split(rng, 4)
+  x = augment.random_flip(k_flip, images) if aug.get("flip") else images
   if aug.get("crop_scale") is not None:
     x = augment.random_resized_crop(k_crop, x, scale=tuple(aug["crop_scale"]))
-  if aug.get("cutmix", True):
+  if aug.get("dsa"):
+    transforms = (augment.DSA_TRANSFORMS if aug["dsa"] is True
+                  else tuple(aug["dsa"]))
+    x = augment.dsa(k_dsa, x, transforms=transforms)
+  if aug.get("cutmix"):
     x, _, _, weights = augment.cutmix(k_mix, x, weights)
   return x, weights
 
@@ -133,13 +171,14 @@ def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
     teacher_variables: its variables.
     tx: the optimizer.
     temperature: KD temperature.
-    aug: hashable augmentation settings, e.g.
+    aug: hashable augmentation settings (:func:`check_aug`; unlisted ones
+      are off), e.g.
       ``(("flip", True), ("crop_scale", (0.5, 1.0)), ("cutmix", True))``.
 
   Returns:
     ``(new_state, {"loss": scalar})``.
   """
-  aug = dict(aug)
+  aug = check_aug(aug)
   views, weights = _views(rng, batch["image"], batch["weight"], aug)
   teacher_logits = jax.lax.stop_gradient(
       teacher.apply(teacher_variables, views, train=False))
@@ -159,7 +198,7 @@ def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
 def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
             model: nn.Module, tx: optax.GradientTransformation,
             aug: Any) -> tuple[TrainState, dict]:
-  """One step of weighted cross-entropy with hard labels (flip + crop).
+  """One step of weighted cross-entropy with hard labels.
 
   Args:
     state: the model's state (donated).
@@ -167,13 +206,14 @@ def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
     rng: key of this step's augmentations.
     model: the classifier.
     tx: the optimizer.
-    aug: hashable augmentation settings (CutMix is not used with hard
-      labels).
+    aug: hashable augmentation settings (:func:`check_aug`), e.g.
+      ``(("dsa", True),)`` for the DSA protocol; CutMix is not used with
+      hard labels.
 
   Returns:
     ``(new_state, {"loss": scalar})``.
   """
-  aug = dict(aug, cutmix=False)
+  aug = dict(check_aug(aug), cutmix=False)
   views, weights = _views(rng, batch["image"], batch["weight"], aug)
 
   def loss_fn(params):

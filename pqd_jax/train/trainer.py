@@ -30,6 +30,7 @@ __all__ = [
     "fit",
     "mean_std",
     "random_subset",
+    "restore_variables",
     "train_student",
     "train_teacher",
     "variables_of",
@@ -147,6 +148,7 @@ def train_student(
     seed: int = 0,
     checkpoint_every: int = 500,
     eval_fn: Callable[[steps.TrainState], dict] | None = None,
+    eval_every: int = 0,
     progress: bool = True,
 ) -> steps.TrainState:
   """Trains a student from scratch on a weighted distilled set.
@@ -171,10 +173,14 @@ def train_student(
     teacher: frozen teacher module (None: hard labels).
     teacher_variables: its variables.
     temperature: KD temperature.
-    aug: augmentation settings (hashable pairs).
+    aug: augmentation settings (:func:`pqd_jax.train.steps.check_aug`);
+      for the hard-label protocol of the published tables use
+      ``(("dsa", True),)``.
     seed: seed of the init, the batches and the augmentations.
     checkpoint_every: steps between checkpoints.
-    eval_fn: optional ``state -> metrics`` evaluated at the end.
+    eval_fn: optional ``state -> metrics`` (e.g. test accuracy).
+    eval_every: steps between evaluations (0: at the end only); the rows of
+      ``workdir/metrics.jsonl`` give the accuracy-versus-steps curve.
     progress: show a progress bar.
 
   Returns:
@@ -184,6 +190,7 @@ def train_student(
     ValueError: for an empty set, bad labels or bad weights.
   """
   losses.check_distilled_set(images, labels, weights, num_classes)
+  steps.check_aug(aug)
   if teacher is not None and teacher_variables is None:
     raise ValueError("teacher_variables are required with a teacher.")
   tx = steps.make_optimizer(optimizer, learning_rate, num_steps,
@@ -203,7 +210,7 @@ def train_student(
              distilled_batches(images, labels, weights, batch_size, seed),
              num_steps, workdir, rng=step_key,
              checkpoint_every=checkpoint_every, eval_fn=eval_fn,
-             progress=progress, desc="student")
+             eval_every=eval_every, progress=progress, desc="student")
 
 
 
@@ -239,7 +246,8 @@ def train_teacher(
     learning_rate: peak learning rate.
     weight_decay: weight decay.
     warmup_steps: warm-up steps.
-    aug: flip / RandomResizedCrop settings (no CutMix with hard labels).
+    aug: augmentation settings (:func:`pqd_jax.train.steps.check_aug`; no
+      CutMix with hard labels).
     seed: seed of the init, order and augmentations.
     checkpoint_every: steps between checkpoints.
     eval_fn: ``state -> metrics`` (e.g. test accuracy).
@@ -250,6 +258,8 @@ def train_teacher(
     The trained state.
   """
   from pqd_jax.data import pipeline  # data deps only on this path
+
+  steps.check_aug(aug)
 
   data = pipeline.batch_dataset(source, batch_size, seed=seed)
   tx = steps.make_optimizer(optimizer, learning_rate, num_steps,
@@ -270,6 +280,55 @@ def train_teacher(
   return fit(state, step_fn, batch_fn, num_steps, workdir, rng=step_key,
              checkpoint_every=checkpoint_every, eval_fn=eval_fn,
              eval_every=eval_every, progress=progress, desc="teacher")
+
+
+def restore_variables(model: nn.Module, workdir: str,
+                      image_shape: tuple[int, ...], *,
+                      step: int | None = None) -> dict:
+  """Loads a trained model's variables from a :func:`fit` workdir.
+
+  The entry point for a teacher trained elsewhere (or by an earlier run of
+  :func:`train_teacher`): only the parameters and batch statistics are read,
+  so the optimizer it was trained with does not matter.
+
+  Args:
+    model: the module the checkpoint was trained as.
+    workdir: the training run's directory (checkpoints in ``workdir/ckpt``).
+    image_shape: ``(h, w, c)`` of one input image.
+    step: the checkpoint's step (default: the latest).
+
+  Returns:
+    ``{"params", "batch_stats"?}`` for ``model.apply``.
+
+  Raises:
+    ValueError: when there is no such checkpoint or it does not match the
+      model.
+  """
+  ckpt_dir = os.path.abspath(os.path.join(workdir, "ckpt"))
+  if not os.path.isdir(ckpt_dir):
+    raise ValueError(f"No checkpoints in {ckpt_dir!r}: expected the workdir "
+                     f"of a train_teacher/train_student/fit run.")
+  manager = ocp.CheckpointManager(ckpt_dir)
+  available = manager.all_steps()
+  if step is None:
+    step = manager.latest_step()
+  if step is None or step not in available:
+    raise ValueError(f"No checkpoint at step {step!r} in {ckpt_dir!r}; "
+                     f"available steps: {sorted(available)}.")
+  restored = manager.restore(step, args=ocp.args.StandardRestore())
+  expected = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape))))
+  variables = {"params": restored["params"]}
+  if restored.get("batch_stats"):
+    variables["batch_stats"] = restored["batch_stats"]
+  shapes = lambda tree: jax.tree.map(lambda x: tuple(x.shape), tree)
+  if shapes(variables) != shapes(dict(expected)):
+    raise ValueError(f"The checkpoint in {ckpt_dir!r} (step {step}) does not "
+                     f"match {type(model).__name__} on images of shape "
+                     f"{tuple(image_shape)}: its variables are "
+                     f"{shapes(variables)}, the model's are "
+                     f"{shapes(dict(expected))}.")
+  return jax.tree.map(jnp.asarray, variables)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

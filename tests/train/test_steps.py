@@ -92,3 +92,35 @@ print("ok")
 
 def test_sharded_step_on_four_devices_matches_one():
   assert run_on_fake_devices(_SHARDED).strip().endswith("ok")
+
+
+def test_unknown_augmentation_setting_is_refused():
+  with pytest.raises(ValueError, match="'mixup'"):
+    steps.check_aug((("flip", True), ("mixup", True)))
+
+
+def test_unhashable_augmentation_settings_are_refused():
+  with pytest.raises(ValueError, match="hashable"):
+    steps.check_aug([("flip", True)])
+
+
+def test_bad_crop_scale_is_refused():
+  with pytest.raises(ValueError, match=r"crop_scale.*\(0\.5, 1\.5\)"):
+    steps.check_aug((("crop_scale", (0.5, 1.5)),))
+
+
+def test_unlisted_augmentations_are_off():
+  student, _, _, tx, _, batch = _setup()
+  views, weights = steps._views(jax.random.key(0), batch["image"],
+                                batch["weight"], steps.check_aug(()))
+  np.testing.assert_array_equal(np.asarray(views), np.asarray(batch["image"]))
+  np.testing.assert_array_equal(np.asarray(weights),
+                                np.asarray(batch["weight"]))
+
+
+def test_ce_step_with_dsa_fits_hard_labels():
+  student, _, _, tx, state, batch = _setup(norm="batch")
+  for i in range(80):
+    state, _ = steps.ce_step(state, batch, jax.random.key(i), model=student,
+                             tx=tx, aug=(("dsa", ("flip", "color")),))
+  assert steps.accuracy(student, state, batch["image"], batch["label"]) == 1.0

@@ -151,3 +151,50 @@ def test_random_subset_ipc_too_large():
 def test_mean_std():
   assert trainer.mean_std([1.0, 3.0]) == (2.0, pytest.approx(np.sqrt(2)))
   assert trainer.mean_std([4.0]) == (4.0, 0.0)
+
+
+def test_restore_variables_loads_the_trained_parameters(tmp_path):
+  state = run(str(tmp_path), num_steps=4, checkpoint_every=2)
+  model = models.ConvNet(num_classes=3, width=8, depth=2)
+  variables = trainer.restore_variables(model, str(tmp_path), (8, 8, 1))
+  for x, y in zip(jax.tree.leaves(variables),
+                  jax.tree.leaves(trainer.variables_of(state)), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_restore_variables_of_an_earlier_step(tmp_path):
+  run(str(tmp_path), num_steps=4, checkpoint_every=2)
+  model = models.ConvNet(num_classes=3, width=8, depth=2)
+  early = trainer.restore_variables(model, str(tmp_path), (8, 8, 1), step=2)
+  late = trainer.restore_variables(model, str(tmp_path), (8, 8, 1))
+  assert not _same(steps.TrainState(0, early["params"], {}, None),
+                   steps.TrainState(0, late["params"], {}, None))
+
+
+def test_restore_variables_refuses_another_model(tmp_path):
+  run(str(tmp_path), num_steps=2, checkpoint_every=2)
+  wider = models.ConvNet(num_classes=3, width=16, depth=2)
+  with pytest.raises(ValueError, match="does not match ConvNet"):
+    trainer.restore_variables(wider, str(tmp_path), (8, 8, 1))
+
+
+def test_restore_variables_without_checkpoints(tmp_path):
+  model = models.ConvNet(num_classes=3, width=8, depth=2)
+  with pytest.raises(ValueError, match="No checkpoints in"):
+    trainer.restore_variables(model, str(tmp_path), (8, 8, 1))
+
+
+def test_restore_variables_of_a_missing_step(tmp_path):
+  run(str(tmp_path), num_steps=2, checkpoint_every=2)
+  model = models.ConvNet(num_classes=3, width=8, depth=2)
+  with pytest.raises(ValueError, match=r"step 7 .*available steps: \[2\]"):
+    trainer.restore_variables(model, str(tmp_path), (8, 8, 1), step=7)
+
+
+def test_unknown_augmentation_is_refused_before_training(tmp_path):
+  images, labels, weights = tiny_set()
+  with pytest.raises(ValueError, match="'jitter'"):
+    trainer.train_student(
+        models.ConvNet(num_classes=3, width=8, depth=2), images, labels,
+        weights, str(tmp_path), num_classes=3, num_steps=2,
+        aug=(("jitter", True),))
