@@ -9,6 +9,7 @@ works in.
 """
 
 import functools
+import json
 import os
 from typing import Any, NamedTuple
 
@@ -18,10 +19,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from diffusers import FlaxAutoencoderKL  # noqa: E402
-from jax.sharding import Mesh, NamedSharding  # noqa: E402
-from jax.sharding import PartitionSpec as P  # noqa: E402
+from jax.sharding import Mesh  # noqa: E402
 
-from pqd_jax import sharding  # noqa: E402
+from pqd_jax import diffusers_compat, io, sharding  # noqa: E402
 
 __all__ = [
     "Autoencoder",
@@ -122,10 +122,7 @@ def load_pretrained(path: str, *, subfolder: str | None = None,
         f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {e}"
     ) from e
   # config.json gives lists; jit needs a hashable (static) module.
-  model = model.clone(**{
-      name: tuple(getattr(model, name))
-      for name in ("down_block_types", "up_block_types", "block_out_channels")
-  })
+  model = diffusers_compat.hashable_module(model)
   return Autoencoder(model, params, float(model.config.scaling_factor))
 
 
@@ -137,16 +134,11 @@ def save_pretrained(ae: Autoencoder, path: str) -> None:
   ae.model.save_pretrained(path, params=ae.params)
   if float(ae.model.config.scaling_factor) != ae.scaling_factor:
     # diffusers keeps the factor in config.json; record the trained one.
-    import json
-
     cfg_path = os.path.join(path, "config.json")
     with open(cfg_path) as f:
       cfg = json.load(f)
     cfg["scaling_factor"] = ae.scaling_factor
-    tmp = cfg_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(cfg, f, indent=2)
-    os.replace(tmp, cfg_path)
+    io.write_json_atomic(cfg_path, cfg)
 
 
 def _check_images(ae: Autoencoder, images: Any) -> np.ndarray:
@@ -180,29 +172,6 @@ def _decode(model, params, z, scale):
   return jnp.transpose(out, (0, 2, 3, 1))
 
 
-def _batched(fn, arr, batch_size, mesh):
-  """Applies ``fn`` to fixed-size batches sharded over the mesh's data axis.
-
-  Every batch has the same size (the last one is padded), so there is one
-  compilation; the batch size is rounded up to a multiple of the devices.
-  """
-  mesh = sharding.data_mesh() if mesh is None else mesh
-  shards = sharding.num_data_shards(mesh)
-  n = arr.shape[0]
-  batch_size = -(-min(batch_size, n) // shards) * shards
-  spec = NamedSharding(mesh, P(sharding.DATA_AXIS))
-  outs = []
-  for s in range(0, n, batch_size):
-    chunk = np.asarray(arr[s:s + batch_size], np.float32)
-    pad = batch_size - chunk.shape[0]
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
-                                              chunk.dtype)])
-    out = np.asarray(fn(jax.device_put(chunk, spec), s))
-    outs.append(out[:min(batch_size, n - s)])
-  return np.concatenate(outs)
-
-
 def encode(ae: Autoencoder, images: Any, *, sample: bool = False,
            rng: jax.Array | None = None, batch_size: int = 256,
            mesh: Mesh | None = None) -> np.ndarray:
@@ -228,7 +197,8 @@ def encode(ae: Autoencoder, images: Any, *, sample: bool = False,
   fn = lambda x, start: _encode(ae.model, ae.params, x,
                                 jax.random.fold_in(rng, start),
                                 ae.scaling_factor, sample)
-  return _batched(fn, arr, batch_size, mesh)
+  return sharding.map_batches(fn, (arr,), batch_size, mesh,
+                              dtypes=(np.float32,))
 
 
 def decode(ae: Autoencoder, latents: Any, *, batch_size: int = 256,
@@ -247,4 +217,5 @@ def decode(ae: Autoencoder, latents: Any, *, batch_size: int = 256,
         f"latents must have shape [b, h, w, {channels}], got {arr.shape}."
     )
   fn = lambda z, start: _decode(ae.model, ae.params, z, ae.scaling_factor)
-  return _batched(fn, arr, batch_size, mesh)
+  return sharding.map_batches(fn, (arr,), batch_size, mesh,
+                              dtypes=(np.float32,))

@@ -13,13 +13,13 @@ latents (Stable Diffusion's convention) and the model is written with
 
 import json
 import os
-import shutil
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pqd_jax import io
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
 from pqd_jax.train import steps, trainer
@@ -55,29 +55,6 @@ def reconstruct(ae: model_lib.Autoencoder, images: np.ndarray,
                           batch_size=batch_size)
 
 
-def _write_json_atomic(path: str, obj: Any) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
-
-
-def _check_config(workdir: str, cfg: dict[str, Any]) -> None:
-  """Refuses to resume a workdir trained with another architecture/run."""
-  path = os.path.join(workdir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    changed = {k: (saved.get(k), v) for k, v in cfg.items()
-               if k != "num_steps" and saved.get(k) != v}
-    if changed:
-      raise ValueError(
-          f"The checkpoint in {workdir} was trained with a different config "
-          f"(saved vs requested: {changed}); use another workdir."
-      )
-  _write_json_atomic(path, cfg)
-
-
 def train_autoencoder(
     config: Any,
     source: sources.ImageSource,
@@ -109,7 +86,7 @@ def train_autoencoder(
   """
   cfg = _config_dict(config)
   os.makedirs(workdir, exist_ok=True)
-  _check_config(workdir, cfg)
+  trainer.check_run_config(workdir, cfg)
   image, _ = source[0]
   expected = (cfg["image_size"], cfg["image_size"], cfg["channels"])
   if image.shape != expected:
@@ -160,12 +137,8 @@ def train_autoencoder(
   z = model_lib.encode(trained, pipeline.to_unit_range(source.read(
       np.sort(sample_idx))))
   ae = model_lib.Autoencoder(model, state.params, float(1.0 / z.std()))
-  final = os.path.join(workdir, "final")
-  tmp = final + ".tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  model_lib.save_pretrained(ae, tmp)
-  shutil.rmtree(final, ignore_errors=True)
-  os.replace(tmp, final)
+  with io.atomic_directory(os.path.join(workdir, "final")) as tmp:
+    model_lib.save_pretrained(ae, tmp)
   if test_images is not None:
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
       f.write(json.dumps({

@@ -20,12 +20,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
+from pqd_jax import io
 from pqd_jax.train import losses, steps
 
 # Re-exported: the trainer is where users look for it.
 variables_of = steps.variables_of
 
 __all__ = [
+    "check_run_config",
     "distilled_batches",
     "fit",
     "mean_std",
@@ -329,6 +331,30 @@ def restore_variables(model: nn.Module, workdir: str,
                      f"{shapes(variables)}, the model's are "
                      f"{shapes(dict(expected))}.")
   return jax.tree.map(jnp.asarray, variables)
+
+
+def check_run_config(workdir: str, config: dict[str, Any], *,
+                     ignore: tuple[str, ...] = ("num_steps",)) -> None:
+  """Refuses to resume a workdir that was trained with another config.
+
+  The first call writes ``workdir/config.json``; later calls compare with
+  it. Keys in ``ignore`` may change (training longer resumes).
+
+  Raises:
+    ValueError: naming the keys whose saved and requested values differ.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+    changed = {k: (saved.get(k), v) for k, v in config.items()
+               if k not in ignore and saved.get(k) != v}
+    if changed:
+      raise ValueError(
+          f"The run in {workdir} was trained with a different config "
+          f"(saved vs requested: {changed}); use another workdir.")
+  io.write_json_atomic(path, config)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

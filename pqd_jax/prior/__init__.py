@@ -1,0 +1,22 @@
+"""The latent diffusion prior: train, load, and img2img-decode centroids."""
+
+from pqd_jax.prior.model import (
+    Prior,
+    build_scheduler,
+    build_unet,
+    load_prior,
+    save_prior,
+)
+from pqd_jax.prior.sample import guided_prediction, img2img
+from pqd_jax.prior.train import train_prior
+
+__all__ = [
+    "Prior",
+    "build_scheduler",
+    "build_unet",
+    "guided_prediction",
+    "img2img",
+    "load_prior",
+    "save_prior",
+    "train_prior",
+]
