@@ -1,0 +1,111 @@
+"""The Stable Diffusion prior: pretrained UNet, DDIM and CLIP class prompts.
+
+For ImageNet-scale data (GPU/TPU) the prior is a pretrained Stable Diffusion
+checkpoint, from a hub id or a local directory in the diffusers layout
+(``unet/``, ``scheduler/``, ``text_encoder/``, ``tokenizer/``). As in D4M,
+each class is conditioned on a prompt built from its name, and the negative
+prompt ("cartoon, anime, painting") is the unconditional branch of
+classifier-free guidance; D4M samples with guidance 8, strength 0.7 and 50
+steps. The CLIP text encoder needs the ``sd`` extra (``transformers<5``, the
+last with Flax); it runs once here, so :func:`pqd_jax.prior.img2img` only
+sees the encoded prompts.
+"""
+
+import os
+from collections.abc import Sequence
+
+os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from diffusers import FlaxDDIMScheduler, FlaxUNet2DConditionModel  # noqa: E402
+
+from pqd_jax import diffusers_compat  # noqa: E402
+from pqd_jax.prior.model import Prior  # noqa: E402
+
+__all__ = ["D4M_NEGATIVE_PROMPT", "encode_prompts", "load_stable_diffusion"]
+
+D4M_NEGATIVE_PROMPT = "cartoon, anime, painting"
+
+
+def _transformers():
+  try:
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    import transformers
+  except ImportError as e:
+    raise ImportError(
+        "Stable Diffusion prompts need Flax CLIP from transformers<5: "
+        "pip install 'pqd_jax[sd]'.") from e
+  return transformers
+
+
+def encode_prompts(tokenizer, text_encoder, prompts: Sequence[str]
+                   ) -> np.ndarray:
+  """CLIP encodings ``[len(prompts), max_length, d]`` of padded prompts."""
+  ids = tokenizer(list(prompts), padding="max_length",
+                  max_length=tokenizer.model_max_length, truncation=True,
+                  return_tensors="np").input_ids
+  return np.asarray(text_encoder(ids, params=text_encoder.params)[0])
+
+
+def load_stable_diffusion(
+    path: str,
+    class_names: Sequence[str],
+    *,
+    prompt_template: str = "{}",
+    negative_prompt: str = D4M_NEGATIVE_PROMPT,
+    revision: str | None = None,
+    from_pt: bool = False,
+    dtype: jnp.dtype = jnp.float32,
+) -> Prior:
+  """Loads a Stable Diffusion UNet, scheduler and class prompts as a prior.
+
+  Args:
+    path: a hub id (e.g. ``"CompVis/stable-diffusion-v1-4"``) or a local
+      directory in the diffusers layout.
+    class_names: one name per class; the prompt of class ``i`` is
+      ``prompt_template.format(class_names[i])`` (D4M: the name itself).
+    prompt_template: a format string with one ``{}``.
+    negative_prompt: the unconditional branch of guidance.
+    revision: hub revision (e.g. ``"flax"`` or ``"bf16"``).
+    from_pt: convert PyTorch weights (needs torch).
+    dtype: computation dtype of the UNet and text encoder.
+
+  Returns:
+    The prior; its ``latent_shape`` is the UNet's ``(s, s, in_channels)``.
+
+  Raises:
+    ValueError: for no class names or a template without ``{}``.
+    FileNotFoundError: when ``path`` has no such model.
+    ImportError: without the ``sd`` extra.
+  """
+  if not class_names:
+    raise ValueError("class_names is empty: one prompt per class is needed.")
+  if "{}" not in prompt_template:
+    raise ValueError(f"prompt_template must contain '{{}}' for the class "
+                     f"name, got {prompt_template!r}.")
+  transformers = _transformers()
+  kwargs = {"revision": revision} if revision else {}
+  try:
+    unet, params = FlaxUNet2DConditionModel.from_pretrained(
+        path, subfolder="unet", dtype=dtype, from_pt=from_pt, **kwargs)
+    scheduler, _ = FlaxDDIMScheduler.from_pretrained(
+        path, subfolder="scheduler", **kwargs)
+    tokenizer = transformers.CLIPTokenizer.from_pretrained(
+        path, subfolder="tokenizer", **kwargs)
+    text_encoder = transformers.FlaxCLIPTextModel.from_pretrained(
+        path, subfolder="text_encoder", dtype=dtype, from_pt=from_pt,
+        **kwargs)
+  except OSError as e:
+    raise FileNotFoundError(
+        f"Could not load Stable Diffusion from {path!r}: {e}") from e
+  prompts = [prompt_template.format(name) for name in class_names]
+  context = encode_prompts(tokenizer, text_encoder, prompts)
+  null_context = encode_prompts(tokenizer, text_encoder, [negative_prompt])[0]
+  unet = diffusers_compat.hashable_module(unet)
+  side = int(unet.config.sample_size)
+  return Prior(unet=unet, params=params, scheduler=scheduler,
+               context=jnp.asarray(context),
+               null_context=jnp.asarray(null_context),
+               latent_shape=(side, side, int(unet.config.in_channels)),
+               class_names=tuple(class_names))
