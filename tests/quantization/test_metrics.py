@@ -93,3 +93,30 @@ class TestBadInput:
   def test_barycenter_k_too_large(self):
     with pytest.raises(ValueError, match=r"k must be an integer in \[1, 5\]"):
       pqd_jax.barycenter(np.zeros((5, 3), np.float32), 6)
+
+
+def test_sinkhorn_divergence_of_a_cloud_with_itself_is_zero():
+  x = np.random.default_rng(0).standard_normal((60, 3))
+  assert abs(metrics.sinkhorn_divergence(x, x)) < 1e-3
+
+
+def test_sinkhorn_divergence_grows_with_the_shift():
+  gen = np.random.default_rng(0)
+  x = gen.standard_normal((80, 2))
+  y = gen.standard_normal((80, 2))
+  near = metrics.sinkhorn_divergence(x, y + 0.5)
+  far = metrics.sinkhorn_divergence(x, y + 2.0)
+  assert 0 < near < far
+
+
+def test_sinkhorn_divergence_of_a_translation_is_its_squared_length():
+  # For a pure translation by v, W2² = |v|² and S_ε → |v|² as ε → 0.
+  x = np.random.default_rng(1).standard_normal((50, 2))
+  value = metrics.sinkhorn_divergence(x, x + np.array([3.0, 0.0]),
+                                      epsilon=0.01)
+  np.testing.assert_allclose(value, 9.0, rtol=0.05)
+
+
+def test_sinkhorn_divergence_refuses_mismatched_shapes():
+  with pytest.raises(ValueError, match="x has 3 features.*y has 2"):
+    metrics.sinkhorn_divergence(np.zeros((4, 3)), np.zeros((4, 2)))
