@@ -22,24 +22,14 @@ import os
 import time
 
 import numpy as np
-from PIL import Image
 
+from pqd_jax import visualize
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.autoencoder import train as train_lib
 from pqd_jax.configs import fashion_mnist as fmnist_config
 from pqd_jax.data import pipeline, sources
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
-
-
-def grid(images: np.ndarray, rows: int) -> Image.Image:
-  """``[n, h, w, c]`` in [-1, 1] → one PNG, ``rows`` rows (numpy reshape)."""
-  n, h, w, c = images.shape
-  cols = n // rows
-  arr = ((np.clip(images[:rows * cols], -1, 1) + 1) * 127.5).astype(np.uint8)
-  arr = arr.reshape(rows, cols, h, w, c).transpose(0, 2, 1, 3, 4)
-  arr = arr.reshape(rows * h, cols * w, c)
-  return Image.fromarray(arr[..., 0] if c == 1 else arr)
 
 
 def nearest_centroid_accuracy(xtr, ytr, xte, yte):
@@ -101,9 +91,10 @@ def main():
   pick = np.concatenate([np.flatnonzero(yte == c)[:8] for c in range(10)])
   rec = train_lib.reconstruct(ae, test_all[pick])
   both = np.stack([test_all[pick], rec], 1).reshape(-1, 28, 28, 1)
-  grid(both, 10).save(os.path.join(RESULTS, "autoencoder_reconstructions.png"))
+  visualize.image_grid(both, 10).save(
+      os.path.join(RESULTS, "autoencoder_reconstructions.png"))
   means = np.stack([z_train[ytr == c].mean(0) for c in range(10)])
-  grid(model_lib.decode(ae, means), 1).save(
+  visualize.image_grid(model_lib.decode(ae, means), 1).save(
       os.path.join(RESULTS, "autoencoder_class_means.png"))
 
   with open(os.path.join(args.workdir, "metrics.jsonl")) as f:
