@@ -42,4 +42,30 @@ def get_config() -> ml_collections.ConfigDict:
   config.quantize.num_iters = 100
   config.quantize.tol = 1e-4
   config.quantize.batch_size = 1024
+
+  # The class-conditional latent diffusion prior on the 7x7x4 latents (run
+  # as 8x8 by the UNet). Sized by measurement: benchmarks/RESULTS.md, prior.
+  config.prior = ml_collections.ConfigDict()
+  config.prior.block_out_channels = (64, 128)
+  config.prior.layers_per_block = 1
+  config.prior.attention_head_dim = 8
+  config.prior.cross_attention_dim = 64
+  config.prior.attention = "low"  # cross-attention at 4x4 only
+  config.prior.num_train_timesteps = 1000
+  config.prior.beta_schedule = "squaredcos_cap_v2"
+  config.prior.prediction_type = "v_prediction"
+  config.prior.num_steps = 6000
+  config.prior.batch_size = 128
+  config.prior.learning_rate = 1e-3
+  config.prior.warmup_steps = 200
+  config.prior.weight_decay = 0.0
+  config.prior.cond_dropout = 0.1
+  config.prior.ema_decay = 0.999
+  config.prior.seed = 0
+
+  # img2img decoding of the centroids (D4M: strength 0.7, guidance 8 for SD).
+  config.decode = ml_collections.ConfigDict()
+  config.decode.strength = 0.7
+  config.decode.guidance_scale = 2.0
+  config.decode.num_steps = 25
   return config

@@ -18,9 +18,11 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
+from pqd_jax import sharding
 from pqd_jax.train import augment, losses
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "create_state",
     "kd_step",
     "make_optimizer",
+    "predict",
     "variables_of",
 ]
 
@@ -230,17 +233,19 @@ def _predict(model, variables, images):
   return jnp.argmax(model.apply(variables, images, train=False), axis=-1)
 
 
+def predict(model: nn.Module, variables: Any, images: Any,
+            batch_size: int = 1000) -> np.ndarray:
+  """Predicted classes ``[n]`` of ``images [n, h, w, c]`` (eval mode).
+
+  Fixed-size batches (one compilation) sharded over every device.
+  """
+  fn = lambda x, start: _predict(model, variables, x)
+  return sharding.map_batches(fn, (images,), batch_size,
+                              dtypes=(np.float32,))
+
+
 def accuracy(model: nn.Module, state: TrainState, images: Any, labels: Any,
              batch_size: int = 1000) -> float:
   """Top-1 accuracy on ``images [n, h, w, c]`` (in the model's input range)."""
-  variables = variables_of(state)
-  hits = 0
-  n = len(labels)
-  for s in range(0, n, batch_size):
-    x = jnp.asarray(images[s:s + batch_size], jnp.float32)
-    pad = batch_size - x.shape[0] if n > batch_size else 0
-    if pad:
-      x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-    pred = _predict(model, variables, x)[:min(batch_size, n - s)]
-    hits += int(jnp.sum(pred == jnp.asarray(labels[s:s + batch_size])))
-  return hits / n
+  pred = predict(model, variables_of(state), images, batch_size)
+  return float(np.mean(pred == np.asarray(labels)))
