@@ -55,6 +55,11 @@ def reconstruct(ae: model_lib.Autoencoder, images: np.ndarray,
                           batch_size=batch_size)
 
 
+# Beside the weights in final/: the training steps, so a finished run is
+# loaded as is (even without its checkpoints).
+_TRAINING_FILE = "training.json"
+
+
 def train_autoencoder(
     config: Any,
     source: sources.ImageSource,
@@ -92,6 +97,12 @@ def train_autoencoder(
   if image.shape != expected:
     raise ValueError(f"training images have shape {image.shape}, the config "
                      f"expects {expected}.")
+  final = os.path.join(workdir, "final")
+  done_path = os.path.join(final, _TRAINING_FILE)
+  if os.path.exists(done_path):
+    with open(done_path) as f:
+      if json.load(f).get("num_steps") == cfg["num_steps"]:
+        return model_lib.load_pretrained(final)
   rng = jax.random.key(cfg["seed"])
   init_key, noise_key = jax.random.split(rng)
   ae = model_lib.init_autoencoder(config, init_key)
@@ -137,8 +148,10 @@ def train_autoencoder(
   z = model_lib.encode(trained, pipeline.to_unit_range(source.read(
       np.sort(sample_idx))))
   ae = model_lib.Autoencoder(model, state.params, float(1.0 / z.std()))
-  with io.atomic_directory(os.path.join(workdir, "final")) as tmp:
+  with io.atomic_directory(final) as tmp:
     model_lib.save_pretrained(ae, tmp)
+    io.write_json_atomic(os.path.join(tmp, _TRAINING_FILE),
+                         {"num_steps": cfg["num_steps"]})
   if test_images is not None:
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
       f.write(json.dumps({

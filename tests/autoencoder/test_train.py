@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,3 +113,17 @@ def test_images_of_the_wrong_size_are_refused(tmp_path):
   with pytest.raises(ValueError, match=r"shape \(10, 10, 1\).*\(8, 8, 1\)"):
     train_lib.train_autoencoder(tiny_config(), src, str(tmp_path),
                                 progress=False)
+
+
+def test_a_finished_model_is_loaded_without_its_checkpoints(tiny_source,
+                                                            tmp_path):
+  first = train_lib.train_autoencoder(tiny_config(), tiny_source,
+                                      str(tmp_path), progress=False)
+  shutil.rmtree(tmp_path / "ckpt")
+  again = train_lib.train_autoencoder(tiny_config(), tiny_source,
+                                      str(tmp_path), progress=False)
+  assert not (tmp_path / "ckpt").exists()
+  assert again.scaling_factor == first.scaling_factor
+  for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(again.params),
+                  strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
