@@ -54,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.prior.num_train_timesteps = 1000
   config.prior.beta_schedule = "squaredcos_cap_v2"
   config.prior.prediction_type = "v_prediction"
-  config.prior.num_steps = 6000
+  config.prior.num_steps = 3400  # ≈ 27 min at 273 latents/s (batch 128)
   config.prior.batch_size = 128
   config.prior.learning_rate = 1e-3
   config.prior.warmup_steps = 200
