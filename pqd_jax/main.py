@@ -7,16 +7,22 @@ selects ``pqd_jax/configs/<name>.py``; any field can be overridden, e.g.
 
 import os
 import sys
-import time
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
-DATASETS = ("fashion_mnist",)
+DATASETS = ("fashion_mnist", "folder")
 
 flags.DEFINE_string("dataset", "fashion_mnist",
-                    f"Which configuration to run, one of {DATASETS}.")
+                    f"Which configuration to run, one of {DATASETS} "
+                    "(folder:<root> for an image folder).")
+flags.DEFINE_string("workdir", "",
+                    "Where the artefacts go (default workdir/<dataset>); "
+                    "running again resumes.")
+flags.DEFINE_string("stages", "",
+                    "Comma-separated subset of encode,quantize,decode,"
+                    "relabel,train,eval (default: all).")
 
 
 def _dataset_from_argv(argv: list[str]) -> str:
@@ -28,56 +34,57 @@ def _dataset_from_argv(argv: list[str]) -> str:
   return "fashion_mnist"
 
 
-def quantize_pixels(config) -> None:
-  """Quantizes the training pixels per class and prints a summary."""
-  import jax
-  import numpy as np
+def _summary(result, config) -> str:
+  lines = ["", "stage times:"]
+  for name, seconds in result.seconds.items():
+    lines.append(f"  {name:<16}{seconds:>9.1f} s")
+  for name in result.skipped:
+    lines.append(f"  {name:<16}   cached")
+  if result.accuracies:
+    import numpy as np
 
-  import pqd_jax
-  from pqd_jax.data import fashion_mnist
-
-  images, labels = fashion_mnist.load("train", config.data_dir or None)
-  x = images.reshape(len(images), -1).astype(np.float32) / 255.0
-  q = config.quantize
-  print(f"quantize: {len(x)} images of {x.shape[1]} pixels, "
-        f"{len(np.unique(labels))} classes, IPC {config.ipc}, "
-        f"method={q.method}, weights={q.weights}, devices={jax.device_count()}")
-  t0 = time.perf_counter()
-  out = pqd_jax.quantize(
-      x, labels, config.ipc, method=q.method, weights=q.weights, init=q.init,
-      n_init=q.n_init, num_iters=q.num_iters, tol=q.tol,
-      batch_size=q.batch_size, rng=jax.random.key(config.seed))
-  jax.block_until_ready(out.centroids)
-  seconds = time.perf_counter() - t0
-  w = np.asarray(out.weights)
-  print(f"{'class':<14}{'distortion':>11}{'w min':>8}{'w max':>8}"
-        f"{'iters':>7}{'conv':>6}")
-  for i, c in enumerate(out.classes):
-    print(f"{fashion_mnist.CLASS_NAMES[c]:<14}{float(out.distortion[i]):>11.3f}"
-          f"{w[i].min():>8.3f}{w[i].max():>8.3f}{int(out.iterations[i]):>7}"
-          f"{str(bool(out.converged[i])):>6}")
-  print(f"quantize: {seconds:.2f} s (compile included), mean distortion "
-        f"{float(np.mean(out.distortion)):.3f}")
+    accs = 100 * np.asarray(result.accuracies)
+    lines.append(
+        f"student accuracy: {accs.mean():.2f} ± {accs.std():.2f}% over "
+        f"{len(accs)} seed(s) — {config.dataset}, IPC {config.ipc}, "
+        f"weights {config.quantize.weights} (student: "
+        f"{config.student.weights}), strength {config.decode.strength}")
+  lines.append(f"outputs: {result.workdir} (results.json, report.md, "
+               "synthetic/)")
+  return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
-  """Runs the configured job (absl entry point)."""
-  del argv
+  """Runs the configured pipeline (absl entry point)."""
+  if len(argv) > 1:
+    raise ValueError(f"unexpected arguments {argv[1:]}; flags are "
+                     "--dataset, --workdir, --stages and --config.<field>.")
+  from pqd_jax import pipeline
+
   config = flags.FLAGS.config
-  logging.info("config:\n%s", config)
-  quantize_pixels(config)
+  stages = tuple(s for s in flags.FLAGS.stages.split(",") if s)
+  workdir = flags.FLAGS.workdir or os.path.join("workdir", config.dataset)
+  result = pipeline.run(config, workdir, stages=stages or pipeline.STAGES)
+  print(_summary(result, config))
 
 
 def run_main() -> None:
   """Console-script entry point (``pqd-jax``)."""
   os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
   dataset = _dataset_from_argv(sys.argv)
-  if dataset not in DATASETS:
+  name, _, arg = dataset.partition(":")
+  if name not in DATASETS or (name == "folder") != bool(arg):
     sys.exit(f"error: unknown --dataset={dataset!r}; expected one of "
-             f"{DATASETS}.")
+             f"{DATASETS[:-1]} or folder:<root>.")
+  if name == "folder" and not os.path.isdir(arg):
+    sys.exit(f"error: --dataset=folder:{arg}: no such directory (expected "
+             "<root>/{train,test}/<class>/*.png).")
+  default = os.path.join(_CONFIG_DIR, f"{name}.py") + (f":{arg}" if arg
+                                                        else "")
   config_flags.DEFINE_config_file(
-      "config", os.path.join(_CONFIG_DIR, f"{dataset}.py"),
-      "Configuration file (chosen by --dataset).", lock_config=True)
+      "config", default,
+      "Configuration file (default chosen by --dataset; a path to another "
+      "config file works too).", lock_config=True)
   try:
     app.run(main)
   except (ValueError, FileNotFoundError) as e:

@@ -1,0 +1,499 @@
+"""The distillation pipeline: stages with cached, resumable artefacts.
+
+encode → quantize → decode → relabel → train → eval, each stage writing its
+artefacts under the workdir (``../shared/DESIGN.md``, Artefacts):
+
+==========  ==================================================================
+stage       artefacts
+==========  ==================================================================
+encode      ``autoencoder/`` (trained here or loaded), ``latents/``
+quantize    ``quantization.npz`` (centroids ``[C, K, …]``, weights ``[C, K]``,
+            counts, distortion, classes)
+decode      ``prior/`` (trained here or loaded), ``synthetic/`` (``images.npz``
+            with images, labels, weights and class names; ``folder/<class>/
+            *.png`` with ``weights.csv``; ``grid.png``)
+relabel     ``teacher/`` (trained here, or loaded from a checkpoint)
+train       ``student/seed<s>/`` (online KD on the weighted synthetic set)
+eval        ``results.json``, ``report.md``
+==========  ==================================================================
+
+Every artefact records the hash of the config fields it depends on (its own
+section and its inputs' hashes) in a ``stage.json`` written last. A stage
+whose artefact carries the current hash is skipped; a stage whose config
+changed is recomputed after moving the old artefact aside to
+``<name>.<old hash>`` (nothing in the workdir is deleted). Training stages
+resume from their orbax checkpoints, so a killed run started again with the
+same command finishes the job.
+"""
+
+import csv
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+from PIL import Image
+
+from pqd_jax import io, models, visualize
+from pqd_jax.autoencoder import latents as latents_lib
+from pqd_jax.autoencoder import model as ae_lib
+from pqd_jax.autoencoder import train as ae_train
+from pqd_jax.data import pipeline as data_pipeline
+from pqd_jax.data import sources
+from pqd_jax.quantization import api as quantize_api
+from pqd_jax.train import steps, trainer
+
+__all__ = ["STAGES", "Artefact", "RunResult", "build_classifier", "run"]
+
+STAGES = ("encode", "quantize", "decode", "relabel", "train", "eval")
+_STAGE_FILE = "stage.json"
+
+
+class Artefact(NamedTuple):
+  """One artefact: where it is and the hash of what it depends on."""
+
+  path: str
+  hash: str
+
+
+class RunResult(NamedTuple):
+  """What :func:`run` did.
+
+  Attributes:
+    accuracies: ``[num_seeds]`` student test accuracies (empty when the eval
+      stage did not run).
+    seconds: wall time per stage that ran (0 for skipped ones).
+    skipped: the stages whose artefacts were already there.
+    workdir: where the outputs are.
+  """
+
+  accuracies: tuple[float, ...]
+  seconds: dict[str, float]
+  skipped: tuple[str, ...]
+  workdir: str
+
+
+def _to_jsonable(value: Any) -> Any:
+  if hasattr(value, "to_dict"):
+    value = value.to_dict()
+  if isinstance(value, dict):
+    return {k: _to_jsonable(v) for k, v in sorted(value.items())}
+  if isinstance(value, tuple | list):
+    return [_to_jsonable(v) for v in value]
+  return value
+
+
+def config_hash(*parts: Any) -> str:
+  """A short stable hash of JSON-able config parts and upstream hashes."""
+  text = json.dumps(_to_jsonable(list(parts)), sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _is_done(path: str, digest: str) -> bool:
+  meta = os.path.join(path, _STAGE_FILE)
+  if not os.path.exists(meta):
+    return False
+  with open(meta) as f:
+    return json.load(f).get("hash") == digest
+
+
+def _prepare(path: str, digest: str) -> None:
+  """Moves an artefact made with another config aside; keeps a partial one.
+
+  A directory whose ``stage.json`` names another hash, or whose training
+  config differs, is renamed to ``<path>.<its hash>``; one without
+  ``stage.json`` but with the same pending hash is kept so training resumes.
+  """
+  pending = os.path.join(path, "pending.json")
+  if not os.path.exists(path):
+    os.makedirs(path)
+  else:
+    old = None
+    meta = os.path.join(path, _STAGE_FILE)
+    for name in (meta, pending):
+      if os.path.exists(name):
+        with open(name) as f:
+          old = json.load(f).get("hash")
+        break
+    if old != digest:
+      aside = f"{path}.{old or 'old'}"
+      while os.path.exists(aside):
+        aside += "_"
+      os.replace(path, aside)
+      os.makedirs(path)
+  io.write_json_atomic(pending, {"hash": digest})
+
+
+def _finish(path: str, digest: str, config: Any, seconds: float) -> None:
+  io.write_json_atomic(os.path.join(path, _STAGE_FILE), {
+      "hash": digest, "config": _to_jsonable(config), "seconds": seconds,
+      "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def build_classifier(config: Any, num_classes: int) -> Any:
+  """The teacher/student network named by ``config.arch``.
+
+  Raises:
+    ValueError: for an unknown architecture.
+  """
+  if config.arch == "convnet":
+    return models.ConvNet(num_classes=num_classes, width=config.width,
+                          depth=config.depth, norm=config.norm)
+  if config.arch == "resnet18":
+    return models.ResNet18(num_classes=num_classes, stem=config.stem)
+  raise ValueError(f"Unknown arch {config.arch!r}; expected 'convnet' or "
+                   f"'resnet18'.")
+
+
+def _aug(config: Any) -> tuple:
+  aug = [("flip", bool(config.flip))]
+  if config.crop_scale:
+    aug.append(("crop_scale", tuple(config.crop_scale)))
+  if config.dsa:
+    aug.append(("dsa", True))
+  if config.get("cutmix", False):
+    aug.append(("cutmix", True))
+  return tuple(aug)
+
+
+class _Context:
+  """The run's config, workdir, sources and logging."""
+
+  def __init__(self, config, workdir, stages, progress, log):
+    self.config, self.workdir = config, os.path.abspath(workdir)
+    self.stages, self.progress, self.log = set(stages), progress, log
+    self.seconds: dict[str, float] = {}
+    self.skipped: list[str] = []
+    self._sources: dict[str, sources.ImageSource] = {}
+
+  def source(self, split: str) -> sources.ImageSource:
+    if split not in self._sources:
+      c = self.config
+      self._sources[split] = sources.open_source(
+          c.dataset, split, data_dir=c.data_dir or None,
+          image_size=c.image_size, channels=c.channels)
+    return self._sources[split]
+
+  def path(self, name: str) -> str:
+    return os.path.join(self.workdir, name)
+
+  def stage(self, stage: str, name: str, digest: str,
+            fn: Callable[[str], None], config: Any) -> Artefact:
+    """Runs ``fn(path)`` unless the artefact is there with this hash."""
+    path = self.path(name)
+    if _is_done(path, digest):
+      self.skipped.append(name)
+      self.log(f"{stage:>8}: {name} cached ({digest})")
+      return Artefact(path, digest)
+    if stage not in self.stages:
+      raise ValueError(
+          f"The {stage!r} stage is needed for {name!r} (config hash {digest}) "
+          f"but was not requested; add it to --stages or run without "
+          f"--stages.")
+    _prepare(path, digest)
+    t0 = time.perf_counter()
+    fn(path)
+    seconds = time.perf_counter() - t0
+    _finish(path, digest, config, seconds)
+    self.seconds[name] = seconds
+    self.log(f"{stage:>8}: {name} done in {seconds:.1f} s ({digest})")
+    return Artefact(path, digest)
+
+
+def _autoencoder(ctx: _Context) -> tuple[Artefact, ae_lib.Autoencoder]:
+  c = ctx.config.autoencoder
+  digest = config_hash(ctx.config.dataset, c)
+
+  def make(path):
+    if c.pretrained:
+      ae = ae_lib.load_pretrained(c.pretrained,
+                                  subfolder=c.get("subfolder") or None)
+      with io.atomic_directory(os.path.join(path, "final")) as tmp:
+        ae_lib.save_pretrained(ae, tmp)
+    else:
+      ae_train.train_autoencoder(c, ctx.source("train"), path,
+                                 progress=ctx.progress)
+
+  art = ctx.stage("encode", "autoencoder", digest, make, c)
+  return art, ae_lib.load_pretrained(os.path.join(art.path, "final"))
+
+
+def _latents(ctx, ae_art, ae) -> Artefact:
+  c = ctx.config.latents
+  digest = config_hash(ae_art.hash, c)
+
+  def make(path):
+    latents_lib.encode_source(ae, ctx.source("train"), path, dtype=c.dtype,
+                              sample=c.sample,
+                              rng=jax.random.key(ctx.config.seed),
+                              progress=ctx.progress)
+
+  return ctx.stage("encode", "latents", digest, make, c)
+
+
+def _quantization(ctx, lat_art) -> Artefact:
+  c = ctx.config.quantize
+  digest = config_hash(lat_art.hash, c, ctx.config.ipc, ctx.config.seed)
+
+  def make(path):
+    z, y = latents_lib.load(lat_art.path)
+    out = quantize_api.quantize(
+        z.astype(np.float32), y, ctx.config.ipc, method=c.method,
+        weights=c.weights, init=c.init, n_init=c.n_init,
+        num_iters=c.num_iters, tol=c.tol, batch_size=c.batch_size,
+        rng=jax.random.key(ctx.config.seed))
+    tmp = os.path.join(path, "quantization.tmp.npz")
+    np.savez(tmp, centroids=np.asarray(out.centroids),
+             weights=np.asarray(out.weights), counts=np.asarray(out.counts),
+             distortion=np.asarray(out.distortion),
+             classes=np.asarray(out.classes))
+    os.replace(tmp, os.path.join(path, "quantization.npz"))
+
+  return ctx.stage("quantize", "quantization", digest, make, c)
+
+
+def _prior(ctx, lat_art, class_names):
+  from pqd_jax import prior as prior_lib
+
+  c = ctx.config.prior
+  digest = config_hash(lat_art.hash, c)
+
+  def make(path):
+    if c.pretrained:
+      from pqd_jax.prior import stable_diffusion
+
+      p = stable_diffusion.load_stable_diffusion(
+          c.pretrained, class_names, prompt_template=c.prompt_template,
+          negative_prompt=c.negative_prompt, revision=c.revision or None)
+      prior_lib.save_prior(p, os.path.join(path, "final"))
+    else:
+      z, y = latents_lib.load(lat_art.path)
+      prior_lib.train_prior(z, y, path, config=c, class_names=class_names,
+                            seed=c.seed, progress=ctx.progress)
+
+  art = ctx.stage("decode", "prior", digest, make, c)
+  loaded = []
+
+  def get_prior():  # loaded only when the synthetic set is (re)made
+    if not loaded:
+      loaded.append(prior_lib.load_prior(os.path.join(art.path, "final")))
+    return loaded[0]
+
+  return art, get_prior
+
+
+def _synthetic(ctx, q_art, prior_art, ae, get_prior, class_names):
+  from pqd_jax import prior as prior_lib
+
+  c = ctx.config.decode
+  digest = config_hash(q_art.hash, prior_art.hash, c, ctx.config.seed)
+
+  def make(path):
+    with np.load(os.path.join(q_art.path, "quantization.npz")) as q:
+      cents, weights, classes = q["centroids"], q["weights"], q["classes"]
+    k = cents.shape[1]
+    labels = np.repeat(classes, k).astype(np.int32)
+    z = cents.reshape(-1, *cents.shape[2:])
+    if c.strength > 0:
+      z = prior_lib.img2img(
+          get_prior(), z, labels, strength=c.strength,
+          guidance_scale=c.guidance_scale, num_steps=c.num_steps,
+          rng=jax.random.key(ctx.config.seed), batch_size=c.batch_size)
+    images = np.clip(ae_lib.decode(ae, z), -1.0, 1.0).astype(np.float32)
+    w = weights.reshape(-1).astype(np.float32)
+    tmp = os.path.join(path, "images.tmp.npz")
+    np.savez(tmp, images=images, labels=labels, weights=w,
+             class_names=np.array(class_names))
+    os.replace(tmp, os.path.join(path, "images.npz"))
+    _write_folder(os.path.join(path, "folder"), images, labels, w,
+                  class_names)
+    visualize.image_grid(images, len(classes)).save(
+        os.path.join(path, "grid.png"))
+
+  return ctx.stage("decode", "synthetic", digest, make, c)
+
+
+def _write_folder(root: str, images, labels, weights, class_names) -> None:
+  """The synthetic set as ``<class>/<i>.png`` plus ``weights.csv``."""
+  with io.atomic_directory(root) as tmp:
+    rows = []
+    for i, (img, y, w) in enumerate(zip(images, labels, weights,
+                                        strict=True)):
+      name = os.path.join(class_names[y], f"{i:06d}.png")
+      os.makedirs(os.path.join(tmp, class_names[y]), exist_ok=True)
+      arr = ((img + 1.0) * 127.5).round().astype(np.uint8)
+      Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(
+          os.path.join(tmp, name))
+      rows.append((name, class_names[y], int(y), float(w)))
+    with open(os.path.join(tmp, "weights.csv"), "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(("file", "class", "label", "weight"))
+      writer.writerows(rows)
+
+
+def _teacher(ctx, num_classes):
+  c = ctx.config.teacher
+  digest = config_hash(ctx.config.dataset, ctx.config.image_size, c)
+  model = build_classifier(c, num_classes)
+
+  def make(path):
+    if c.checkpoint:
+      variables = trainer.restore_variables(
+          model, c.checkpoint, _image_shape(ctx.config))
+      io.write_json_atomic(os.path.join(path, "source.json"),
+                           {"checkpoint": os.path.abspath(c.checkpoint)})
+      del variables
+    else:
+      trainer.train_teacher(
+          model, ctx.source("train"), path, num_steps=c.num_steps,
+          batch_size=c.batch_size, optimizer=c.optimizer,
+          learning_rate=c.learning_rate, weight_decay=c.weight_decay,
+          warmup_steps=c.warmup_steps, aug=_aug(c), seed=c.seed,
+          progress=ctx.progress)
+
+  art = ctx.stage("relabel", "teacher", digest, make, c)
+  where = c.checkpoint or art.path
+  return art, model, trainer.restore_variables(model, where,
+                                               _image_shape(ctx.config))
+
+
+def _image_shape(config) -> tuple[int, int, int]:
+  return (config.image_size, config.image_size, config.channels)
+
+
+def _students(ctx, syn_art, teacher_art, teacher, tvars, num_classes):
+  c = ctx.config.student
+  if c.weights not in ("quantizer", "uniform"):
+    raise ValueError(f"student.weights must be 'quantizer' or 'uniform', got "
+                     f"{c.weights!r}.")
+  arts = []
+  with np.load(os.path.join(syn_art.path, "images.npz")) as s:
+    images, labels, weights = s["images"], s["labels"], s["weights"]
+  if c.weights == "uniform":
+    weights = np.ones_like(weights)
+  for seed in range(c.num_seeds):
+    digest = config_hash(syn_art.hash, teacher_art.hash, c, seed)
+
+    def make(path, seed=seed):
+      trainer.train_student(
+          build_classifier(c, num_classes), images, labels, weights, path,
+          num_classes=num_classes, num_steps=c.num_steps,
+          batch_size=c.batch_size, optimizer=c.optimizer,
+          learning_rate=c.learning_rate, weight_decay=c.weight_decay,
+          warmup_steps=int(c.warmup_fraction * c.num_steps),
+          teacher=teacher if c.soft_labels else None,
+          teacher_variables=tvars if c.soft_labels else None,
+          temperature=c.temperature, aug=_aug(c), seed=seed,
+          progress=ctx.progress)
+
+    arts.append(ctx.stage("train", f"student/seed{seed}", digest, make, c))
+  return arts
+
+
+def _evaluate(ctx, student_arts, teacher, tvars, quant_art, num_classes):
+  c = ctx.config.student
+  digest = config_hash([a.hash for a in student_arts])
+  results = {}
+
+  def make(path):
+    test = ctx.source("test")
+    x = data_pipeline.to_unit_range(test.read())
+    model = build_classifier(c, num_classes)
+    accs = []
+    for art in student_arts:
+      variables = trainer.restore_variables(model, art.path,
+                                            _image_shape(ctx.config))
+      pred = steps.predict(model, variables, x)
+      accs.append(float(np.mean(pred == test.labels)))
+    teacher_acc = float(np.mean(steps.predict(teacher, tvars, x)
+                                == test.labels))
+    with np.load(os.path.join(quant_art.path, "quantization.npz")) as q:
+      distortion = q["distortion"].tolist()
+    mean, std = trainer.mean_std(accs)
+    results.update({
+        "dataset": ctx.config.dataset, "ipc": ctx.config.ipc,
+        "weights": ctx.config.quantize.weights,
+        "student_weights": c.weights, "strength": ctx.config.decode.strength,
+        "accuracies": accs, "accuracy_mean": mean, "accuracy_std": std,
+        "teacher_accuracy": teacher_acc, "distortion": distortion,
+        "test_images": len(test)})
+    io.write_json_atomic(os.path.join(ctx.workdir, "results.json"), results)
+    _write_report(os.path.join(ctx.workdir, "report.md"), results)
+
+  ctx.stage("eval", "eval", digest, make, c)
+  with open(ctx.path("results.json")) as f:
+    return json.load(f)
+
+
+def _write_report(path: str, r: dict) -> None:
+  lines = [
+      f"# pqd_jax distillation report: {r['dataset']}, IPC {r['ipc']}", "",
+      "| IPC | quantizer weights | student weights | strength | student "
+      "accuracy (mean ± std) | seeds | teacher (whole data) |",
+      "|---|---|---|---|---|---|---|",
+      f"| {r['ipc']} | {r['weights']} | {r['student_weights']} | "
+      f"{r['strength']} | {100 * r['accuracy_mean']:.2f} ± "
+      f"{100 * r['accuracy_std']:.2f}% | {len(r['accuracies'])} | "
+      f"{100 * r['teacher_accuracy']:.2f}% |", "",
+      f"Per-class distortion (W2² of the mass-weighted quantizer): "
+      f"{', '.join(f'{d:.3f}' for d in r['distortion'])}.", "",
+      f"Test images: {r['test_images']}. The synthetic set is in "
+      "`synthetic/` (`images.npz`, `folder/`, `grid.png`).", ""]
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write("\n".join(lines))
+  os.replace(tmp, path)
+
+
+def run(config: Any, workdir: str, *, stages: Sequence[str] = STAGES,
+        progress: bool = True,
+        log: Callable[[str], None] = print) -> RunResult:
+  """Runs (or resumes) the pipeline.
+
+  Args:
+    config: a config of ``pqd_jax/configs`` (see ``fashion_mnist.py``).
+    workdir: where every artefact goes (created; never wiped).
+    stages: the stages to run; the artefacts of the others must already be
+      in the workdir for the current config.
+    progress: progress bars on the long loops.
+    log: receives one line per stage.
+
+  Returns:
+    What ran, for how long, and the accuracies.
+
+  Raises:
+    ValueError: for an unknown stage, a bad config, or a stage that is
+      needed but neither cached nor requested.
+  """
+  unknown = [s for s in stages if s not in STAGES]
+  if unknown:
+    raise ValueError(f"Unknown stages {unknown}; expected a subset of "
+                     f"{STAGES}.")
+  os.makedirs(workdir, exist_ok=True)
+  io.write_json_atomic(os.path.join(workdir, "config.json"),
+                       _to_jsonable(config))
+  ctx = _Context(config, workdir, stages, progress, log)
+  class_names = tuple(ctx.source("train").class_names)
+  num_classes = len(class_names)
+  ae_art, ae = _autoencoder(ctx)
+  lat_art = _latents(ctx, ae_art, ae)
+  q_art = _quantization(ctx, lat_art)
+  if config.decode.strength > 0:
+    prior_art, get_prior = _prior(ctx, lat_art, class_names)
+  else:  # decode only: no prior
+    prior_art, get_prior = Artefact("", "none"), lambda: None
+  syn_art = _synthetic(ctx, q_art, prior_art, ae, get_prior, class_names)
+  accuracies: tuple[float, ...] = ()
+  if {"relabel", "train", "eval"} & ctx.stages:
+    t_art, teacher, tvars = _teacher(ctx, num_classes)
+    student_arts = _students(ctx, syn_art, t_art, teacher, tvars,
+                             num_classes)
+    results = _evaluate(ctx, student_arts, teacher, tvars, q_art,
+                        num_classes)
+    accuracies = tuple(results["accuracies"])
+  return RunResult(accuracies=accuracies, seconds=ctx.seconds,
+                   skipped=tuple(ctx.skipped), workdir=ctx.workdir)

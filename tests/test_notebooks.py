@@ -1,0 +1,28 @@
+"""The Colab quickstart runs end to end (on the tiny pipeline config)."""
+
+import os
+
+import nbformat
+from nbclient import NotebookClient
+
+from tests.conftest import ROOT
+from tests.tiny_pipeline_config import write_folder
+
+
+def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
+  root = write_folder(str(tmp_path / "folder"))
+  config = os.path.join(ROOT, "tests", "tiny_pipeline_config.py")
+  monkeypatch.setenv("PQD_NOTEBOOK_CONFIG", f"{config}:{root}")
+  monkeypatch.setenv("PQD_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  path = os.path.join(ROOT, "colab", "quickstart.ipynb")
+  nb = nbformat.read(path, as_version=4)
+  NotebookClient(nb, timeout=900, kernel_name="python3",
+                 resources={"metadata": {"path": str(tmp_path)}}).execute()
+  outputs = "".join(o.get("text", "") for c in nb.cells
+                    if c.cell_type == "code" for o in c.get("outputs", []))
+  assert "student accuracies" in outputs
+  assert os.path.exists(tmp_path / "run" / "synthetic" / "grid.png")
+  images = [o for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+  assert images  # the grid is displayed

@@ -1,0 +1,152 @@
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pqd_jax import pipeline
+from tests.conftest import ROOT
+from tests.tiny_pipeline_config import get_config, write_folder
+
+CONFIG_FILE = os.path.join(ROOT, "tests", "tiny_pipeline_config.py")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+  return write_folder(str(tmp_path_factory.mktemp("folder")))
+
+
+@pytest.fixture(scope="module")
+def finished(data_root, tmp_path_factory):
+  """One uninterrupted run of the whole pipeline."""
+  workdir = str(tmp_path_factory.mktemp("run"))
+  result = pipeline.run(get_config(data_root), workdir, progress=False,
+                        log=lambda line: None)
+  return workdir, result
+
+
+def _copy(finished, tmp_path):
+  dst = str(tmp_path / "run")
+  shutil.copytree(finished[0], dst)
+  return dst
+
+
+def test_every_artefact_is_written(finished):
+  workdir, result = finished
+  for name in ("config.json", "autoencoder/final/config.json",
+               "latents/index.json", "quantization/quantization.npz",
+               "prior/final/prior.json", "synthetic/images.npz",
+               "synthetic/grid.png", "synthetic/folder/weights.csv",
+               "student/seed0/stage.json", "student/seed1/stage.json",
+               "teacher/stage.json", "results.json", "report.md"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  with np.load(os.path.join(workdir, "synthetic", "images.npz")) as s:
+    assert s["images"].shape == (6, 8, 8, 1)
+    np.testing.assert_array_equal(s["labels"], [0, 0, 1, 1, 2, 2])
+    np.testing.assert_allclose(s["weights"].reshape(3, 2).mean(1), 1.0,
+                               rtol=1e-6)
+    assert list(s["class_names"]) == ["bar", "left", "right"]
+  pngs = [f for _, _, fs in os.walk(os.path.join(workdir, "synthetic",
+                                                 "folder"))
+          for f in fs if f.endswith(".png")]
+  assert len(pngs) == 6
+  assert len(result.accuracies) == 2
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["accuracies"] == list(result.accuracies)
+
+
+def test_a_second_run_skips_every_stage(finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  result = pipeline.run(get_config(finished_root(finished)), workdir,
+                        progress=False, log=lambda line: None)
+  assert result.seconds == {}
+  assert result.accuracies == finished[1].accuracies
+
+
+def finished_root(finished):
+  with open(os.path.join(finished[0], "config.json")) as f:
+    return json.load(f)["dataset"][len("folder:"):]
+
+
+def test_a_changed_config_recomputes_only_what_depends_on_it(finished,
+                                                             tmp_path):
+  workdir = _copy(finished, tmp_path)
+  config = get_config(finished_root(finished))
+  config.decode.strength = 0.75
+  result = pipeline.run(config, workdir, progress=False,
+                        log=lambda line: None)
+  assert set(result.seconds) == {"synthetic", "student/seed0",
+                                 "student/seed1", "eval"}
+  assert {"autoencoder", "latents", "quantization", "prior",
+          "teacher"} <= set(result.skipped)
+  aside = [d for d in os.listdir(workdir) if d.startswith("synthetic.")]
+  assert len(aside) == 1  # the old set is kept, not deleted
+
+
+def test_a_needed_stage_that_was_not_requested_is_reported(data_root,
+                                                           tmp_path):
+  with pytest.raises(ValueError, match="'encode' stage is needed"):
+    pipeline.run(get_config(data_root), str(tmp_path), stages=("train",),
+                 progress=False, log=lambda line: None)
+
+
+def test_unknown_stage_is_refused(data_root, tmp_path):
+  with pytest.raises(ValueError, match=r"Unknown stages \['distill'\]"):
+    pipeline.run(get_config(data_root), str(tmp_path), stages=("distill",))
+
+
+def _cli(*args, timeout=600):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  return subprocess.run([sys.executable, "-m", "pqd_jax.main", *args],
+                        cwd=ROOT, env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def test_cli_killed_inside_training_resumes_to_the_same_result(
+    finished, tmp_path):
+  root = finished_root(finished)
+  workdir = str(tmp_path / "run")
+  args = [f"--dataset=folder:{root}", f"--config={CONFIG_FILE}:{root}",
+          f"--workdir={workdir}"]
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  proc = subprocess.Popen([sys.executable, "-m", "pqd_jax.main", *args],
+                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  pending = os.path.join(workdir, "teacher", "pending.json")
+  deadline = time.time() + 300
+  while not os.path.exists(pending) and proc.poll() is None:
+    assert time.time() < deadline
+    time.sleep(0.2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  out = _cli(*args)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "student accuracy" in out.stdout
+  with open(os.path.join(workdir, "results.json")) as f:
+    resumed = json.load(f)
+  assert resumed["accuracies"] == list(finished[1].accuracies)
+
+
+def test_cli_bad_folder_is_one_line_error(tmp_path):
+  out = _cli(f"--dataset=folder:{tmp_path}/missing", timeout=120)
+  assert out.returncode != 0
+  assert out.stderr.strip().splitlines()[-1].startswith("error: ")
+  assert "no such directory" in out.stderr
+
+
+def test_cli_unknown_dataset_is_one_line_error():
+  out = _cli("--dataset=cifar100", timeout=120)
+  assert out.returncode != 0
+  assert out.stderr.strip().startswith("error: unknown --dataset")
+
+
+def test_cli_unknown_config_field_is_an_error(finished):
+  root = finished_root(finished)
+  out = _cli(f"--dataset=folder:{root}", "--config.ipcs=3", timeout=120)
+  assert out.returncode != 0
+  assert "ipcs" in out.stderr
