@@ -290,9 +290,19 @@ def _synthetic(ctx, q_art, prior_art, ae, get_prior, class_names):
   from pqd_jax import prior as prior_lib
 
   c = ctx.config.decode
-  digest = config_hash(q_art.hash, prior_art.hash, c, ctx.config.seed)
+  if ctx.config.baseline not in ("", "random"):
+    raise ValueError(f"baseline must be '' (distil) or 'random', got "
+                     f"{ctx.config.baseline!r}.")
+  if ctx.config.baseline == "random":  # depends on the data only
+    digest = config_hash("random", ctx.config.dataset, ctx.config.ipc,
+                         ctx.config.seed, ctx.config.image_size)
+  else:
+    digest = config_hash(q_art.hash, prior_art.hash, c, ctx.config.seed)
 
   def make(path):
+    if ctx.config.baseline == "random":
+      _write_random(ctx, path, class_names)
+      return
     with np.load(os.path.join(q_art.path, "quantization.npz")) as q:
       cents, weights, classes = q["centroids"], q["weights"], q["classes"]
     k = cents.shape[1]
@@ -304,17 +314,32 @@ def _synthetic(ctx, q_art, prior_art, ae, get_prior, class_names):
           guidance_scale=c.guidance_scale, num_steps=c.num_steps,
           rng=jax.random.key(ctx.config.seed), batch_size=c.batch_size)
     images = np.clip(ae_lib.decode(ae, z), -1.0, 1.0).astype(np.float32)
-    w = weights.reshape(-1).astype(np.float32)
-    tmp = os.path.join(path, "images.tmp.npz")
-    np.savez(tmp, images=images, labels=labels, weights=w,
-             class_names=np.array(class_names))
-    os.replace(tmp, os.path.join(path, "images.npz"))
-    _write_folder(os.path.join(path, "folder"), images, labels, w,
-                  class_names)
-    visualize.image_grid(images, len(classes)).save(
-        os.path.join(path, "grid.png"))
+    _save_set(path, images, labels, weights.reshape(-1).astype(np.float32),
+              class_names, len(classes))
 
   return ctx.stage("decode", "synthetic", digest, make, c)
+
+
+def _save_set(path, images, labels, weights, class_names, rows) -> None:
+  tmp = os.path.join(path, "images.tmp.npz")
+  np.savez(tmp, images=images, labels=labels, weights=weights,
+           class_names=np.array(class_names))
+  os.replace(tmp, os.path.join(path, "images.npz"))
+  _write_folder(os.path.join(path, "folder"), images, labels, weights,
+                class_names)
+  visualize.image_grid(images, rows).save(os.path.join(path, "grid.png"))
+
+
+def _write_random(ctx, path, class_names) -> None:
+  """The ``random`` baseline: IPC real images per class, uniform weights."""
+  src = ctx.source("train")
+  idx = trainer.random_subset(src.labels, ctx.config.ipc, ctx.config.seed)
+  images = data_pipeline.to_unit_range(src.read(idx)).astype(np.float32)
+  labels = src.labels[idx].astype(np.int32)
+  order = np.argsort(labels, kind="stable")
+  _save_set(path, images[order], labels[order],
+            np.ones(len(idx), np.float32), class_names,
+            len(np.unique(labels)))
 
 
 def _write_folder(root: str, images, labels, weights, class_names) -> None:
@@ -411,11 +436,14 @@ def _evaluate(ctx, student_arts, teacher, tvars, quant_art, num_classes):
       accs.append(float(np.mean(pred == test.labels)))
     teacher_acc = float(np.mean(steps.predict(teacher, tvars, x)
                                 == test.labels))
-    with np.load(os.path.join(quant_art.path, "quantization.npz")) as q:
-      distortion = q["distortion"].tolist()
+    distortion = []
+    if quant_art.path:
+      with np.load(os.path.join(quant_art.path, "quantization.npz")) as q:
+        distortion = q["distortion"].tolist()
     mean, std = trainer.mean_std(accs)
     results.update({
         "dataset": ctx.config.dataset, "ipc": ctx.config.ipc,
+        "baseline": ctx.config.baseline or "distilled",
         "weights": ctx.config.quantize.weights,
         "student_weights": c.weights, "strength": ctx.config.decode.strength,
         "accuracies": accs, "accuracy_mean": mean, "accuracy_std": std,
@@ -439,8 +467,9 @@ def _write_report(path: str, r: dict) -> None:
       f"{r['strength']} | {100 * r['accuracy_mean']:.2f} ± "
       f"{100 * r['accuracy_std']:.2f}% | {len(r['accuracies'])} | "
       f"{100 * r['teacher_accuracy']:.2f}% |", "",
-      f"Per-class distortion (W2² of the mass-weighted quantizer): "
-      f"{', '.join(f'{d:.3f}' for d in r['distortion'])}.", "",
+      f"Set: {r['baseline']}. Per-class distortion (W2² of the "
+      f"mass-weighted quantizer): "
+      f"{', '.join(f'{d:.3f}' for d in r['distortion']) or 'n/a'}.", "",
       f"Test images: {r['test_images']}. The synthetic set is in "
       "`synthetic/` (`images.npz`, `folder/`, `grid.png`).", ""]
   tmp = path + ".tmp"
@@ -479,13 +508,18 @@ def run(config: Any, workdir: str, *, stages: Sequence[str] = STAGES,
   ctx = _Context(config, workdir, stages, progress, log)
   class_names = tuple(ctx.source("train").class_names)
   num_classes = len(class_names)
-  ae_art, ae = _autoencoder(ctx)
-  lat_art = _latents(ctx, ae_art, ae)
-  q_art = _quantization(ctx, lat_art)
-  if config.decode.strength > 0:
-    prior_art, get_prior = _prior(ctx, lat_art, class_names)
-  else:  # decode only: no prior
-    prior_art, get_prior = Artefact("", "none"), lambda: None
+  none = Artefact("", "none")
+  if config.baseline == "random":  # real images: no latent space needed
+    ae = q_art = prior_art = none
+    get_prior = lambda: None
+  else:
+    ae_art, ae = _autoencoder(ctx)
+    lat_art = _latents(ctx, ae_art, ae)
+    q_art = _quantization(ctx, lat_art)
+    if config.decode.strength > 0:
+      prior_art, get_prior = _prior(ctx, lat_art, class_names)
+    else:  # decode only: no prior
+      prior_art, get_prior = none, lambda: None
   syn_art = _synthetic(ctx, q_art, prior_art, ae, get_prior, class_names)
   accuracies: tuple[float, ...] = ()
   if {"relabel", "train", "eval"} & ctx.stages:

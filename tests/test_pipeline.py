@@ -150,3 +150,16 @@ def test_cli_unknown_config_field_is_an_error(finished):
   out = _cli(f"--dataset=folder:{root}", "--config.ipcs=3", timeout=120)
   assert out.returncode != 0
   assert "ipcs" in out.stderr
+
+
+def test_random_baseline_needs_no_latent_space(data_root, tmp_path):
+  config = get_config(data_root)
+  config.baseline = "random"
+  result = pipeline.run(config, str(tmp_path), progress=False,
+                        log=lambda line: None)
+  assert not (tmp_path / "autoencoder").exists()
+  assert not (tmp_path / "prior").exists()
+  with np.load(tmp_path / "synthetic" / "images.npz") as s:
+    np.testing.assert_array_equal(s["labels"], [0, 0, 1, 1, 2, 2])
+    np.testing.assert_array_equal(s["weights"], 1.0)
+  assert len(result.accuracies) == 2

@@ -33,6 +33,7 @@ __all__ = [
     "mean_std",
     "random_subset",
     "restore_variables",
+    "steps_from_epochs",
     "train_student",
     "train_teacher",
     "variables_of",
@@ -136,7 +137,8 @@ def train_student(
     workdir: str,
     *,
     num_classes: int,
-    num_steps: int,
+    num_steps: int | None = None,
+    num_epochs: int | None = None,
     batch_size: int = 100,
     optimizer: str = "adamw",
     learning_rate: float = 1e-3,
@@ -166,7 +168,8 @@ def train_student(
     weights: ``[n]`` non-negative per-image weights (ones = D4M).
     workdir: checkpoints and metrics (resumable).
     num_classes: number of classes.
-    num_steps: training steps.
+    num_steps: training steps (or give ``num_epochs``).
+    num_epochs: passes over the set, ``ceil(n / batch)`` steps each.
     batch_size: images per step (capped at n).
     optimizer: ``"adamw"`` or ``"sgd"``.
     learning_rate: peak learning rate.
@@ -189,10 +192,13 @@ def train_student(
     The trained state.
 
   Raises:
-    ValueError: for an empty set, bad labels or bad weights.
+    ValueError: for an empty set, bad labels or bad weights, or not exactly
+      one of ``num_steps`` and ``num_epochs``.
   """
   losses.check_distilled_set(images, labels, weights, num_classes)
   steps.check_aug(aug)
+  num_steps = steps_from_epochs(num_steps, num_epochs, len(images),
+                                batch_size)
   if teacher is not None and teacher_variables is None:
     raise ValueError("teacher_variables are required with a teacher.")
   tx = steps.make_optimizer(optimizer, learning_rate, num_steps,
@@ -221,7 +227,8 @@ def train_teacher(
     source: Any,
     workdir: str,
     *,
-    num_steps: int,
+    num_steps: int | None = None,
+    num_epochs: int | None = None,
     batch_size: int = 128,
     optimizer: str = "adamw",
     learning_rate: float = 2e-3,
@@ -242,7 +249,8 @@ def train_teacher(
       :func:`pqd_jax.data.pipeline.batch_dataset` (images in ``[-1, 1]``),
       batch ``s`` a pure function of ``seed`` and ``s``.
     workdir: checkpoints and metrics (resumable).
-    num_steps: training steps.
+    num_steps: training steps (or give ``num_epochs``).
+    num_epochs: passes over the split, ``ceil(n / batch)`` steps each.
     batch_size: images per step.
     optimizer: ``"adamw"`` or ``"sgd"``.
     learning_rate: peak learning rate.
@@ -262,6 +270,8 @@ def train_teacher(
   from pqd_jax.data import pipeline  # data deps only on this path
 
   steps.check_aug(aug)
+  num_steps = steps_from_epochs(num_steps, num_epochs, len(source),
+                                batch_size)
 
   data = pipeline.batch_dataset(source, batch_size, seed=seed)
   tx = steps.make_optimizer(optimizer, learning_rate, num_steps,
@@ -282,6 +292,26 @@ def train_teacher(
   return fit(state, step_fn, batch_fn, num_steps, workdir, rng=step_key,
              checkpoint_every=checkpoint_every, eval_fn=eval_fn,
              eval_every=eval_every, progress=progress, desc="teacher")
+
+
+def steps_from_epochs(num_steps: int | None, num_epochs: int | None,
+                      num_examples: int, batch_size: int) -> int:
+  """The step count given as steps or as epochs of ``ceil(n / batch)``.
+
+  Raises:
+    ValueError: unless exactly one of them is a positive integer.
+  """
+  if (num_steps is None) == (num_epochs is None):
+    raise ValueError(f"Give exactly one of num_steps and num_epochs, got "
+                     f"num_steps={num_steps!r}, num_epochs={num_epochs!r}.")
+  if num_epochs is not None:
+    if num_epochs < 1:
+      raise ValueError(f"num_epochs must be >= 1, got {num_epochs}.")
+    per_epoch = -(-num_examples // max(1, min(batch_size, num_examples)))
+    return int(num_epochs) * per_epoch
+  if num_steps < 1:
+    raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+  return int(num_steps)
 
 
 def restore_variables(model: nn.Module, workdir: str,

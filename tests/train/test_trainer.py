@@ -198,3 +198,24 @@ def test_unknown_augmentation_is_refused_before_training(tmp_path):
         models.ConvNet(num_classes=3, width=8, depth=2), images, labels,
         weights, str(tmp_path), num_classes=3, num_steps=2,
         aug=(("jitter", True),))
+
+
+def test_steps_from_epochs_rounds_up_partial_batches():
+  assert trainer.steps_from_epochs(None, 3, 250, 100) == 9
+  assert trainer.steps_from_epochs(None, 2, 10, 100) == 2  # batch capped at n
+  assert trainer.steps_from_epochs(40, None, 250, 100) == 40
+
+
+@pytest.mark.parametrize("num_steps,num_epochs", [(None, None), (10, 2)])
+def test_steps_or_epochs_exactly_one(num_steps, num_epochs):
+  with pytest.raises(ValueError, match="exactly one of num_steps"):
+    trainer.steps_from_epochs(num_steps, num_epochs, 100, 10)
+
+
+def test_student_trains_for_epochs(tmp_path):
+  images, labels, weights = tiny_set()
+  state = trainer.train_student(
+      models.ConvNet(num_classes=3, width=8, depth=2), images, labels,
+      weights, str(tmp_path), num_classes=3, num_epochs=3, batch_size=5,
+      progress=False)
+  assert int(state.step) == 9  # ceil(12 / 5) = 3 steps per epoch
