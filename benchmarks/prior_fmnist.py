@@ -9,6 +9,8 @@ and skipped on a re-run (training resumes from orbax checkpoints in
 - ``train``: the default prior (``pqd_jax/configs/fashion_mnist.py``, prior
   section) with the class consistency of 200 pure samples (strength 1)
   every ``--eval-every`` steps: the consistency-versus-time curve;
+- ``centroid_guidance``: class consistency of img2img (strength 0.7) of the
+  500 centroids at guidance 1/2/4/8;
 - ``final``: class consistency of 1,000 pure samples at guidance 1/2/4; of
   img2img at strength 0.7 from the 500 centroids of ``quantize`` (k = 50 per
   class) and its time; the Sinkhorn divergence per class between generated
@@ -130,6 +132,13 @@ class Judge:
     return float(np.mean(self.predict(z) == y))
 
 
+def centroids(z, y, k=50):
+  """``quantize``'s centroids, ``k`` per class (a distilled set of IPC k)."""
+  q = pqd_jax.quantize(z, y, k, rng=jax.random.key(0))
+  return (np.asarray(q.centroids).reshape(-1, *z.shape[1:]),
+          np.repeat(np.asarray(q.classes), k).astype(np.int32))
+
+
 def pure_samples(p, n_per_class, guidance, seed, num_steps):
   y = np.repeat(np.arange(p.num_classes), n_per_class).astype(np.int32)
   z0 = np.zeros((len(y), *p.latent_shape), np.float32)
@@ -197,6 +206,16 @@ def main():
                                      "consistency_strength1")}
                   for r in rows if "consistency_strength1" in r]})
 
+  if run("centroid_guidance"):
+    cents, cy = centroids(z, y)
+    row = {"cell": "centroid_guidance", "date": time.strftime("%Y-%m-%d"),
+           "strength": 0.7, "ddim_steps": steps_}
+    for g in (1.0, 2.0, 4.0, 8.0):
+      pushed = prior.img2img(trained, cents, cy, strength=0.7,
+                             guidance_scale=g, num_steps=steps_,
+                             rng=jax.random.key(2))
+      row[f"consistency_g{g:g}"] = judge.consistency(pushed, cy)
+    append(args.out, row)
   if not run("final"):
     return
   row = {"cell": "final", "date": time.strftime("%Y-%m-%d"),
@@ -204,10 +223,7 @@ def main():
   for g in (1.0, 2.0, 4.0):
     zs, ys = pure_samples(trained, 100, g, 1, steps_)
     row[f"consistency_strength1_g{g:g}"] = judge.consistency(zs, ys)
-  # Centroids: 50 per class, as a distilled set of IPC 50.
-  q = pqd_jax.quantize(z, y, 50, rng=jax.random.key(0))
-  cents = np.asarray(q.centroids).reshape(-1, *z.shape[1:])
-  cy = np.repeat(np.arange(10), 50).astype(np.int32)
+  cents, cy = centroids(z, y)
   row["consistency_centroids_decoded"] = judge.consistency(cents, cy)
   g = config.decode.guidance_scale
   jax.block_until_ready(prior.img2img(
