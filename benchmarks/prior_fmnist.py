@@ -155,6 +155,9 @@ def main():
   parser.add_argument("--num-steps", type=int, default=None,
                       help="prior training steps (default: the config's)")
   parser.add_argument("--eval-every", type=int, default=1000)
+  parser.add_argument("--guidance", type=float, default=2.0,
+                      help="guidance of the train and final cells (the "
+                      "recorded runs used 2; the pipeline default is 4)")
   parser.add_argument("--out", default=RESULTS)
   args = parser.parse_args()
   done = done_cells(args.out)
@@ -186,7 +189,7 @@ def main():
   steps_ = config.decode.num_steps
 
   def eval_fn(p):
-    zs, ys = pure_samples(p, 20, config.decode.guidance_scale, 0, steps_)
+    zs, ys = pure_samples(p, 20, args.guidance, 0, steps_)
     return {"consistency_strength1": judge.consistency(zs, ys)}
 
   t0 = time.perf_counter()
@@ -225,7 +228,7 @@ def main():
     row[f"consistency_strength1_g{g:g}"] = judge.consistency(zs, ys)
   cents, cy = centroids(z, y)
   row["consistency_centroids_decoded"] = judge.consistency(cents, cy)
-  g = config.decode.guidance_scale
+  g = args.guidance
   jax.block_until_ready(prior.img2img(
       trained, cents[:8], cy[:8], strength=0.7, guidance_scale=g,
       num_steps=steps_, rng=jax.random.key(2)))  # compile

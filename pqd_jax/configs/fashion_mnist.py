@@ -77,7 +77,8 @@ def get_config() -> ml_collections.ConfigDict:
   # img2img decoding of the centroids (D4M: strength 0.7, guidance 8 for SD).
   config.decode = ml_collections.ConfigDict()
   config.decode.strength = 0.7
-  config.decode.guidance_scale = 2.0
+  # Guidance 4: 97.4% of img2img-ed centroids keep their class (2: 92.4%).
+  config.decode.guidance_scale = 4.0
   config.decode.num_steps = 25
   config.decode.batch_size = 256
 
