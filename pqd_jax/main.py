@@ -20,6 +20,9 @@ flags.DEFINE_string("dataset", "fashion_mnist",
 flags.DEFINE_string("workdir", "",
                     "Where the artefacts go (default workdir/<dataset>); "
                     "running again resumes.")
+flags.DEFINE_bool("retrain", False,
+                  "Train the autoencoder, prior and teacher from scratch "
+                  "instead of loading the checkpoints shipped in the package.")
 flags.DEFINE_string("stages", "",
                     "Comma-separated subset of encode,quantize,decode,"
                     "relabel,train,eval (default: all).")
@@ -62,6 +65,14 @@ def main(argv: list[str]) -> None:
   from pqd_jax import pipeline
 
   config = flags.FLAGS.config
+  if flags.FLAGS.retrain:
+    from pqd_jax import embedded
+
+    for section, field in (("autoencoder", "pretrained"),
+                           ("prior", "pretrained"),
+                           ("teacher", "checkpoint")):
+      if config[section][field] == embedded.EMBEDDED:
+        config[section][field] = ""
   stages = tuple(s for s in flags.FLAGS.stages.split(",") if s)
   workdir = flags.FLAGS.workdir or os.path.join("workdir", config.dataset)
   result = pipeline.run(config, workdir, stages=stages or pipeline.STAGES)

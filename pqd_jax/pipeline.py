@@ -38,7 +38,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from pqd_jax import io, models, visualize
+from pqd_jax import embedded, io, models, visualize
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
@@ -210,8 +210,11 @@ def _autoencoder(ctx: _Context) -> tuple[Artefact, ae_lib.Autoencoder]:
 
   def make(path):
     if c.pretrained:
-      ae = ae_lib.load_pretrained(c.pretrained,
-                                  subfolder=c.get("subfolder") or None)
+      if c.pretrained == embedded.EMBEDDED:
+        ae = embedded.load_autoencoder(ctx.config.dataset)
+      else:
+        ae = ae_lib.load_pretrained(c.pretrained,
+                                    subfolder=c.get("subfolder") or None)
       with io.atomic_directory(os.path.join(path, "final")) as tmp:
         ae_lib.save_pretrained(ae, tmp)
     else:
@@ -263,7 +266,10 @@ def _prior(ctx, lat_art, class_names):
   digest = config_hash(lat_art.hash, c)
 
   def make(path):
-    if c.pretrained:
+    if c.pretrained == embedded.EMBEDDED:
+      prior_lib.save_prior(embedded.load_prior(ctx.config.dataset),
+                           os.path.join(path, "final"))
+    elif c.pretrained:
       from pqd_jax.prior import stable_diffusion
 
       p = stable_diffusion.load_stable_diffusion(
@@ -366,7 +372,12 @@ def _teacher(ctx, num_classes):
   model = build_classifier(c, num_classes)
 
   def make(path):
-    if c.checkpoint:
+    if c.checkpoint == embedded.EMBEDDED:
+      embedded.load_teacher_variables(ctx.config.dataset, model,
+                                      _image_shape(ctx.config))
+      io.write_json_atomic(os.path.join(path, "source.json"), {
+          "embedded": embedded.provenance(ctx.config.dataset, "teacher")})
+    elif c.checkpoint:
       variables = trainer.restore_variables(
           model, c.checkpoint, _image_shape(ctx.config))
       io.write_json_atomic(os.path.join(path, "source.json"),
@@ -381,6 +392,9 @@ def _teacher(ctx, num_classes):
           progress=ctx.progress)
 
   art = ctx.stage("relabel", "teacher", digest, make, c)
+  if c.checkpoint == embedded.EMBEDDED:
+    return art, model, embedded.load_teacher_variables(
+        ctx.config.dataset, model, _image_shape(ctx.config))
   where = c.checkpoint or art.path
   return art, model, trainer.restore_variables(model, where,
                                                _image_shape(ctx.config))

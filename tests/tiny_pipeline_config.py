@@ -16,6 +16,7 @@ def get_config(root: str = ""):
   c = fashion_mnist.get_config()
   c.dataset = f"folder:{root}"
   c.image_size, c.channels, c.ipc = 8, 1, 2
+  c.autoencoder.pretrained = c.prior.pretrained = c.teacher.checkpoint = ""
   c.autoencoder.update(dict(
       channels=1, image_size=8, block_out_channels=(8, 8), layers_per_block=1,
       latent_channels=2, norm_num_groups=4, num_steps=6, batch_size=8,

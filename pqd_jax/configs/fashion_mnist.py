@@ -20,7 +20,9 @@ def get_config() -> ml_collections.ConfigDict:
   # FlaxAutoencoderKL (16, 32, 32) trains at ~270 images/s on 2 CPU cores
   # (benchmarks/RESULTS.md, autoencoder section).
   config.autoencoder = ml_collections.ConfigDict()
-  config.autoencoder.pretrained = ""  # a hub id / directory to load instead
+  # "embedded": the checkpoint shipped in pqd_jax/assets (trained by
+  # benchmarks/autoencoder_fmnist.py); "": train here; else a hub id / path.
+  config.autoencoder.pretrained = "embedded"
   config.autoencoder.subfolder = ""
   config.autoencoder.channels = 1
   config.autoencoder.image_size = 28
@@ -53,7 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
   # The class-conditional latent diffusion prior on the 7x7x4 latents (run
   # as 8x8 by the UNet). Sized by measurement: benchmarks/RESULTS.md, prior.
   config.prior = ml_collections.ConfigDict()
-  config.prior.pretrained = ""  # a Stable Diffusion hub id / directory
+  # "embedded" (shipped, trained by benchmarks/prior_fmnist.py), "" (train
+  # here) or a Stable Diffusion hub id / directory.
+  config.prior.pretrained = "embedded"
   config.prior.prompt_template = "{}"
   config.prior.negative_prompt = "cartoon, anime, painting"
   config.prior.revision = ""
@@ -85,7 +89,8 @@ def get_config() -> ml_collections.ConfigDict:
   # The teacher: the DC-standard ConvNet-3 on the whole training split
   # (93.06% test accuracy in 9,400 steps, benchmarks/RESULTS.md).
   config.teacher = ml_collections.ConfigDict()
-  config.teacher.checkpoint = ""  # a fit workdir to load instead of training
+  # "embedded" (shipped, 93.06%), "" (train here) or a fit workdir to load.
+  config.teacher.checkpoint = "embedded"
   _classifier(config.teacher)
   config.teacher.num_steps = 9400
   config.teacher.batch_size = 128

@@ -18,4 +18,8 @@ def get_config(root: str = "") -> ml_collections.ConfigDict:
   config.channels = 3
   config.autoencoder.channels = 3
   config.autoencoder.image_size = 32
+  # Nothing is shipped for a folder: train the autoencoder, prior, teacher.
+  config.autoencoder.pretrained = ""
+  config.prior.pretrained = ""
+  config.teacher.checkpoint = ""
   return config

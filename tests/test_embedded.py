@@ -1,0 +1,57 @@
+"""The shipped checkpoints load and match their recorded slice metrics."""
+
+import os
+
+import numpy as np
+import pytest
+
+from pqd_jax import embedded, models
+from pqd_jax.data import fashion_mnist
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(os.path.join(fashion_mnist.DEBIAN_DIR,
+                                    "t10k-images-idx3-ubyte.gz")),
+    reason="Debian package dataset-fashion-mnist not installed")
+
+
+def _teacher():
+  return models.ConvNet(num_classes=10, width=128, depth=3, norm="instance")
+
+
+@pytest.fixture(scope="module")
+def measured():
+  return embedded.slice_metrics("fashion_mnist", _teacher())
+
+
+@pytest.mark.parametrize("name,tolerance", [
+    ("autoencoder", 0.05),  # dB
+    ("teacher", 0.002),
+    ("prior", 0.03),  # 3 of 100 samples
+])
+def test_shipped_checkpoint_matches_its_provenance(measured, name,
+                                                   tolerance):
+  recorded = embedded.provenance("fashion_mnist", name)["slice_metrics"]
+  assert recorded.keys() == measured[name].keys()
+  for key, value in recorded.items():
+    np.testing.assert_allclose(measured[name][key], value, atol=tolerance,
+                               err_msg=key)
+
+
+def test_provenance_names_the_training_command():
+  for name in ("autoencoder", "prior", "teacher"):
+    record = embedded.provenance("fashion_mnist", name)
+    assert record["command"].startswith("python benchmarks/")
+    assert {"seed", "steps", "exported", "benchmark"} <= record.keys()
+
+
+def test_no_embedded_checkpoint_for_other_datasets():
+  with pytest.raises(ValueError, match="No embedded prior for dataset "
+                                       "'cifar10'"):
+    embedded.asset_dir("cifar10", "prior")
+
+
+def test_the_teacher_must_match_the_model():
+  with pytest.raises(ValueError, match="does not match ConvNet"):
+    embedded.load_teacher_variables(
+        "fashion_mnist", models.ConvNet(num_classes=10, width=64),
+        (28, 28, 1))
