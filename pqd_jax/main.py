@@ -8,7 +8,7 @@ selects ``pqd_jax/configs/<name>.py``; any field can be overridden, e.g.
 import os
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
@@ -62,6 +62,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments {argv[1:]}; flags are "
                      "--dataset, --workdir, --stages and --config.<field>.")
+  if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
+    logging.set_verbosity(logging.WARNING)
   from pqd_jax import pipeline
 
   config = flags.FLAGS.config
