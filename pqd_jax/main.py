@@ -12,7 +12,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG_DIR = os.path.join(os.path.dirname(__file__), "configs")
-DATASETS = ("fashion_mnist", "folder")
+DATASETS = ("fashion_mnist", "mnist", "cifar10", "imagenette", "imagenet2012",
+            "folder")
 
 flags.DEFINE_string("dataset", "fashion_mnist",
                     f"Which configuration to run, one of {DATASETS} "

@@ -8,13 +8,15 @@ stage       artefacts
 ==========  ==================================================================
 encode      ``autoencoder/`` (trained here or loaded), ``latents/``
 quantize    ``quantization.npz`` (centroids ``[C, K, …]``, weights ``[C, K]``,
-            counts, distortion, classes)
+            counts, distortion, classes); ``quantization_sweep/``
+            (distortion for each K of ``report.sweep_ks``, its plot)
 decode      ``prior/`` (trained here or loaded), ``synthetic/`` (``images.npz``
             with images, labels, weights and class names; ``folder/<class>/
             *.png`` with ``weights.csv``; ``grid.png``)
 relabel     ``teacher/`` (trained here, or loaded from a checkpoint)
 train       ``student/seed<s>/`` (online KD on the weighted synthetic set)
-eval        ``results.json``, ``report.md``
+eval        ``results.json``, ``report.md`` (student ``metrics.jsonl`` logs
+            are in ``teacher/`` and ``student/seed<s>/``)
 ==========  ==================================================================
 
 Every artefact records the hash of the config fields it depends on (its own
@@ -42,6 +44,7 @@ from pqd_jax import embedded, io, models, visualize
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
+from pqd_jax.data import class_names as class_names_lib
 from pqd_jax.data import pipeline as data_pipeline
 from pqd_jax.data import sources
 from pqd_jax.quantization import api as quantize_api
@@ -170,13 +173,17 @@ class _Context:
     self.skipped: list[str] = []
     self._sources: dict[str, sources.ImageSource] = {}
 
-  def source(self, split: str) -> sources.ImageSource:
-    if split not in self._sources:
-      c = self.config
-      self._sources[split] = sources.open_source(
-          c.dataset, split, data_dir=c.data_dir or None,
-          image_size=c.image_size, channels=c.channels)
-    return self._sources[split]
+  def source(self, split: str,
+             image_size: int | None = None) -> sources.ImageSource:
+    """``"train"`` or ``"test"`` (the config's splits) at ``image_size``."""
+    c = self.config
+    size = image_size or c.image_size
+    if (split, size) not in self._sources:
+      name = {"train": c.train_split, "test": c.test_split}[split]
+      self._sources[split, size] = sources.open_source(
+          c.dataset, name, data_dir=c.data_dir or None, image_size=size,
+          channels=c.channels)
+    return self._sources[split, size]
 
   def path(self, name: str) -> str:
     return os.path.join(self.workdir, name)
@@ -214,7 +221,8 @@ def _autoencoder(ctx: _Context) -> tuple[Artefact, ae_lib.Autoencoder]:
         ae = embedded.load_autoencoder(ctx.config.dataset)
       else:
         ae = ae_lib.load_pretrained(c.pretrained,
-                                    subfolder=c.get("subfolder") or None)
+                                    subfolder=c.get("subfolder") or None,
+                                    revision=c.get("revision") or None)
       with io.atomic_directory(os.path.join(path, "final")) as tmp:
         ae_lib.save_pretrained(ae, tmp)
     else:
@@ -259,6 +267,65 @@ def _quantization(ctx, lat_art) -> Artefact:
   return ctx.stage("quantize", "quantization", digest, make, c)
 
 
+def _sweep(ctx, lat_art) -> Artefact:
+  """Distortion versus K (``report.sweep_ks``) with the same quantizer."""
+  c, q = ctx.config.report, ctx.config.quantize
+  digest = config_hash(lat_art.hash, q, c, ctx.config.seed)
+
+  def make(path):
+    z, y = latents_lib.load(lat_art.path)
+    smallest = int(np.bincount(y).min())
+    ks = sorted({int(k) for k in c.sweep_ks if 1 <= int(k) <= smallest})
+    rows = []
+    for k in ks:
+      out = quantize_api.quantize(
+          z.astype(np.float32), y, k, method=q.method, weights=q.weights,
+          init=q.init, n_init=q.n_init, num_iters=q.num_iters, tol=q.tol,
+          batch_size=q.batch_size, rng=jax.random.key(ctx.config.seed))
+      rows.append(np.asarray(out.distortion, np.float64))
+    dim = int(np.prod(z.shape[1:]))
+    tmp = os.path.join(path, "sweep.tmp.npz")
+    np.savez(tmp, ks=np.asarray(ks, np.int32),
+             distortion=np.asarray(rows).reshape(len(ks), -1), dim=dim)
+    os.replace(tmp, os.path.join(path, "sweep.npz"))
+    if len(ks) >= 2:
+      _plot_sweep(np.asarray(ks), np.asarray(rows), dim,
+                  os.path.join(path, "distortion_vs_k.png"))
+
+  return ctx.stage("quantize", "quantization_sweep", digest, make, c)
+
+
+def fitted_slope(ks: np.ndarray, distortion: np.ndarray) -> float:
+  """Least-squares slope of log(mean distortion over classes) vs log K."""
+  mean = np.asarray(distortion, np.float64).mean(axis=1)
+  return float(np.polyfit(np.log(ks), np.log(mean), 1)[0])
+
+
+def _plot_sweep(ks, distortion, dim, path) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  mean = distortion.mean(axis=1)
+  slope = fitted_slope(ks, distortion)
+  fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+  for row in distortion.T:
+    ax.loglog(ks, row, color="0.8", lw=0.8)
+  ax.loglog(ks, mean, "o-", color="C0",
+            label=f"mean over classes (slope {slope:.3f})")
+  ax.loglog(ks, mean[0] * (ks / ks[0]) ** (-2 / dim), "--", color="C1",
+            label=f"theory K^(-2/d), d = {dim}")
+  ax.set_xlabel("K (centroids per class)")
+  ax.set_ylabel("distortion = W2² of the quantizer")
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
 def _prior(ctx, lat_art, class_names):
   from pqd_jax import prior as prior_lib
 
@@ -273,7 +340,8 @@ def _prior(ctx, lat_art, class_names):
       from pqd_jax.prior import stable_diffusion
 
       p = stable_diffusion.load_stable_diffusion(
-          c.pretrained, class_names, prompt_template=c.prompt_template,
+          c.pretrained, class_names_lib.readable(class_names),
+          prompt_template=c.prompt_template,
           negative_prompt=c.negative_prompt, revision=c.revision or None)
       prior_lib.save_prior(p, os.path.join(path, "final"))
     else:
@@ -368,7 +436,8 @@ def _write_folder(root: str, images, labels, weights, class_names) -> None:
 
 def _teacher(ctx, num_classes):
   c = ctx.config.teacher
-  digest = config_hash(ctx.config.dataset, ctx.config.image_size, c)
+  size = _classifier_size(ctx.config)
+  digest = config_hash(ctx.config.dataset, ctx.config.train_split, size, c)
   model = build_classifier(c, num_classes)
 
   def make(path):
@@ -385,8 +454,10 @@ def _teacher(ctx, num_classes):
       del variables
     else:
       trainer.train_teacher(
-          model, ctx.source("train"), path, num_steps=c.num_steps,
-          batch_size=c.batch_size, optimizer=c.optimizer,
+          model, ctx.source("train", size), path,
+          num_steps=None if c.num_epochs else c.num_steps,
+          num_epochs=c.num_epochs or None, batch_size=c.batch_size,
+          optimizer=c.optimizer,
           learning_rate=c.learning_rate, weight_decay=c.weight_decay,
           warmup_steps=c.warmup_steps, aug=_aug(c), seed=c.seed,
           progress=ctx.progress)
@@ -400,8 +471,13 @@ def _teacher(ctx, num_classes):
                                                _image_shape(ctx.config))
 
 
+def _classifier_size(config) -> int:
+  return config.classifier_image_size or config.image_size
+
+
 def _image_shape(config) -> tuple[int, int, int]:
-  return (config.image_size, config.image_size, config.channels)
+  size = _classifier_size(config)
+  return (size, size, config.channels)
 
 
 def _students(ctx, syn_art, teacher_art, teacher, tvars, num_classes):
@@ -414,16 +490,21 @@ def _students(ctx, syn_art, teacher_art, teacher, tvars, num_classes):
     images, labels, weights = s["images"], s["labels"], s["weights"]
   if c.weights == "uniform":
     weights = np.ones_like(weights)
+  size = _classifier_size(ctx.config)
+  num_steps = trainer.steps_from_epochs(
+      None if c.num_epochs else c.num_steps, c.num_epochs or None,
+      len(images), c.batch_size)
   for seed in range(c.num_seeds):
-    digest = config_hash(syn_art.hash, teacher_art.hash, c, seed)
+    digest = config_hash(syn_art.hash, teacher_art.hash, c, size, seed)
 
     def make(path, seed=seed):
       trainer.train_student(
-          build_classifier(c, num_classes), images, labels, weights, path,
-          num_classes=num_classes, num_steps=c.num_steps,
+          build_classifier(c, num_classes),
+          data_pipeline.resize_images(images, size), labels, weights, path,
+          num_classes=num_classes, num_steps=num_steps,
           batch_size=c.batch_size, optimizer=c.optimizer,
           learning_rate=c.learning_rate, weight_decay=c.weight_decay,
-          warmup_steps=int(c.warmup_fraction * c.num_steps),
+          warmup_steps=int(c.warmup_fraction * num_steps),
           teacher=teacher if c.soft_labels else None,
           teacher_variables=tvars if c.soft_labels else None,
           temperature=c.temperature, aug=_aug(c), seed=seed,
@@ -433,13 +514,15 @@ def _students(ctx, syn_art, teacher_art, teacher, tvars, num_classes):
   return arts
 
 
-def _evaluate(ctx, student_arts, teacher, tvars, quant_art, num_classes):
+def _evaluate(ctx, student_arts, teacher, tvars, quant_art, sweep_art,
+              num_classes):
   c = ctx.config.student
-  digest = config_hash([a.hash for a in student_arts])
+  digest = config_hash([a.hash for a in student_arts], sweep_art.hash,
+                       ctx.config.test_split)
   results = {}
 
   def make(path):
-    test = ctx.source("test")
+    test = ctx.source("test", _classifier_size(ctx.config))
     x = data_pipeline.to_unit_range(test.read())
     model = build_classifier(c, num_classes)
     accs = []
@@ -454,6 +537,17 @@ def _evaluate(ctx, student_arts, teacher, tvars, quant_art, num_classes):
     if quant_art.path:
       with np.load(os.path.join(quant_art.path, "quantization.npz")) as q:
         distortion = q["distortion"].tolist()
+    sweep = {}
+    if sweep_art.path:
+      with np.load(os.path.join(sweep_art.path, "sweep.npz")) as s:
+        ks, dist, dim = s["ks"], s["distortion"], int(s["dim"])
+      sweep = {"ks": ks.tolist(), "mean_distortion":
+               dist.mean(axis=1).tolist(), "dim": dim,
+               "fitted_slope": (fitted_slope(ks, dist) if len(ks) >= 2
+                                else None),
+               "plot": (os.path.relpath(os.path.join(
+                   sweep_art.path, "distortion_vs_k.png"), ctx.workdir)
+                        if len(ks) >= 2 else None)}
     mean, std = trainer.mean_std(accs)
     results.update({
         "dataset": ctx.config.dataset, "ipc": ctx.config.ipc,
@@ -462,7 +556,7 @@ def _evaluate(ctx, student_arts, teacher, tvars, quant_art, num_classes):
         "student_weights": c.weights, "strength": ctx.config.decode.strength,
         "accuracies": accs, "accuracy_mean": mean, "accuracy_std": std,
         "teacher_accuracy": teacher_acc, "distortion": distortion,
-        "test_images": len(test)})
+        "sweep": sweep, "test_images": len(test)})
     io.write_json_atomic(os.path.join(ctx.workdir, "results.json"), results)
     _write_report(os.path.join(ctx.workdir, "report.md"), results)
 
@@ -486,6 +580,25 @@ def _write_report(path: str, r: dict) -> None:
       f"{', '.join(f'{d:.3f}' for d in r['distortion']) or 'n/a'}.", "",
       f"Test images: {r['test_images']}. The synthetic set is in "
       "`synthetic/` (`images.npz`, `folder/`, `grid.png`).", ""]
+  sweep = r.get("sweep") or {}
+  if sweep.get("ks"):
+    lines += [
+        "## Distortion versus K", "",
+        "Mean over classes of the distortion of the mass-weighted quantizer "
+        "(its W2², exactly), latent dimension d = "
+        f"{sweep['dim']}:", "",
+        "| K | " + " | ".join(str(k) for k in sweep["ks"]) + " |",
+        "|---|" + "---|" * len(sweep["ks"]),
+        "| distortion | " + " | ".join(
+            f"{d:.4g}" for d in sweep["mean_distortion"]) + " |",
+        "| W2 | " + " | ".join(
+            f"{d ** 0.5:.4g}" for d in sweep["mean_distortion"]) + " |", ""]
+    if sweep.get("fitted_slope") is not None:
+      lines += [
+          f"Fitted log-log slope {sweep['fitted_slope']:.3f}; the "
+          f"asymptotic rate of optimal quantization is -2/d = "
+          f"{-2 / sweep['dim']:.4f} (reached only for K far beyond these).",
+          "", f"![distortion vs K]({sweep['plot']})", ""]
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.write("\n".join(lines))
@@ -524,12 +637,13 @@ def run(config: Any, workdir: str, *, stages: Sequence[str] = STAGES,
   num_classes = len(class_names)
   none = Artefact("", "none")
   if config.baseline == "random":  # real images: no latent space needed
-    ae = q_art = prior_art = none
+    ae = q_art = prior_art = sweep_art = none
     get_prior = lambda: None
   else:
     ae_art, ae = _autoencoder(ctx)
     lat_art = _latents(ctx, ae_art, ae)
     q_art = _quantization(ctx, lat_art)
+    sweep_art = _sweep(ctx, lat_art) if config.report.sweep_ks else none
     if config.decode.strength > 0:
       prior_art, get_prior = _prior(ctx, lat_art, class_names)
     else:  # decode only: no prior
@@ -540,7 +654,7 @@ def run(config: Any, workdir: str, *, stages: Sequence[str] = STAGES,
     t_art, teacher, tvars = _teacher(ctx, num_classes)
     student_arts = _students(ctx, syn_art, t_art, teacher, tvars,
                              num_classes)
-    results = _evaluate(ctx, student_arts, teacher, tvars, q_art,
+    results = _evaluate(ctx, student_arts, teacher, tvars, q_art, sweep_art,
                         num_classes)
     accuracies = tuple(results["accuracies"])
   return RunResult(accuracies=accuracies, seconds=ctx.seconds,

@@ -3,6 +3,7 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import ROOT
@@ -26,3 +27,24 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
   images = [o for c in nb.cells if c.cell_type == "code"
             for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
   assert images  # the grid is displayed
+
+
+def test_imagenet_notebook_runs_end_to_end_on_a_tiny_sd(tmp_path,
+                                                        monkeypatch):
+  pytest.importorskip("transformers")
+  from tests import tiny_imagenet_config, tiny_sd
+
+  root = tiny_imagenet_config.write_folder(str(tmp_path / "folder"))
+  sd_dir = tiny_sd.write_tiny_sd(str(tmp_path / "sd"), with_vae=True)
+  config = os.path.join(ROOT, "tests", "tiny_imagenet_config.py")
+  monkeypatch.setenv("PQD_NOTEBOOK_CONFIG", f"{config}:{root},{sd_dir}")
+  monkeypatch.setenv("PQD_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  nb = nbformat.read(os.path.join(ROOT, "colab", "imagenet_tpu.ipynb"),
+                     as_version=4)
+  NotebookClient(nb, timeout=900, kernel_name="python3",
+                 resources={"metadata": {"path": str(tmp_path)}}).execute()
+  outputs = "".join(o.get("text", "") for c in nb.cells
+                    if c.cell_type == "code" for o in c.get("outputs", []))
+  assert "student accuracies" in outputs
+  assert os.path.exists(tmp_path / "run" / "results.json")

@@ -60,6 +60,26 @@ def test_every_artefact_is_written(finished):
     assert json.load(f)["accuracies"] == list(result.accuracies)
 
 
+def test_the_sweep_at_k_equal_ipc_is_the_quantization_itself(finished):
+  workdir, _ = finished
+  with np.load(os.path.join(workdir, "quantization_sweep", "sweep.npz")) as s:
+    ks, sweep = list(s["ks"]), s["distortion"]
+  with np.load(os.path.join(workdir, "quantization",
+                            "quantization.npz")) as q:
+    np.testing.assert_allclose(sweep[ks.index(2)], q["distortion"],
+                               rtol=1e-6)
+
+
+def test_the_report_has_the_distortion_plot(finished):
+  workdir, _ = finished
+  with open(os.path.join(workdir, "report.md")) as f:
+    report = f.read()
+  assert "## Distortion versus K" in report
+  assert "![distortion vs K](quantization_sweep/distortion_vs_k.png)" in report
+  assert os.path.exists(os.path.join(workdir, "quantization_sweep",
+                                     "distortion_vs_k.png"))
+
+
 def test_a_second_run_skips_every_stage(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
   result = pipeline.run(get_config(finished_root(finished)), workdir,

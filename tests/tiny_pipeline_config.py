@@ -25,6 +25,7 @@ def get_config(root: str = ""):
   c.prior.update(dict(
       block_out_channels=(32, 32), attention_head_dim=8,
       cross_attention_dim=16, num_steps=3, batch_size=8, warmup_steps=1))
+  c.report.sweep_ks = (1, 2)
   c.decode.update(dict(strength=0.5, num_steps=4, guidance_scale=2.0,
                        batch_size=16))
   c.teacher.update(dict(width=8, depth=2, num_steps=5, batch_size=16,

@@ -93,6 +93,7 @@ def init_autoencoder(config: Any, rng: jax.Array) -> Autoencoder:
 
 
 def load_pretrained(path: str, *, subfolder: str | None = None,
+                    revision: str | None = None,
                     from_pt: bool = False) -> Autoencoder:
   """Loads a pretrained ``FlaxAutoencoderKL`` (hub id or local directory).
 
@@ -101,6 +102,8 @@ def load_pretrained(path: str, *, subfolder: str | None = None,
       e.g. ``"stable-diffusion-v1-5/stable-diffusion-v1-5"`` with
       ``subfolder="vae"``, when the hub is reachable).
     subfolder: sub-directory holding the VAE.
+    revision: hub revision (``"bf16"`` holds the Flax weights of
+      ``CompVis/stable-diffusion-v1-4``).
     from_pt: convert PyTorch weights (needs torch).
 
   Returns:
@@ -113,6 +116,8 @@ def load_pretrained(path: str, *, subfolder: str | None = None,
   if looks_local and not os.path.isdir(path):
     raise FileNotFoundError(f"No pretrained autoencoder directory at {path!r}.")
   kwargs = {"subfolder": subfolder} if subfolder else {}
+  if revision:
+    kwargs["revision"] = revision
   try:
     model, params = FlaxAutoencoderKL.from_pretrained(
         path, from_pt=from_pt, **kwargs)

@@ -10,7 +10,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.data_dir = ""  # empty: $PQD_DATA_DIR, then the Debian package
   config.ipc = 10
   config.seed = 0
-  config.image_size = 28
+  config.train_split = "train"
+  config.test_split = "test"
+  config.image_size = 28  # the autoencoder's input side
+  # The teacher's and student's input side (0: image_size); the synthetic
+  # images are resized to it (ImageNet: 512 for the VAE, 224 for ResNet-18).
+  config.classifier_image_size = 0
   config.channels = 1
   # "" distils; "random" trains the student on IPC random real images per
   # class (uniform weights) instead: the baseline of the tables.
@@ -24,6 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
   # benchmarks/autoencoder_fmnist.py); "": train here; else a hub id / path.
   config.autoencoder.pretrained = "embedded"
   config.autoencoder.subfolder = ""
+  config.autoencoder.revision = ""
   config.autoencoder.channels = 1
   config.autoencoder.image_size = 28
   config.autoencoder.block_out_channels = (16, 32, 32)
@@ -51,6 +57,12 @@ def get_config() -> ml_collections.ConfigDict:
   config.quantize.num_iters = 100
   config.quantize.tol = 1e-4
   config.quantize.batch_size = 1024
+
+  # The report: per-class distortion of the mass-weighted quantizer (its W2²)
+  # for each K of sweep_ks (≤ the smallest class), on a log-log plot with the
+  # fitted slope next to the theory's -2/d; () skips the sweep.
+  config.report = ml_collections.ConfigDict()
+  config.report.sweep_ks = (1, 2, 5, 10, 20, 50)
 
   # The class-conditional latent diffusion prior on the 7x7x4 latents (run
   # as 8x8 by the UNet). Sized by measurement: benchmarks/RESULTS.md, prior.
@@ -93,6 +105,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.teacher.checkpoint = "embedded"
   _classifier(config.teacher)
   config.teacher.num_steps = 9400
+  config.teacher.num_epochs = 0  # > 0: epochs instead of num_steps
   config.teacher.batch_size = 128
   config.teacher.optimizer = "adamw"
   config.teacher.learning_rate = 2e-3
@@ -110,6 +123,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.student.soft_labels = True
   config.student.temperature = 4.0
   config.student.num_steps = 2400
+  config.student.num_epochs = 0  # > 0: epochs of the synthetic set instead
   config.student.batch_size = 100
   config.student.optimizer = "adamw"
   config.student.learning_rate = 1e-3

@@ -18,6 +18,7 @@ __all__ = [
     "batches",
     "class_indices",
     "random_flip",
+    "resize_images",
     "to_unit_range",
 ]
 
@@ -25,6 +26,36 @@ __all__ = [
 def to_unit_range(images: np.ndarray) -> np.ndarray:
   """uint8 ``[0, 255]`` → float32 ``[-1, 1]``."""
   return images.astype(np.float32) / 127.5 - 1.0
+
+
+def resize_images(images: np.ndarray, size: int,
+                  batch_size: int = 256) -> np.ndarray:
+  """Resizes ``[n, h, w, c]`` float images to ``[n, size, size, c]``.
+
+  Bilinear with antialiasing (as PIL's resize), a batch at a time so that
+  large sets (ImageNet at 512²) never sit twice in memory.
+
+  Raises:
+    ValueError: for a non-positive size or images that are not ``[n, h, w,
+      c]``.
+  """
+  import jax
+
+  if size < 1:
+    raise ValueError(f"size must be >= 1, got {size}.")
+  if images.ndim != 4:
+    raise ValueError(f"images must be [n, h, w, c], got shape "
+                     f"{images.shape}.")
+  n, h, w, c = images.shape
+  if (h, w) == (size, size):
+    return images
+  out = np.empty((n, size, size, c), np.float32)
+  for start in range(0, n, batch_size):
+    chunk = images[start:start + batch_size]
+    out[start:start + len(chunk)] = np.asarray(jax.image.resize(
+        chunk.astype(np.float32), (len(chunk), size, size, c), "linear",
+        antialias=True))
+  return out
 
 
 def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

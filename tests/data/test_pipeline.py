@@ -78,3 +78,20 @@ def test_indices_restrict_to_one_class(source):
 def test_bad_batch_size(source):
   with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
     pipeline.batches(source, 0)
+
+
+def test_resize_keeps_a_constant_image_constant():
+  images = np.full((3, 16, 16, 2), 0.25, np.float32)
+  out = pipeline.resize_images(images, 12, batch_size=2)
+  assert out.shape == (3, 12, 12, 2)
+  np.testing.assert_allclose(out, 0.25, atol=1e-6)
+
+
+def test_resize_to_the_same_size_is_the_identity():
+  images = np.random.default_rng(0).random((2, 8, 8, 1)).astype(np.float32)
+  assert pipeline.resize_images(images, 8) is images
+
+
+def test_resize_rejects_a_non_positive_size():
+  with pytest.raises(ValueError, match="size must be >= 1"):
+    pipeline.resize_images(np.zeros((1, 8, 8, 1), np.float32), 0)

@@ -6,9 +6,6 @@ initialised, written with ``save_pretrained`` (the scheduler config is SD
 ``load_stable_diffusion``.
 """
 
-import json
-import string
-
 import jax
 import numpy as np
 import pytest
@@ -17,50 +14,14 @@ from pqd_jax.prior import sample, stable_diffusion
 
 transformers = pytest.importorskip("transformers")
 
-MAX_LENGTH = 12
-HIDDEN = 16
+from tests import tiny_sd as tiny_sd_lib  # noqa: E402
 
-
-def _write_tokenizer(directory):
-  directory.mkdir()
-  tokens = ["!", "<|startoftext|>", "<|endoftext|>"]
-  tokens += list(string.ascii_lowercase) + [c + "</w>"
-                                             for c in string.ascii_lowercase]
-  tokens += [",", ",</w>"]
-  (directory / "vocab.json").write_text(
-      json.dumps({t: i for i, t in enumerate(tokens)}))
-  (directory / "merges.txt").write_text("#version: 0.2\n")
-  tok = transformers.CLIPTokenizer(
-      str(directory / "vocab.json"), str(directory / "merges.txt"),
-      model_max_length=MAX_LENGTH)
-  tok.save_pretrained(str(directory))
-  return len(tokens)
+MAX_LENGTH, HIDDEN = tiny_sd_lib.MAX_LENGTH, tiny_sd_lib.HIDDEN
 
 
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
-  root = tmp_path_factory.mktemp("tiny_sd")
-  vocab = _write_tokenizer(root / "tokenizer")
-  text = transformers.FlaxCLIPTextModel(transformers.CLIPTextConfig(
-      vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=32,
-      num_hidden_layers=1, num_attention_heads=2,
-      max_position_embeddings=MAX_LENGTH), seed=0)
-  text.save_pretrained(str(root / "text_encoder"))
-  unet = stable_diffusion.FlaxUNet2DConditionModel(
-      sample_size=8, in_channels=4, out_channels=4,
-      down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-      up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-      block_out_channels=(32, 32), layers_per_block=1, attention_head_dim=8,
-      cross_attention_dim=HIDDEN)
-  unet.save_pretrained(str(root / "unet"),
-                       params=unet.init_weights(jax.random.key(0)))
-  (root / "scheduler").mkdir()
-  (root / "scheduler" / "scheduler_config.json").write_text(json.dumps({
-      "_class_name": "PNDMScheduler", "beta_start": 0.00085,
-      "beta_end": 0.012, "beta_schedule": "scaled_linear",
-      "num_train_timesteps": 1000, "set_alpha_to_one": False,
-      "skip_prk_steps": True, "steps_offset": 1, "clip_sample": False}))
-  return str(root)
+  return tiny_sd_lib.write_tiny_sd(str(tmp_path_factory.mktemp("tiny_sd")))
 
 
 def test_loads_a_prior_with_one_prompt_per_class(tiny_sd):
