@@ -558,14 +558,74 @@ def _evaluate(ctx, student_arts, teacher, tvars, quant_art, sweep_art,
         "teacher_accuracy": teacher_acc, "distortion": distortion,
         "sweep": sweep, "test_images": len(test)})
     io.write_json_atomic(os.path.join(ctx.workdir, "results.json"), results)
-    _write_report(os.path.join(ctx.workdir, "report.md"), results)
+    history = _append_history(ctx.workdir, results)
+    _write_report(os.path.join(ctx.workdir, "report.md"), results, history)
 
   ctx.stage("eval", "eval", digest, make, c)
   with open(ctx.path("results.json")) as f:
     return json.load(f)
 
 
-def _write_report(path: str, r: dict) -> None:
+_HISTORY = "results_history.jsonl"
+_SETTING = ("dataset", "baseline", "weights", "student_weights", "strength")
+
+
+def _append_history(workdir: str, results: dict) -> list[dict]:
+  """Appends this evaluation to the workdir's history; returns all rows.
+
+  A row cut short by a kill is skipped when read (and the line ended).
+  """
+  path = os.path.join(workdir, _HISTORY)
+  rows = []
+  if os.path.exists(path):
+    with open(path) as f:
+      text = f.read()
+    for line in text.splitlines():
+      try:
+        rows.append(json.loads(line))
+      except json.JSONDecodeError:
+        continue
+  row = {k: results[k] for k in (*_SETTING, "ipc", "accuracies",
+                                 "accuracy_mean", "accuracy_std")}
+  with open(path, "a") as f:
+    if os.path.exists(path) and os.path.getsize(path) and not text.endswith(
+        "\n"):
+      f.write("\n")
+    f.write(json.dumps(row) + "\n")
+  return rows + [row]
+
+
+def accuracy_by_ipc(history: list[dict], setting: dict) -> dict[int, dict]:
+  """The latest evaluation of each IPC with the same setting as ``setting``."""
+  by_ipc = {}
+  for row in history:
+    if all(row.get(k) == setting.get(k) for k in _SETTING):
+      by_ipc[int(row["ipc"])] = row
+  return dict(sorted(by_ipc.items()))
+
+
+def _plot_accuracy(by_ipc: dict[int, dict], path: str) -> None:
+  import matplotlib
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  ipcs = np.asarray(list(by_ipc))
+  mean = 100 * np.asarray([r["accuracy_mean"] for r in by_ipc.values()])
+  std = 100 * np.asarray([r["accuracy_std"] for r in by_ipc.values()])
+  fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+  ax.errorbar(ipcs, mean, yerr=std, fmt="o-", capsize=3)
+  ax.set_xscale("log")
+  ax.set_xlabel("IPC (images per class)")
+  ax.set_ylabel("student test accuracy (%)")
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def _write_report(path: str, r: dict, history: list[dict] = ()) -> None:
   lines = [
       f"# pqd_jax distillation report: {r['dataset']}, IPC {r['ipc']}", "",
       "| IPC | quantizer weights | student weights | strength | student "
@@ -599,6 +659,20 @@ def _write_report(path: str, r: dict) -> None:
           f"asymptotic rate of optimal quantization is -2/d = "
           f"{-2 / sweep['dim']:.4f} (reached only for K far beyond these).",
           "", f"![distortion vs K]({sweep['plot']})", ""]
+  by_ipc = accuracy_by_ipc(list(history), r)
+  if len(by_ipc) >= 2:
+    plot = os.path.join(os.path.dirname(path), "accuracy_vs_ipc.png")
+    _plot_accuracy(by_ipc, plot)
+    lines += [
+        "## Accuracy versus IPC", "",
+        "Every IPC evaluated in this workdir with the same dataset, "
+        "baseline, weights and strength (`results_history.jsonl`; the "
+        "latest run of each IPC):", "",
+        "| IPC | student accuracy (mean ± std) | seeds |", "|---|---|---|"]
+    lines += [f"| {ipc} | {100 * row['accuracy_mean']:.2f} ± "
+              f"{100 * row['accuracy_std']:.2f}% | {len(row['accuracies'])} |"
+              for ipc, row in by_ipc.items()]
+    lines += ["", "![accuracy vs IPC](accuracy_vs_ipc.png)", ""]
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
     f.write("\n".join(lines))

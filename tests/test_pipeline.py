@@ -80,6 +80,41 @@ def test_the_report_has_the_distortion_plot(finished):
                                      "distortion_vs_k.png"))
 
 
+def test_a_second_ipc_adds_accuracy_versus_ipc_to_the_report(finished,
+                                                              tmp_path):
+  workdir = _copy(finished, tmp_path)
+  config = get_config(finished_root(finished))
+  config.ipc = 1
+  pipeline.run(config, workdir, progress=False, log=lambda line: None)
+  with open(os.path.join(workdir, "report.md")) as f:
+    report = f.read()
+  assert "## Accuracy versus IPC" in report
+  assert "| 1 | " in report and "| 2 | " in report
+  assert os.path.exists(os.path.join(workdir, "accuracy_vs_ipc.png"))
+
+
+def test_accuracy_by_ipc_keeps_the_latest_row_of_the_same_setting():
+  setting = {"dataset": "d", "baseline": "distilled", "weights": "mass",
+             "student_weights": "quantizer", "strength": 0.7}
+  rows = [dict(setting, ipc=1, accuracy_mean=0.5),
+          dict(setting, ipc=1, accuracy_mean=0.6),
+          dict(setting, ipc=10, weights="uniform", accuracy_mean=0.9)]
+  by_ipc = pipeline.accuracy_by_ipc(rows, setting)
+  assert list(by_ipc) == [1]
+  assert by_ipc[1]["accuracy_mean"] == 0.6
+
+
+def test_a_history_line_cut_by_a_kill_is_skipped(tmp_path):
+  results = {"dataset": "d", "baseline": "distilled", "weights": "mass",
+             "student_weights": "quantizer", "strength": 0.7, "ipc": 1,
+             "accuracies": [0.5], "accuracy_mean": 0.5, "accuracy_std": 0.0}
+  (tmp_path / "results_history.jsonl").write_text('{"dataset": "d", "ip')
+  rows = pipeline._append_history(str(tmp_path), results)
+  assert rows == [results]
+  lines = (tmp_path / "results_history.jsonl").read_text().splitlines()
+  assert json.loads(lines[-1]) == results
+
+
 def test_a_second_run_skips_every_stage(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
   result = pipeline.run(get_config(finished_root(finished)), workdir,
