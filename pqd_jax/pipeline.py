@@ -709,6 +709,16 @@ def run(config: Any, workdir: str, *, stages: Sequence[str] = STAGES,
   ctx = _Context(config, workdir, stages, progress, log)
   class_names = tuple(ctx.source("train").class_names)
   num_classes = len(class_names)
+  # Stages after the last requested one are not run (``--stages=encode,
+  # quantize`` stops there); earlier ones must be cached or requested.
+  last = max((STAGES.index(s) for s in stages), default=-1)
+  wanted = lambda stage: STAGES.index(stage) <= last
+  accuracies: tuple[float, ...] = ()
+
+  def result():
+    return RunResult(accuracies=accuracies, seconds=ctx.seconds,
+                     skipped=tuple(ctx.skipped), workdir=ctx.workdir)
+
   none = Artefact("", "none")
   if config.baseline == "random":  # real images: no latent space needed
     ae = q_art = prior_art = sweep_art = none
@@ -716,20 +726,29 @@ def run(config: Any, workdir: str, *, stages: Sequence[str] = STAGES,
   else:
     ae_art, ae = _autoencoder(ctx)
     lat_art = _latents(ctx, ae_art, ae)
+    if not wanted("quantize"):
+      return result()
     q_art = _quantization(ctx, lat_art)
     sweep_art = _sweep(ctx, lat_art) if config.report.sweep_ks else none
+    if not wanted("decode"):
+      return result()
     if config.decode.strength > 0:
       prior_art, get_prior = _prior(ctx, lat_art, class_names)
     else:  # decode only: no prior
       prior_art, get_prior = none, lambda: None
+  if not wanted("decode"):
+    return result()
   syn_art = _synthetic(ctx, q_art, prior_art, ae, get_prior, class_names)
-  accuracies: tuple[float, ...] = ()
-  if {"relabel", "train", "eval"} & ctx.stages:
-    t_art, teacher, tvars = _teacher(ctx, num_classes)
-    student_arts = _students(ctx, syn_art, t_art, teacher, tvars,
-                             num_classes)
-    results = _evaluate(ctx, student_arts, teacher, tvars, q_art, sweep_art,
-                        num_classes)
-    accuracies = tuple(results["accuracies"])
+  if not wanted("relabel"):
+    return result()
+  t_art, teacher, tvars = _teacher(ctx, num_classes)
+  if not wanted("train"):
+    return result()
+  student_arts = _students(ctx, syn_art, t_art, teacher, tvars, num_classes)
+  if not wanted("eval"):
+    return result()
+  results = _evaluate(ctx, student_arts, teacher, tvars, q_art, sweep_art,
+                      num_classes)
+  accuracies = tuple(results["accuracies"])
   return RunResult(accuracies=accuracies, seconds=ctx.seconds,
                    skipped=tuple(ctx.skipped), workdir=ctx.workdir)

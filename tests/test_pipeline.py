@@ -150,6 +150,15 @@ def test_a_needed_stage_that_was_not_requested_is_reported(data_root,
                  progress=False, log=lambda line: None)
 
 
+def test_stages_stop_after_the_last_requested_one(data_root, tmp_path):
+  result = pipeline.run(get_config(data_root), str(tmp_path),
+                        stages=("encode", "quantize"), progress=False,
+                        log=lambda line: None)
+  assert set(result.seconds) == {"autoencoder", "latents", "quantization",
+                                 "quantization_sweep"}
+  assert not (tmp_path / "synthetic").exists()
+
+
 def test_unknown_stage_is_refused(data_root, tmp_path):
   with pytest.raises(ValueError, match=r"Unknown stages \['distill'\]"):
     pipeline.run(get_config(data_root), str(tmp_path), stages=("distill",))
@@ -162,8 +171,12 @@ def _cli(*args, timeout=600):
                         timeout=timeout)
 
 
-def test_cli_killed_inside_training_resumes_to_the_same_result(
-    finished, tmp_path):
+@pytest.mark.parametrize("sig,stage_dir", [
+    (signal.SIGKILL, "teacher"),         # just after decode, in the teacher
+    (signal.SIGINT, "student/seed1"),    # between the two students
+])
+def test_cli_killed_resumes_to_the_same_result(finished, tmp_path, sig,
+                                               stage_dir):
   root = finished_root(finished)
   workdir = str(tmp_path / "run")
   args = [f"--dataset=folder:{root}", f"--config={CONFIG_FILE}:{root}",
@@ -172,13 +185,14 @@ def test_cli_killed_inside_training_resumes_to_the_same_result(
   proc = subprocess.Popen([sys.executable, "-m", "pqd_jax.main", *args],
                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
-  pending = os.path.join(workdir, "teacher", "pending.json")
+  pending = os.path.join(workdir, stage_dir, "pending.json")
   deadline = time.time() + 300
   while not os.path.exists(pending) and proc.poll() is None:
     assert time.time() < deadline
     time.sleep(0.2)
-  proc.send_signal(signal.SIGKILL)
+  proc.send_signal(sig)
   proc.wait()
+  assert not os.path.exists(os.path.join(workdir, "results.json"))
   out = _cli(*args)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "student accuracy" in out.stdout

@@ -66,9 +66,10 @@ def make_optimizer(name: str, learning_rate: float, num_steps: int, *,
   """
   if num_steps < 1:
     raise ValueError(f"num_steps must be >= 1, got {num_steps}.")
+  warmup = max(warmup_steps, 1)
   schedule = optax.warmup_cosine_decay_schedule(
-      0.0 if warmup_steps else learning_rate, learning_rate,
-      max(warmup_steps, 1), max(num_steps, warmup_steps + 1))
+      0.0 if warmup_steps else learning_rate, learning_rate, warmup,
+      max(num_steps, warmup + 1))
   if name == "adamw":
     return optax.adamw(schedule, weight_decay=weight_decay)
   if name == "sgd":

@@ -62,6 +62,16 @@ def test_ce_steps_fit_hard_labels():
   assert steps.accuracy(student, state, batch["image"], batch["label"]) == 1.0
 
 
+@pytest.mark.parametrize("num_steps,warmup_steps", [(1, 0), (1, 5), (2, 0)])
+def test_optimizer_accepts_schedules_shorter_than_warmup(num_steps,
+                                                         warmup_steps):
+  tx = steps.make_optimizer("adamw", 1e-3, num_steps,
+                            warmup_steps=warmup_steps)
+  params = {"w": jnp.ones(3)}
+  updates, _ = tx.update({"w": jnp.ones(3)}, tx.init(params), params)
+  assert np.isfinite(np.asarray(updates["w"])).all()
+
+
 def test_unknown_optimizer():
   with pytest.raises(ValueError, match="Unknown optimizer 'adam'"):
     steps.make_optimizer("adam", 1e-3, 10)

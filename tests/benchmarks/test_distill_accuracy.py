@@ -1,0 +1,77 @@
+"""benchmarks/distill_accuracy.py on the tiny pipeline config."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.tiny_pipeline_config import write_folder
+
+CONFIG_FILE = os.path.join(ROOT, "tests", "tiny_pipeline_config.py")
+
+
+def _load_benchmark():
+  spec = importlib.util.spec_from_file_location(
+      "distill_accuracy", os.path.join(ROOT, "benchmarks",
+                                       "distill_accuracy.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  tmp = tmp_path_factory.mktemp("bench")
+  root = write_folder(str(tmp / "folder"))
+  bench = _load_benchmark()
+  args = ["--quick", "--ipcs=2", "--methods=random,ddoq", "--w2-ipc=2",
+          f"--config={CONFIG_FILE}:{root}", "--steps-scale=0.0005",
+          "--sweep-ks=1,2,3", f"--workroot={tmp / 'work'}",
+          f"--out={tmp / 'results' / 'fm.jsonl'}",
+          f"--table={tmp / 'results' / 'fm.md'}"]
+  bench.main(args)
+  return bench, args, tmp
+
+
+def _rows(tmp):
+  with open(tmp / "results" / "fm.jsonl") as f:
+    return [json.loads(line) for line in f]
+
+
+def test_every_cell_is_recorded(finished):
+  _, _, tmp = finished
+  cells = [r["cell"] for r in _rows(tmp)]
+  assert cells == ["random_ipc2_soft", "ddoq_ipc2_soft", "random_ipc2_hard",
+                   "ddoq_ipc2_hard", "w2_ipc2", "sweep"]
+
+
+def test_the_table_has_our_rows_and_the_published_ones(finished):
+  _, _, tmp = finished
+  table = (tmp / "results" / "fm.md").read_text()
+  header = "| method | labels | IPC 2 | source |"
+  assert header in table
+  for line in ("| **pqd_jax random** | soft (online KD) |",
+               "| **pqd_jax ddoq** | hard (CE, DSA) |",
+               "| DSA | hard |", "| RCIG (no norm) | learned |"):
+    assert line in table, line
+  rows = [ln for ln in table.splitlines() if ln.startswith("| **pqd_jax")]
+  assert all(ln.count("|") == header.count("|") for ln in rows)
+  assert "## W2: cell-mass versus uniform weights" in table
+  assert (tmp / "results" / "fashion_mnist_distortion_vs_k.png").exists()
+
+
+def test_mass_weights_are_no_further_than_uniform_in_w2(finished):
+  _, _, tmp = finished
+  w2 = next(r for r in _rows(tmp) if r["cell"] == "w2_ipc2")
+  assert all(m <= u + 1e-6 for m, u in zip(w2["w2_mass"], w2["w2_uniform"],
+                                          strict=True))
+
+
+def test_a_rerun_skips_finished_cells(finished, capsys):
+  bench, args, tmp = finished
+  before = _rows(tmp)
+  bench.main(args)
+  assert _rows(tmp) == before
+  assert "random_ipc2_soft: done" in capsys.readouterr().out
