@@ -24,6 +24,14 @@ flags.DEFINE_string("workdir", "",
 flags.DEFINE_bool("retrain", False,
                   "Train the autoencoder, prior and teacher from scratch "
                   "instead of loading the checkpoints shipped in the package.")
+flags.DEFINE_string("coordinator_address", None,
+                    "Multi-process runs: host:port of process 0 (with "
+                    "--num_processes and --process_id; one process per host).")
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: processes.")
+flags.DEFINE_integer("process_id", None,
+                     "Multi-process runs: this process's id, 0 writes.")
+flags.DEFINE_bool("jax_distributed_auto", False,
+                  "Let JAX find the cluster (TPU pods, SLURM, Open MPI).")
 flags.DEFINE_string("stages", "",
                     "Comma-separated subset of encode,quantize,decode,"
                     "relabel,train,eval (default: all).")
@@ -62,9 +70,15 @@ def main(argv: list[str]) -> None:
   """Runs the configured pipeline (absl entry point)."""
   if len(argv) > 1:
     raise ValueError(f"unexpected arguments {argv[1:]}; flags are "
-                     "--dataset, --workdir, --stages and --config.<field>.")
+                     "--dataset, --workdir, --stages, --retrain, the "
+                     "multi-process ones and --config.<field>.")
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
+  from pqd_jax import distributed
+
+  distributed.initialize(flags.FLAGS.coordinator_address,
+                         flags.FLAGS.num_processes, flags.FLAGS.process_id,
+                         auto=flags.FLAGS.jax_distributed_auto)
   from pqd_jax import pipeline
 
   config = flags.FLAGS.config
@@ -78,8 +92,12 @@ def main(argv: list[str]) -> None:
         config[section][field] = ""
   stages = tuple(s for s in flags.FLAGS.stages.split(",") if s)
   workdir = flags.FLAGS.workdir or os.path.join("workdir", config.dataset)
-  result = pipeline.run(config, workdir, stages=stages or pipeline.STAGES)
-  print(_summary(result, config))
+  result = pipeline.run(config, workdir, stages=stages or pipeline.STAGES,
+                        progress=distributed.is_coordinator(),
+                        log=print if distributed.is_coordinator()
+                        else lambda line: None)
+  if distributed.is_coordinator():
+    print(_summary(result, config))
 
 
 def run_main() -> None:

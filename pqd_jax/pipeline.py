@@ -32,6 +32,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -40,7 +41,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from pqd_jax import embedded, io, models, visualize
+from pqd_jax import distributed, embedded, io, models, visualize
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
@@ -48,6 +49,7 @@ from pqd_jax.data import class_names as class_names_lib
 from pqd_jax.data import pipeline as data_pipeline
 from pqd_jax.data import sources
 from pqd_jax.quantization import api as quantize_api
+from pqd_jax.quantization.stream import quantize_stream
 from pqd_jax.train import steps, trainer
 
 __all__ = ["STAGES", "Artefact", "RunResult", "build_classifier", "run"]
@@ -189,10 +191,19 @@ class _Context:
     return os.path.join(self.workdir, name)
 
   def stage(self, stage: str, name: str, digest: str,
-            fn: Callable[[str], None], config: Any) -> Artefact:
-    """Runs ``fn(path)`` unless the artefact is there with this hash."""
+            fn: Callable[[str], None], config: Any, *,
+            shared: bool = False) -> Artefact:
+    """Runs ``fn(path)`` unless the artefact is there with this hash.
+
+    In a multi-process run every process runs ``fn`` (its computations are
+    collective); process 0 writes the artefact and the others write into a
+    scratch directory that is removed afterwards, unless ``shared`` (``fn``
+    coordinates its own writes, as the orbax checkpoints of training do).
+    """
     path = self.path(name)
-    if _is_done(path, digest):
+    done = _is_done(path, digest)
+    distributed.barrier(f"check {name}")
+    if done:
       self.skipped.append(name)
       self.log(f"{stage:>8}: {name} cached ({digest})")
       return Artefact(path, digest)
@@ -201,11 +212,25 @@ class _Context:
           f"The {stage!r} stage is needed for {name!r} (config hash {digest}) "
           f"but was not requested; add it to --stages or run without "
           f"--stages.")
-    _prepare(path, digest)
+    coordinator = distributed.is_coordinator()
+    target = path
+    if coordinator:
+      _prepare(path, digest)
+    elif not shared:
+      target = os.path.join(self.workdir, ".scratch",
+                            f"process{jax.process_index()}", name)
+      shutil.rmtree(target, ignore_errors=True)
+      os.makedirs(target)
+    distributed.barrier(f"prepare {name}")
     t0 = time.perf_counter()
-    fn(path)
+    fn(target)
     seconds = time.perf_counter() - t0
-    _finish(path, digest, config, seconds)
+    distributed.barrier(f"run {name}")
+    if coordinator:
+      _finish(path, digest, config, seconds)
+    elif target != path:
+      shutil.rmtree(target, ignore_errors=True)
+    distributed.barrier(f"finish {name}")
     self.seconds[name] = seconds
     self.log(f"{stage:>8}: {name} done in {seconds:.1f} s ({digest})")
     return Artefact(path, digest)
@@ -246,17 +271,32 @@ def _latents(ctx, ae_art, ae) -> Artefact:
   return ctx.stage("encode", "latents", digest, make, c)
 
 
+def _quantize_latents(directory: str, k: int, c: Any, seed: int):
+  """The config's quantizer on a latents artefact.
+
+  ``method="stream"`` reads the class files in chunks
+  (:func:`pqd_jax.quantize_stream`, ``num_iters`` CLVQ passes; memory
+  independent of the dataset size); ``"lloyd"`` and ``"clvq"`` hold every
+  latent in memory (:func:`pqd_jax.quantize`).
+  """
+  if c.method == "stream":
+    return quantize_stream(
+        latents_lib.stream(directory), k, weights=c.weights, init=c.init,
+        n_init=c.n_init, num_passes=c.num_iters, tol=c.tol,
+        batch_size=c.batch_size, rng=jax.random.key(seed))
+  z, y = latents_lib.load(directory)
+  return quantize_api.quantize(
+      z.astype(np.float32), y, k, method=c.method, weights=c.weights,
+      init=c.init, n_init=c.n_init, num_iters=c.num_iters, tol=c.tol,
+      batch_size=c.batch_size, rng=jax.random.key(seed))
+
+
 def _quantization(ctx, lat_art) -> Artefact:
   c = ctx.config.quantize
   digest = config_hash(lat_art.hash, c, ctx.config.ipc, ctx.config.seed)
 
   def make(path):
-    z, y = latents_lib.load(lat_art.path)
-    out = quantize_api.quantize(
-        z.astype(np.float32), y, ctx.config.ipc, method=c.method,
-        weights=c.weights, init=c.init, n_init=c.n_init,
-        num_iters=c.num_iters, tol=c.tol, batch_size=c.batch_size,
-        rng=jax.random.key(ctx.config.seed))
+    out = _quantize_latents(lat_art.path, ctx.config.ipc, c, ctx.config.seed)
     tmp = os.path.join(path, "quantization.tmp.npz")
     np.savez(tmp, centroids=np.asarray(out.centroids),
              weights=np.asarray(out.weights), counts=np.asarray(out.counts),
@@ -273,17 +313,14 @@ def _sweep(ctx, lat_art) -> Artefact:
   digest = config_hash(lat_art.hash, q, c, ctx.config.seed)
 
   def make(path):
-    z, y = latents_lib.load(lat_art.path)
-    smallest = int(np.bincount(y).min())
+    index = latents_lib.read_index(lat_art.path)
+    smallest = min(index["counts"])
     ks = sorted({int(k) for k in c.sweep_ks if 1 <= int(k) <= smallest})
     rows = []
     for k in ks:
-      out = quantize_api.quantize(
-          z.astype(np.float32), y, k, method=q.method, weights=q.weights,
-          init=q.init, n_init=q.n_init, num_iters=q.num_iters, tol=q.tol,
-          batch_size=q.batch_size, rng=jax.random.key(ctx.config.seed))
+      out = _quantize_latents(lat_art.path, k, q, ctx.config.seed)
       rows.append(np.asarray(out.distortion, np.float64))
-    dim = int(np.prod(z.shape[1:]))
+    dim = int(np.prod(index["latent_shape"]))
     tmp = os.path.join(path, "sweep.tmp.npz")
     np.savez(tmp, ks=np.asarray(ks, np.int32),
              distortion=np.asarray(rows).reshape(len(ks), -1), dim=dim)
@@ -444,13 +481,15 @@ def _teacher(ctx, num_classes):
     if c.checkpoint == embedded.EMBEDDED:
       embedded.load_teacher_variables(ctx.config.dataset, model,
                                       _image_shape(ctx.config))
-      io.write_json_atomic(os.path.join(path, "source.json"), {
-          "embedded": embedded.provenance(ctx.config.dataset, "teacher")})
+      if distributed.is_coordinator():
+        io.write_json_atomic(os.path.join(path, "source.json"), {
+            "embedded": embedded.provenance(ctx.config.dataset, "teacher")})
     elif c.checkpoint:
       variables = trainer.restore_variables(
           model, c.checkpoint, _image_shape(ctx.config))
-      io.write_json_atomic(os.path.join(path, "source.json"),
-                           {"checkpoint": os.path.abspath(c.checkpoint)})
+      if distributed.is_coordinator():
+        io.write_json_atomic(os.path.join(path, "source.json"),
+                             {"checkpoint": os.path.abspath(c.checkpoint)})
       del variables
     else:
       trainer.train_teacher(
@@ -462,7 +501,7 @@ def _teacher(ctx, num_classes):
           warmup_steps=c.warmup_steps, aug=_aug(c), seed=c.seed,
           progress=ctx.progress)
 
-  art = ctx.stage("relabel", "teacher", digest, make, c)
+  art = ctx.stage("relabel", "teacher", digest, make, c, shared=True)
   if c.checkpoint == embedded.EMBEDDED:
     return art, model, embedded.load_teacher_variables(
         ctx.config.dataset, model, _image_shape(ctx.config))
@@ -510,7 +549,8 @@ def _students(ctx, syn_art, teacher_art, teacher, tvars, num_classes):
           temperature=c.temperature, aug=_aug(c), seed=seed,
           progress=ctx.progress)
 
-    arts.append(ctx.stage("train", f"student/seed{seed}", digest, make, c))
+    arts.append(ctx.stage("train", f"student/seed{seed}", digest, make, c,
+                          shared=True))
   return arts
 
 
@@ -557,9 +597,11 @@ def _evaluate(ctx, student_arts, teacher, tvars, quant_art, sweep_art,
         "accuracies": accs, "accuracy_mean": mean, "accuracy_std": std,
         "teacher_accuracy": teacher_acc, "distortion": distortion,
         "sweep": sweep, "test_images": len(test)})
-    io.write_json_atomic(os.path.join(ctx.workdir, "results.json"), results)
-    history = _append_history(ctx.workdir, results)
-    _write_report(os.path.join(ctx.workdir, "report.md"), results, history)
+    if distributed.is_coordinator():
+      io.write_json_atomic(os.path.join(ctx.workdir, "results.json"),
+                           results)
+      history = _append_history(ctx.workdir, results)
+      _write_report(os.path.join(ctx.workdir, "report.md"), results, history)
 
   ctx.stage("eval", "eval", digest, make, c)
   with open(ctx.path("results.json")) as f:
@@ -704,8 +746,9 @@ def run(config: Any, workdir: str, *, stages: Sequence[str] = STAGES,
     raise ValueError(f"Unknown stages {unknown}; expected a subset of "
                      f"{STAGES}.")
   os.makedirs(workdir, exist_ok=True)
-  io.write_json_atomic(os.path.join(workdir, "config.json"),
-                       _to_jsonable(config))
+  if distributed.is_coordinator():
+    io.write_json_atomic(os.path.join(workdir, "config.json"),
+                         _to_jsonable(config))
   ctx = _Context(config, workdir, stages, progress, log)
   class_names = tuple(ctx.source("train").class_names)
   num_classes = len(class_names)

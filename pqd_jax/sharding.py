@@ -1,13 +1,24 @@
-"""Device meshes: one ``"data"`` axis over every device (all hosts)."""
+"""Device meshes: one ``"data"`` axis over every device (all hosts).
+
+Host arrays become global ``jax.Array`` s through
+``jax.make_array_from_callback``: every process builds only the shards of its
+own devices, so the same code places data on one CPU, on several local
+devices, or across the processes of a pod (each process then reads only the
+rows its devices hold).
+"""
 
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["DATA_AXIS", "data_mesh", "map_batches", "num_data_shards"]
+__all__ = ["DATA_AXIS", "data_mesh", "global_array", "map_batches",
+           "num_data_shards", "pad_to_shards", "replicate", "shard_batch",
+           "to_host"]
 
 DATA_AXIS = "data"
 
@@ -41,6 +52,79 @@ def num_data_shards(mesh: Mesh) -> int:
         f"{tuple(mesh.shape)}."
     )
   return int(mesh.shape[DATA_AXIS])
+
+
+def global_array(host: Any, sharding: NamedSharding) -> jax.Array:
+  """A global array with ``sharding`` built from a host array (or memmap).
+
+  Each process reads only ``host[index]`` for the shards of its own devices,
+  so ``host`` may be a memory map, a lazily read array or any object with
+  ``shape``, ``dtype`` and numpy indexing by slices.
+  """
+  shape = tuple(host.shape)
+  return jax.make_array_from_callback(
+      shape, sharding, lambda index: np.asarray(host[index]))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  """Every leaf of ``tree`` replicated on every device of ``mesh``."""
+  spec = NamedSharding(mesh, P())
+
+  def place(leaf):
+    if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(
+        spec, leaf.ndim):
+      return leaf
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
+        leaf.dtype, jax.dtypes.prng_key):
+      data = global_array(np.asarray(jax.random.key_data(leaf)), spec)
+      return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+    return global_array(np.asarray(leaf), spec)
+
+  return jax.tree.map(place, tree)
+
+
+def pad_to_shards(batch: dict, shards: int) -> dict:
+  """Pads a batch's leading axis to a multiple of ``shards``.
+
+  Padding rows repeat the last row and get ``weight`` 0, so a loss normalised
+  by the batch's weight sum is unchanged (BatchNorm batch statistics do see
+  them). A batch that needs padding must have a ``"weight"`` entry.
+  """
+  n = len(next(iter(batch.values())))
+  pad = -n % shards
+  if not pad:
+    return batch
+  if "weight" not in batch:
+    raise ValueError(
+        f"A batch of {n} rows cannot be split over {shards} devices and has "
+        "no 'weight' entry to pad it with weight-0 rows; use a batch size "
+        f"that is a multiple of {shards}.")
+  out = {}
+  for key, value in batch.items():
+    value = np.asarray(value)
+    fill = (np.zeros((pad,) + value.shape[1:], value.dtype) if key == "weight"
+            else np.repeat(value[-1:], pad, axis=0))
+    out[key] = np.concatenate([value, fill])
+  return out
+
+
+def shard_batch(batch: dict, mesh: Mesh) -> dict:
+  """A host batch split over the mesh's ``"data"`` axis (padded if needed).
+
+  Every process passes the same global batch; each one materialises only
+  the rows of its own devices.
+  """
+  batch = pad_to_shards(batch, num_data_shards(mesh))
+  spec = NamedSharding(mesh, P(DATA_AXIS))
+  return {key: global_array(np.asarray(value), spec)
+          for key, value in batch.items()}
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+  """A (possibly multi-process) global array as a full numpy array."""
+  if getattr(array, "is_fully_addressable", True) or array.is_fully_replicated:
+    return np.asarray(array)
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
 
 
 def map_batches(fn: Callable[..., jax.Array], arrays: tuple[np.ndarray, ...],
@@ -81,7 +165,7 @@ def map_batches(fn: Callable[..., jax.Array], arrays: tuple[np.ndarray, ...],
       if pad:
         chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
                                                 chunk.dtype)])
-      chunks.append(jax.device_put(chunk, spec))
-    out = np.asarray(fn(*chunks, s))
+      chunks.append(global_array(chunk, spec))
+    out = to_host(fn(*chunks, s))
     outs.append(out[:min(batch_size, n - s)])
   return np.concatenate(outs)

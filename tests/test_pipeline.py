@@ -159,6 +159,20 @@ def test_stages_stop_after_the_last_requested_one(data_root, tmp_path):
   assert not (tmp_path / "synthetic").exists()
 
 
+def test_stream_quantizer_reads_the_class_files(data_root, tmp_path):
+  config = get_config(data_root)
+  config.quantize.method = "stream"
+  config.report.sweep_ks = ()
+  pipeline.run(config, str(tmp_path), stages=("encode", "quantize"),
+               progress=False, log=lambda line: None)
+  with np.load(tmp_path / "quantization" / "quantization.npz") as q:
+    counts, centroids = q["counts"], q["centroids"]
+  with open(tmp_path / "latents" / "index.json") as f:
+    sizes = json.load(f)["counts"]
+  assert counts.sum(axis=1).tolist() == sizes
+  assert centroids.shape[:2] == (len(sizes), config.ipc)
+
+
 def test_unknown_stage_is_refused(data_root, tmp_path):
   with pytest.raises(ValueError, match=r"Unknown stages \['distill'\]"):
     pipeline.run(get_config(data_root), str(tmp_path), stages=("distill",))

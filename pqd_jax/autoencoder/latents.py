@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
+from pqd_jax import distributed
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
 
@@ -74,7 +75,8 @@ def encode_source(
     progress: show a progress bar.
 
   Returns:
-    The index.
+    The index. In a multi-process run every process calls this (the encoder
+    runs on the global mesh) and process 0 writes the files.
 
   Raises:
     ValueError: for an unknown dtype.
@@ -83,6 +85,7 @@ def encode_source(
     raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}.")
   os.makedirs(directory, exist_ok=True)
   rng = jax.random.key(0) if rng is None else rng
+  writer = distributed.is_coordinator()  # every process encodes its shards
   counts, shape = [], None
   groups = pipeline.class_indices(source)
   for label, idx in enumerate(tqdm(groups, desc="encode",
@@ -98,17 +101,19 @@ def encode_source(
           rng=jax.random.fold_in(jax.random.fold_in(rng, label), s)))
     z = np.concatenate(parts).astype(dtype)
     shape = list(z.shape[1:])
-    tmp = _class_file(directory, label) + ".tmp.npy"
-    np.save(tmp, z)
-    os.replace(tmp, _class_file(directory, label))
+    if writer:
+      tmp = _class_file(directory, label) + ".tmp.npy"
+      np.save(tmp, z)
+      os.replace(tmp, _class_file(directory, label))
     counts.append(int(z.shape[0]))
   index = {"class_names": list(source.class_names), "latent_shape": shape,
            "dtype": dtype, "counts": counts,
            "scaling_factor": ae.scaling_factor}
-  tmp = os.path.join(directory, _INDEX + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(index, f, indent=2)
-  os.replace(tmp, os.path.join(directory, _INDEX))
+  if writer:
+    tmp = os.path.join(directory, _INDEX + ".tmp")
+    with open(tmp, "w") as f:
+      json.dump(index, f, indent=2)
+    os.replace(tmp, os.path.join(directory, _INDEX))
   return index
 
 
@@ -121,12 +126,18 @@ def load(directory: str) -> tuple[np.ndarray, np.ndarray]:
   return np.concatenate(arrays), labels.astype(np.int32)
 
 
-def stream(directory: str, chunk: int = 4096
+def stream(directory: str, chunk: int = 4096, dtype: str | None = None
            ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
   """A re-iterable stream of ``(latents, labels)`` chunks, class by class.
 
   The returned callable suits :func:`pqd_jax.quantize_stream`; files are
   memory-mapped, so only one chunk is in memory at a time.
+
+  Args:
+    directory: a latents artefact.
+    chunk: rows per chunk.
+    dtype: dtype of the chunks; default the stored one (float16 latents stay
+      float16, half the memory; the quantizer computes in float32).
   """
   index = read_index(directory)
   if chunk < 1:
@@ -136,7 +147,7 @@ def stream(directory: str, chunk: int = 4096
     for c in range(len(index["counts"])):
       arr = np.load(_class_file(directory, c), mmap_mode="r")
       for s in range(0, arr.shape[0], chunk):
-        part = np.asarray(arr[s:s + chunk], np.float32)
+        part = np.asarray(arr[s:s + chunk], dtype)
         yield part, np.full(part.shape[0], c, np.int32)
 
   return batches

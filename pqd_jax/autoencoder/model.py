@@ -198,8 +198,10 @@ def encode(ae: Autoencoder, images: Any, *, sample: bool = False,
     ValueError: for images of the wrong rank, channels or size.
   """
   arr = _check_images(ae, images)
-  rng = jax.random.key(0) if rng is None else rng
-  fn = lambda x, start: _encode(ae.model, ae.params, x,
+  mesh = sharding.data_mesh() if mesh is None else mesh
+  params, rng = sharding.replicate(
+      (ae.params, jax.random.key(0) if rng is None else rng), mesh)
+  fn = lambda x, start: _encode(ae.model, params, x,
                                 jax.random.fold_in(rng, start),
                                 ae.scaling_factor, sample)
   return sharding.map_batches(fn, (arr,), batch_size, mesh,
@@ -221,6 +223,8 @@ def decode(ae: Autoencoder, latents: Any, *, batch_size: int = 256,
     raise ValueError(
         f"latents must have shape [b, h, w, {channels}], got {arr.shape}."
     )
-  fn = lambda z, start: _decode(ae.model, ae.params, z, ae.scaling_factor)
+  mesh = sharding.data_mesh() if mesh is None else mesh
+  params = sharding.replicate(ae.params, mesh)
+  fn = lambda z, start: _decode(ae.model, params, z, ae.scaling_factor)
   return sharding.map_batches(fn, (arr,), batch_size, mesh,
                               dtypes=(np.float32,))

@@ -50,6 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.latents.dtype = "float16"
 
   config.quantize = ml_collections.ConfigDict()
+  # "lloyd" | "clvq" (latents in memory) | "stream" (CLVQ over the class
+  # files read in chunks, num_iters passes; for datasets beyond RAM)
   config.quantize.method = "lloyd"
   config.quantize.weights = "mass"
   config.quantize.init = "kmeans++"

@@ -146,8 +146,10 @@ def img2img(prior: Prior, latents: Any, classes: Any, *, strength: float,
     return z.astype(np.float32)
   h, w, c = prior.latent_shape
   side = prior.unet.config.sample_size
-  context = np.asarray(prior.context)
-  null_context = jnp.asarray(prior.null_context)
+  mesh = sharding.data_mesh() if mesh is None else mesh
+  params, context, null_context, rng = sharding.replicate(
+      (prior.params, np.asarray(prior.context), np.asarray(prior.null_context),
+       rng), mesh)
   use_cfg = guidance_scale != 1.0
 
   def fn(zb, yb, ib, start):
@@ -155,8 +157,8 @@ def img2img(prior: Prior, latents: Any, classes: Any, *, strength: float,
     x0 = jnp.pad(jnp.transpose(zb, (0, 3, 1, 2)),
                  ((0, 0), (0, 0), (0, side - h), (0, side - w)))
     keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, ib)
-    out = _denoise(prior.unet, prior.scheduler, prior.params, x0,
-                   jnp.asarray(context)[yb], null_context, keys,
+    out = _denoise(prior.unet, prior.scheduler, params, x0,
+                   context[yb], null_context, keys,
                    jnp.float32(guidance_scale), num_steps=num_steps,
                    start=num_steps - steps, pure_noise=strength == 1.0,
                    use_cfg=use_cfg)

@@ -143,42 +143,46 @@ def _layout(labels: np.ndarray, k: int, shards: int,
   return _Layout(classes, sizes, chunk, n_local, shards)
 
 
-def group_by_class(
-    flat: np.ndarray, labels: np.ndarray, layout: _Layout
-) -> tuple[np.ndarray, np.ndarray]:
-  """Groups points by class into one zero-padded array.
+class _Grouped:
+  """The points grouped by class, zero-padded, read shard by shard.
 
-  Each class keeps its points in input order at the start of its row, so
-  device ``i`` of the ``"data"`` axis holds a contiguous block of them and the
-  concatenation of all devices' blocks is the same sequence whatever the
-  device count (k-means++ then draws the same points on 1 or 4 devices).
-
-  Args:
-    flat: ``[n, d]`` points.
-    labels: ``[n]`` labels.
-    layout: the padded layout.
-
-  Returns:
-    ``(points [c, shards * n_local, d], mask [c, shards * n_local])``.
+  Row ``r`` of class ``i`` is the class's ``r``-th point in input order (zero
+  past its size), so device ``j`` of the ``"data"`` axis holds a contiguous
+  block of each class and the concatenation of all devices' blocks is the same
+  sequence whatever the device count (k-means++ then draws the same points on
+  1 or 4 devices). Indexing ``[:, r0:r1, :]`` reads only those rows of the
+  input, so a process of a multi-process run reads only its devices' share.
   """
-  cls = np.searchsorted(layout.classes, labels)
-  if np.all(cls[1:] >= cls[:-1]):
-    grouped = flat  # already class-major: no copy
-  else:
-    grouped = flat[np.argsort(cls, kind="stable")]
-  c = layout.classes.shape[0]
-  n_pad = layout.shards * layout.n_local
-  if np.all(layout.sizes == n_pad):
-    points = grouped.reshape(c, n_pad, flat.shape[1])  # a view when sorted
-  else:
-    points = np.empty((c, n_pad, flat.shape[1]), flat.dtype)
-    start = 0
-    for i, size in enumerate(layout.sizes):  # contiguous block copies
-      points[i, :size] = grouped[start:start + size]
-      points[i, size:] = 0
-      start += size
-  mask = np.arange(n_pad)[None, :] < layout.sizes[:, None]
-  return points, mask
+
+  def __init__(self, flat: Any, labels: np.ndarray, layout: _Layout):
+    cls = np.searchsorted(layout.classes, labels)
+    sorted_ = bool(np.all(cls[1:] >= cls[:-1]))
+    self.order = None if sorted_ else np.argsort(cls, kind="stable")
+    self.starts = np.concatenate([[0], np.cumsum(layout.sizes)[:-1]])
+    self.flat, self.layout = flat, layout
+    self.n_pad = layout.shards * layout.n_local
+    self.shape = (layout.classes.shape[0], self.n_pad, flat.shape[1])
+    self.dtype = flat.dtype
+
+  def _rows(self, start: int, stop: int) -> np.ndarray:
+    out = np.zeros((self.shape[0], stop - start, self.shape[2]), self.dtype)
+    for i, (first, size) in enumerate(zip(self.starts, self.layout.sizes,
+                                          strict=True)):
+      hi = min(stop, int(size))
+      if hi > start:
+        rows = slice(first + start, first + hi)
+        out[i, :hi - start] = (self.flat[rows] if self.order is None
+                               else self.flat[self.order[rows]])
+    return out
+
+  def __getitem__(self, index: tuple) -> np.ndarray:
+    classes, rows, dims = index
+    start, stop, _ = rows.indices(self.n_pad)
+    return self._rows(start, stop)[classes, :, dims]
+
+  def mask(self) -> np.ndarray:
+    """``[c, n_pad]``: which rows are points."""
+    return np.arange(self.n_pad)[None, :] < self.layout.sizes[:, None]
 
 
 @functools.lru_cache(maxsize=32)
@@ -332,10 +336,11 @@ def quantize(
   if flat.dtype not in (np.float32, jnp.bfloat16, np.float16):
     flat = flat.astype(np.float32)
   layout = _layout(lab, k, shards, chunk_size)
-  points, mask = group_by_class(flat, lab, layout)
-  points = jax.device_put(
-      points, NamedSharding(mesh, P(None, sharding.DATA_AXIS, None)))
-  mask = jax.device_put(mask, NamedSharding(mesh, P(None, sharding.DATA_AXIS)))
+  grouped = _Grouped(flat, lab, layout)
+  points = sharding.global_array(
+      grouped, NamedSharding(mesh, P(None, sharding.DATA_AXIS, None)))
+  mask = sharding.global_array(
+      grouped.mask(), NamedSharding(mesh, P(None, sharding.DATA_AXIS)))
   keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
       rng, jnp.asarray(classes.astype(np.uint32))
   )

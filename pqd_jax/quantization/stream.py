@@ -16,7 +16,12 @@ time it is called, and makes:
    so counts, weights and distortion are exact. Nothing is dropped (D4M drops
    each class's tail buffer and keeps the running counts).
 
-Memory is O(batch + C·K·D + C·init_size·D), independent of the stream length.
+The stream's chunks are re-cut into fixed batches of ``batch_size`` rows
+(across chunk boundaries, the last one padded), so the result does not depend
+on how the reader chunks the data: streaming a dataset from disk gives the
+same centroids as passing it as one in-memory array. Memory is
+O(batch + C·K·D + C·init_size·D) (the sample kept in the input's dtype, so
+half for float16 latents), independent of the stream length.
 """
 
 from collections.abc import Callable, Iterable
@@ -74,7 +79,9 @@ class _Reservoir:
     prio = self.gen.random(labels.shape[0])
     for c in np.unique(labels):
       sel = labels == c
-      pts = flat[sel].astype(np.float32)
+      pts = flat[sel]
+      if pts.dtype != np.float16:
+        pts = pts.astype(np.float32)
       pr = prio[sel]
       if c in self.points:
         pts = np.concatenate([self.points[c], pts])
@@ -158,8 +165,7 @@ def _sub_size(b: int, k: int, d: int) -> int:
   return 1
 
 
-def _padded(flat, labels, classes, batch):
-  """Class indices of a batch and its pieces padded to ``batch`` rows."""
+def _class_index(labels, classes):
   idx = np.searchsorted(classes, labels)
   idx = np.minimum(idx, len(classes) - 1)
   unknown = classes[idx] != labels
@@ -168,14 +174,31 @@ def _padded(flat, labels, classes, batch):
         f"label(s) {np.unique(labels[unknown])[:5].tolist()} appeared after "
         "the seeding pass; make_batches() must yield the same data each call."
     )
-  for s in range(0, flat.shape[0], batch):
-    xs = flat[s:s + batch]
-    cs = idx[s:s + batch].astype(np.int32)
-    pad = batch - xs.shape[0]
-    if pad:
-      xs = np.concatenate([xs, np.zeros((pad, xs.shape[1]), xs.dtype)])
-      cs = np.concatenate([cs, np.full(pad, len(classes), np.int32)])
-    yield xs, cs
+  return idx.astype(np.int32)
+
+
+def _fixed_batches(make_batches, shape, classes, batch):
+  """``(x [batch, d], class index [batch])`` across chunk boundaries.
+
+  The last batch is padded with class index ``C`` (ignored).
+  """
+  xs, cs, held = [], [], 0
+  for _, flat, lab in _batches(make_batches, shape):
+    xs.append(flat)
+    cs.append(_class_index(lab, classes))
+    held += len(lab)
+    if held < batch:
+      continue
+    x, c = np.concatenate(xs), np.concatenate(cs)
+    cut = len(c) - len(c) % batch
+    for s in range(0, cut, batch):
+      yield x[s:s + batch], c[s:s + batch]
+    xs, cs, held = [x[cut:]], [c[cut:]], len(c) - cut
+  if held:
+    x, c = np.concatenate(xs), np.concatenate(cs)
+    pad = batch - held
+    yield (np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)]),
+           np.concatenate([c, np.full(pad, len(classes), np.int32)]))
 
 
 def quantize_stream(
@@ -188,6 +211,7 @@ def quantize_stream(
     n_init: int = 1,
     init_size: int | None = None,
     batch_size: int = 1024,
+    seed_classes: int = 64,
     tol: float = 1e-4,
     rng: jax.Array | None = None,
 ) -> api_lib.QuantizeResult:
@@ -204,7 +228,10 @@ def quantize_stream(
     n_init: seedings of the sample; the lowest-distortion one is kept.
     init_size: points per class sampled for the seeds (Lloyd from k-means++
       on the sample); default ``10 * k``. Memory ``C · init_size · D``.
-    batch_size: rows per compiled step (batches are split or padded to it).
+    batch_size: rows per compiled step (the stream is re-cut into batches
+      of this size across its chunks; the last one is padded).
+    seed_classes: classes seeded together (memory of the seeding step
+      ``seed_classes · init_size · D``).
     tol: relative tolerance for ``converged`` (last pass's centroid shift).
     rng: PRNG key for the sample and the seeds.
 
@@ -220,6 +247,7 @@ def quantize_stream(
   k = api_lib._check_positive_int("k", k)
   num_passes = api_lib._check_positive_int("num_passes", num_passes)
   batch_size = api_lib._check_positive_int("batch_size", batch_size)
+  seed_classes = api_lib._check_positive_int("seed_classes", seed_classes)
   init_size = 10 * k if init_size is None else api_lib._check_positive_int(
       "init_size", init_size, minimum=k)
   if not callable(make_batches):
@@ -259,32 +287,40 @@ def quantize_stream(
         f"{classes[sizes < k][:10].tolist()}; k must be <= every class size."
     )
   d = shape[0]
-  sample_x = np.concatenate([reservoir.points[c] for c in classes])
-  sample_y = np.concatenate(
-      [np.full(len(reservoir.points[c]), c) for c in classes])
-  seeds = api_lib.quantize(sample_x, sample_y, k, init=init, n_init=n_init,
-                           rng=rng, tol=tol)
-  cents = jnp.asarray(seeds.centroids.reshape(len(classes), k, d))
+  # Seeds: Lloyd on the sample, a group of classes at a time (class ``y``
+  # uses ``fold_in(rng, y)`` whatever its group).
+  seed_cents, seed_counts = [], []
+  for g in range(0, len(classes), seed_classes):
+    group = classes[g:g + seed_classes]
+    sample_x = np.concatenate([reservoir.points[c] for c in group])
+    sample_y = np.concatenate(
+        [np.full(len(reservoir.points[c]), c) for c in group])
+    seeds = api_lib.quantize(sample_x, sample_y, k, init=init, n_init=n_init,
+                             rng=rng, tol=tol)
+    seed_cents.append(np.asarray(seeds.centroids, np.float32).reshape(
+        len(group), k, d))
+    seed_counts.append(np.asarray(seeds.counts))
+    del sample_x, sample_y
+  del reservoir
+  cents = jnp.asarray(np.concatenate(seed_cents))
   mean = np.stack([stats[c][1:1 + d] / stats[c][0] for c in classes])
   sq = np.array([stats[c][-1] / stats[c][0] for c in classes])
   tol_abs = tol * np.maximum(sq - (mean ** 2).sum(1), 0.0) / d
 
   # The seeds already summarise the sample: start the step counts there, so
   # the first batch refines them instead of overwriting them.
-  absorbed = jnp.asarray(seeds.counts, jnp.int32)
+  absorbed = jnp.asarray(np.concatenate(seed_counts), jnp.int32)
   shift = None
   for _ in range(num_passes):
     before = cents
-    for _, flat, lab in _batches(make_batches, shape):
-      for xs, cs in _padded(flat, lab, classes, batch_size):
-        cents, absorbed = _update(cents, absorbed, xs, cs)
+    for xs, cs in _fixed_batches(make_batches, shape, classes, batch_size):
+      cents, absorbed = _update(cents, absorbed, xs, cs)
     shift = np.asarray(jnp.sum((cents - before) ** 2, axis=(1, 2)))
 
   counts = jnp.zeros((len(classes), k), jnp.int32)
   sse = jnp.zeros((len(classes),), jnp.float32)
-  for _, flat, lab in _batches(make_batches, shape):
-    for xs, cs in _padded(flat, lab, classes, batch_size):
-      counts, sse = _recount(cents, counts, sse, xs, cs)
+  for xs, cs in _fixed_batches(make_batches, shape, classes, batch_size):
+    counts, sse = _recount(cents, counts, sse, xs, cs)
   total = np.asarray(counts).sum(1)
   if not np.array_equal(total, sizes):
     raise ValueError(

@@ -240,8 +240,10 @@ def predict(model: nn.Module, variables: Any, images: Any,
 
   Fixed-size batches (one compilation) sharded over every device.
   """
+  mesh = sharding.data_mesh()
+  variables = sharding.replicate(variables, mesh)
   fn = lambda x, start: _predict(model, variables, x)
-  return sharding.map_batches(fn, (images,), batch_size,
+  return sharding.map_batches(fn, (images,), batch_size, mesh,
                               dtypes=(np.float32,))
 
 

@@ -5,6 +5,13 @@ from the state's step to ``num_steps``. Batches and keys are pure functions
 of the step, so a run killed at any point and started again with the same
 workdir resumes from its last checkpoint and ends with the same parameters
 as an uninterrupted run. Metrics go to ``workdir/metrics.jsonl``.
+
+The state is replicated and every batch split over the mesh's ``"data"``
+axis (default: every device of every process), so the same loop runs on one
+CPU, on several devices, or on every process of a multi-process run (all
+processes call it; orbax writes the checkpoints together, process 0 the
+metrics). Batches whose size is not a multiple of the devices are padded with
+weight-0 rows (:func:`pqd_jax.sharding.pad_to_shards`).
 """
 
 import json
@@ -20,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from pqd_jax import io
+from pqd_jax import distributed, io, sharding
 from pqd_jax.train import losses, steps
 
 # Re-exported: the trainer is where users look for it.
@@ -54,6 +61,7 @@ def fit(
     eval_every: int = 0,
     progress: bool = True,
     desc: str = "train",
+    mesh: jax.sharding.Mesh | None = None,
 ) -> steps.TrainState:
   """Runs (or resumes) a training loop with checkpoints.
 
@@ -70,10 +78,14 @@ def fit(
     eval_every: steps between evaluations (0: only at the end).
     progress: show a tqdm bar.
     desc: the bar's label.
+    mesh: the ``"data"`` mesh; default every device.
 
   Returns:
     The final state.
   """
+  mesh = sharding.data_mesh() if mesh is None else mesh
+  state = sharding.replicate(state, mesh)
+  coordinator = distributed.is_coordinator()
   os.makedirs(workdir, exist_ok=True)
   manager = ocp.CheckpointManager(
       os.path.abspath(os.path.join(workdir, "ckpt")),
@@ -85,14 +97,16 @@ def fit(
   metrics_path = os.path.join(workdir, "metrics.jsonl")
 
   def log(row):
-    with open(metrics_path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+    if coordinator:
+      with open(metrics_path, "a") as f:
+        f.write(json.dumps(row) + "\n")
 
   t0 = time.perf_counter()
   bar = tqdm(range(start, num_steps), initial=start, total=num_steps,
-             desc=desc, disable=not progress)
+             desc=desc, disable=not (progress and coordinator))
   for step in bar:
-    state, metrics = step_fn(state, batch_fn(step),
+    state, metrics = step_fn(state,
+                             sharding.shard_batch(batch_fn(step), mesh),
                              jax.random.fold_in(rng, step))
     done = step + 1
     evaluate = eval_fn is not None and (
@@ -122,9 +136,9 @@ def distilled_batches(images: np.ndarray, labels: np.ndarray,
 
   def batch(step: int) -> dict:
     idx = np.random.default_rng([seed, step]).choice(n, size, replace=False)
-    return {"image": jnp.asarray(images[idx], jnp.float32),
-            "label": jnp.asarray(labels[idx], jnp.int32),
-            "weight": jnp.asarray(weights[idx], jnp.float32)}
+    return {"image": np.asarray(images[idx], np.float32),
+            "label": np.asarray(labels[idx], np.int32),
+            "weight": np.asarray(weights[idx], np.float32)}
 
   return batch
 
@@ -154,6 +168,7 @@ def train_student(
     eval_fn: Callable[[steps.TrainState], dict] | None = None,
     eval_every: int = 0,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> steps.TrainState:
   """Trains a student from scratch on a weighted distilled set.
 
@@ -187,6 +202,8 @@ def train_student(
     eval_every: steps between evaluations (0: at the end only); the rows of
       ``workdir/metrics.jsonl`` give the accuracy-versus-steps curve.
     progress: show a progress bar.
+    mesh: the ``"data"`` mesh the batches are split over; default every
+      device of every process.
 
   Returns:
     The trained state.
@@ -206,7 +223,9 @@ def train_student(
                             weight_decay=weight_decay)
   init_key, step_key = jax.random.split(jax.random.key(seed))
   state = steps.create_state(model, init_key, images.shape[1:], tx)
+  mesh = sharding.data_mesh() if mesh is None else mesh
   if teacher is not None:
+    teacher_variables = sharding.replicate(teacher_variables, mesh)
     step_fn = lambda s, b, k: steps.kd_step(
         s, b, k, model=model, teacher=teacher,
         teacher_variables=teacher_variables, tx=tx, temperature=temperature,
@@ -218,7 +237,8 @@ def train_student(
              distilled_batches(images, labels, weights, batch_size, seed),
              num_steps, workdir, rng=step_key,
              checkpoint_every=checkpoint_every, eval_fn=eval_fn,
-             eval_every=eval_every, progress=progress, desc="student")
+             eval_every=eval_every, progress=progress, desc="student",
+             mesh=mesh)
 
 
 
@@ -240,6 +260,7 @@ def train_teacher(
     eval_fn: Callable[[steps.TrainState], dict] | None = None,
     eval_every: int = 0,
     progress: bool = True,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> steps.TrainState:
   """Trains (or resumes) a teacher on a real training split, hard labels.
 
@@ -263,6 +284,8 @@ def train_teacher(
     eval_fn: ``state -> metrics`` (e.g. test accuracy).
     eval_every: steps between evaluations (0: at the end only).
     progress: show a progress bar.
+    mesh: the ``"data"`` mesh the batches are split over; default every
+      device of every process.
 
   Returns:
     The trained state.
@@ -283,15 +306,16 @@ def train_teacher(
 
   def batch_fn(step):
     b = data[step]
-    return {"image": jnp.asarray(b["image"]),
-            "label": jnp.asarray(b["label"]),
-            "weight": jnp.ones(b["label"].shape, jnp.float32)}
+    return {"image": np.asarray(b["image"]),
+            "label": np.asarray(b["label"]),
+            "weight": np.ones(b["label"].shape, np.float32)}
 
   step_fn = lambda s, b, k: steps.ce_step(s, b, k, model=model, tx=tx,
                                           aug=aug)
   return fit(state, step_fn, batch_fn, num_steps, workdir, rng=step_key,
              checkpoint_every=checkpoint_every, eval_fn=eval_fn,
-             eval_every=eval_every, progress=progress, desc="teacher")
+             eval_every=eval_every, progress=progress, desc="teacher",
+             mesh=mesh)
 
 
 def steps_from_epochs(num_steps: int | None, num_epochs: int | None,

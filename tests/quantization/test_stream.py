@@ -93,3 +93,64 @@ class TestBadInput:
     bad[3, 0] = np.nan
     with pytest.raises(ValueError, match="NaN or Inf"):
       pqd_jax.quantize_stream(lambda: iter([(bad, y[:50])]), 2)
+
+
+def test_streaming_equals_one_in_memory_array(data):
+  # The reader's chunking does not matter: chunks of 7 rows and the whole
+  # array as one chunk give the same centroids (fixed batches of 64).
+  x, y = data
+  chunked = pqd_jax.quantize_stream(_stream(x, y, 7), 4, num_passes=2,
+                                    batch_size=64)
+  whole = pqd_jax.quantize_stream(lambda: iter([(x, y)]), 4, num_passes=2,
+                                  batch_size=64)
+  np.testing.assert_array_equal(np.asarray(chunked.centroids),
+                                np.asarray(whole.centroids))
+  np.testing.assert_array_equal(np.asarray(chunked.counts),
+                                np.asarray(whole.counts))
+
+
+def test_seeding_in_class_groups_gives_the_same_seeds(data):
+  x, y = data
+  one = pqd_jax.quantize_stream(_stream(x, y, 97), 4, seed_classes=1)
+  all_ = pqd_jax.quantize_stream(_stream(x, y, 97), 4, seed_classes=64)
+  np.testing.assert_allclose(np.asarray(one.centroids),
+                             np.asarray(all_.centroids), rtol=1e-5,
+                             atol=1e-5)
+
+
+def test_float16_stream_matches_its_float32_copy(data):
+  x, y = data
+  half = x.astype(np.float16)
+  a = pqd_jax.quantize_stream(_stream(half, y, 50), 4)
+  b = pqd_jax.quantize_stream(_stream(half.astype(np.float32), y, 50), 4)
+  np.testing.assert_allclose(np.asarray(a.centroids), np.asarray(b.centroids),
+                             rtol=1e-5, atol=1e-5)
+
+
+_BOUNDED = """
+import resource, sys
+import numpy as np
+import pqd_jax
+n_per_class = int(sys.argv[1])
+def batches():
+  # 8 classes of n_per_class float16 points, D = 512, generated chunk by
+  # chunk: nothing but the quantizer holds data.
+  for c in range(8):
+    for s in range(0, n_per_class, 500):
+      gen = np.random.default_rng([c, s])
+      part = gen.normal(c, 1.0, (min(500, n_per_class - s), 512))
+      yield part.astype(np.float16), np.full(len(part), c)
+out = pqd_jax.quantize_stream(batches, 4, batch_size=256)
+assert np.asarray(out.counts).sum(1).tolist() == [n_per_class] * 8
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_memory_does_not_grow_with_the_stream():
+  # 16x more data (2 -> 33 MB of float16 points, 4 -> 67 MB as float32)
+  # must not raise the peak RSS by more than a few MB.
+  from tests.conftest import run_on_fake_devices
+
+  small, large = (int(run_on_fake_devices(_BOUNDED, str(n), devices=1))
+                  for n in (500, 8000))
+  assert large - small < 20, (small, large)

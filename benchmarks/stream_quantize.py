@@ -1,0 +1,267 @@
+"""Streaming quantization at ImageNet shape, with bounded memory.
+
+The workload of the scale-out issue: 1000 classes × 1300 points, D = 4096
+(SD latents 4×32×32 of 256-px images), K = 10, float16 on disk in the
+pipeline's latents format (one ``.npy`` per class, 10.6 GB). Cells, each
+appended to a JSON-lines file when it finishes and skipped on a re-run:
+
+- ``limits``: this machine's float32 matmul rate (numpy and XLA) and copy
+  bandwidth, the floors the throughputs are compared with;
+- ``data``: writes the synthetic latents (resumable per class file);
+- ``stream_full``: ``pqd_jax.quantize_stream`` over all of it in a child
+  process: wall time per pass, peak RSS, points·passes/s and the matmul floor;
+- ``stream_100`` / ``minibatch_100``: the first 100 classes through
+  ``quantize_stream`` and through scikit-learn's ``MiniBatchKMeans`` per class
+  (``partial_fit`` over the same chunks for the same passes, then a
+  ``predict`` recount), in child processes, for a ratio measured in one run;
+- ``lloyd_efficiency``: in-memory ``pqd_jax.quantize`` (Lloyd) per-iteration
+  time on 10 classes of the data at K = 50, against the matmul floor (the
+  number behind the TPU estimate in ``benchmarks/RESULTS.md``).
+
+  python benchmarks/stream_quantize.py            # every cell
+  python benchmarks/stream_quantize.py --classes 20 --out /tmp/s.jsonl
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results",
+                           "stream_quantize.jsonl")
+DEFAULT_DATA = os.path.join(os.path.expanduser("~"), ".cache", "pqd_jax",
+                            "bench", "stream_imagenet_shaped")
+LATENT_SHAPE = (32, 32, 4)  # D = 4096
+K = 10
+CHUNK = 4096
+BATCH = 1024
+
+
+def load(path: str) -> dict:
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return {row["cell"]: row for row in map(json.loads, f) if row}
+
+
+def append(path: str, row: dict) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  row = {**row, "date": time.strftime("%Y-%m-%d %H:%M"),
+         "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+  with open(path, "a") as f:
+    f.write(json.dumps(row) + "\n")
+  print(json.dumps(row), flush=True)
+
+
+def class_points(c: int, n: int, d: int) -> np.ndarray:
+  """Class ``c``: a 30-component Gaussian mixture with a low-rank part.
+
+  Returns:
+    ``[n, d]`` float16.
+  """
+  gen = np.random.default_rng([7, c])
+  center = gen.normal(0, 0.5, d).astype(np.float32)
+  means = center + gen.normal(0, 0.6, (30, d)).astype(np.float32)
+  comp = gen.choice(30, n, p=gen.dirichlet(np.full(30, 2.0)))
+  factor = (gen.normal(0, 1, (8, d)) / np.sqrt(8)).astype(np.float32)
+  noise = gen.standard_normal((n, 8), np.float32) @ factor
+  noise += gen.standard_normal((n, d), np.float32) * 0.7
+  return (means[comp] + 0.5 * noise).astype(np.float16)
+
+
+def write_data(directory: str, classes: int, n: int) -> dict:
+  """The latents artefact (index last); finished class files are kept."""
+  os.makedirs(directory, exist_ok=True)
+  d = int(np.prod(LATENT_SHAPE))
+  t0 = time.perf_counter()
+  for c in range(classes):
+    path = os.path.join(directory, f"class_{c:05d}.npy")
+    if os.path.exists(path):
+      continue
+    tmp = path + ".tmp.npy"
+    np.save(tmp, class_points(c, n, d).reshape((n,) + LATENT_SHAPE))
+    os.replace(tmp, path)
+  index = {"class_names": [f"c{c}" for c in range(classes)],
+           "latent_shape": list(LATENT_SHAPE), "dtype": "float16",
+           "counts": [n] * classes, "scaling_factor": 0.18215}
+  tmp = os.path.join(directory, "index.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(index, f)
+  os.replace(tmp, os.path.join(directory, "index.json"))
+  size = sum(os.path.getsize(os.path.join(directory, f))
+             for f in os.listdir(directory) if f.endswith(".npy"))
+  return {"seconds": time.perf_counter() - t0, "bytes": size,
+          "classes": classes, "points_per_class": n}
+
+
+_LIMITS = """
+import json, os, time
+import numpy as np, jax, jax.numpy as jnp
+def best(fn, r=3):
+  fn(); ts = []
+  for _ in range(r):
+    t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+  return min(ts)
+a = np.random.default_rng(0).standard_normal((3072, 3072), np.float32)
+aj = jnp.asarray(a); mm = jax.jit(lambda a: a @ a)
+big = np.ones(1 << 28, np.float32); dst = np.empty_like(big)
+print(json.dumps({
+    "numpy_gflops": 2 * 3072**3 / best(lambda: a @ a) / 1e9,
+    "xla_gflops": 2 * 3072**3 / best(lambda: mm(aj).block_until_ready()) / 1e9,
+    "copy_gbs": 2 * big.nbytes / best(lambda: np.copyto(dst, big)) / 1e9}))
+"""
+
+_STREAM = """
+import json, resource, sys, time
+import jax, numpy as np
+import pqd_jax
+from pqd_jax.autoencoder import latents
+directory, classes, passes, batch = sys.argv[1], int(sys.argv[2]), \\
+    int(sys.argv[3]), int(sys.argv[4])
+base = latents.stream(directory, chunk=%(chunk)d)
+marks = []
+def make_batches():
+  marks.append(time.perf_counter())
+  for x, y in base():
+    if y[0] >= classes:
+      return
+    yield x, y
+t0 = time.perf_counter()
+out = pqd_jax.quantize_stream(make_batches, %(k)d, num_passes=passes,
+                              batch_size=batch, rng=jax.random.key(0))
+jax.block_until_ready(out.centroids)
+t1 = time.perf_counter()
+counts = np.asarray(out.counts)
+print(json.dumps({
+    "seconds": t1 - t0,
+    "pass_seconds": np.diff(marks + [t1]).tolist(),
+    "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    "counts_ok": bool((counts.sum(1) == %(n)d).all()),
+    "mean_distortion": float(np.mean(np.asarray(out.distortion)))}))
+"""
+
+_MINIBATCH = """
+import json, resource, sys, time
+import numpy as np
+from sklearn.cluster import MiniBatchKMeans
+from pqd_jax.autoencoder import latents
+directory, classes, passes, batch = sys.argv[1], int(sys.argv[2]), \\
+    int(sys.argv[3]), int(sys.argv[4])
+index = latents.read_index(directory)
+t0 = time.perf_counter()
+dist = []
+for c in range(classes):
+  arr = np.load(f"{directory}/class_{c:05d}.npy", mmap_mode="r")
+  flat = lambda s: np.asarray(arr[s:s + batch], np.float32).reshape(
+      -1, arr[0].size)
+  km = MiniBatchKMeans(n_clusters=%(k)d, batch_size=batch, random_state=0,
+                       n_init=1, init="k-means++", init_size=10 * %(k)d)
+  for _ in range(passes):
+    for s in range(0, arr.shape[0], batch):
+      km.partial_fit(flat(s))
+  sse = 0.0
+  for s in range(0, arr.shape[0], batch):  # the recount pass
+    x = flat(s)
+    sse += float(-km.score(x))
+  dist.append(sse / arr.shape[0])
+print(json.dumps({
+    "seconds": time.perf_counter() - t0,
+    "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    "mean_distortion": float(np.mean(dist))}))
+"""
+
+_LLOYD = """
+import json, statistics, sys, time
+import jax, numpy as np
+import pqd_jax
+from pqd_jax.autoencoder import latents
+directory, classes, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+z = np.concatenate([np.load(f"{directory}/class_{c:05d}.npy")
+                    for c in range(classes)]).astype(np.float32)
+y = np.repeat(np.arange(classes), len(z) // classes)
+def at(iters):
+  ts = []
+  for r in range(3):
+    t0 = time.perf_counter()
+    jax.block_until_ready(pqd_jax.quantize(
+        z, y, k, num_iters=iters, tol=0.0, rng=jax.random.key(0)).centroids)
+    ts.append(time.perf_counter() - t0)
+  return statistics.median(ts[1:])
+per_iter = (at(11) - at(1)) / 10
+print(json.dumps({"seconds_per_iteration": per_iter, "points": len(z),
+                  "dim": z.shape[1], "k": k}))
+"""
+
+
+def child(script: str, *args, **subs) -> dict:
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  proc = subprocess.run([sys.executable, "-c", script % subs if subs
+                         else script, *map(str, args)],
+                        capture_output=True, text=True, env=env, cwd=ROOT)
+  if proc.returncode:
+    raise RuntimeError(proc.stderr[-3000:])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--classes", type=int, default=1000)
+  parser.add_argument("--points", type=int, default=1300)
+  parser.add_argument("--subset", type=int, default=100,
+                      help="classes of the stream-vs-MiniBatchKMeans cells")
+  parser.add_argument("--passes", type=int, default=1,
+                      help="CLVQ passes (MiniBatchKMeans: the same)")
+  parser.add_argument("--data", default=DEFAULT_DATA)
+  parser.add_argument("--out", default=DEFAULT_OUT)
+  parser.add_argument("--cells", default="limits,data,stream_full,"
+                      "stream_subset,minibatch_subset,lloyd_efficiency")
+  args = parser.parse_args(argv)
+  done = load(args.out)
+  tag = f"{args.classes}x{args.points}"
+  data_dir = f"{args.data}_{tag}"
+  d = int(np.prod(LATENT_SHAPE))
+  n = args.classes * args.points
+  subs = dict(chunk=CHUNK, k=K, n=args.points)
+  for cell in args.cells.split(","):
+    name = {"limits": "limits", "data": f"data_{tag}",
+            "stream_full": f"stream_{tag}_p{args.passes}",
+            "stream_subset": f"stream_{args.subset}x{args.points}"
+                             f"_p{args.passes}",
+            "minibatch_subset": f"minibatch_{args.subset}x{args.points}"
+                                f"_p{args.passes}",
+            "lloyd_efficiency": "lloyd_10x1300_k50"}[cell]
+    if name in done:
+      print(f"{name}: done")
+      continue
+    if cell == "limits":
+      row = child(_LIMITS)
+    elif cell == "data":
+      row = write_data(data_dir, args.classes, args.points)
+    elif cell in ("stream_full", "stream_subset"):
+      classes = args.classes if cell == "stream_full" else args.subset
+      row = child(_STREAM, data_dir, classes, args.passes, BATCH, **subs)
+      points = classes * args.points
+      # Every pass (seeding, CLVQ, recount) computes K distances per point.
+      row.update(points=points, dim=d, k=K, batch=BATCH, chunk=CHUNK,
+                 passes_total=args.passes + 2,
+                 points_passes_per_s=points * (args.passes + 2)
+                 / row["seconds"],
+                 flops_per_point_pass=2 * K * d)
+    elif cell == "minibatch_subset":
+      row = child(_MINIBATCH, data_dir, args.subset, args.passes, BATCH,
+                  **subs)
+      row.update(points=args.subset * args.points, batch=BATCH)
+    else:
+      row = child(_LLOYD, data_dir, 10, 50)
+    append(args.out, {"cell": name, **row, "total_points": n})
+    done[name] = row
+
+
+if __name__ == "__main__":
+  main()
