@@ -195,7 +195,7 @@ def at(iters):
   return statistics.median(ts[1:])
 per_iter = (at(11) - at(1)) / 10
 print(json.dumps({"seconds_per_iteration": per_iter, "points": len(z),
-                  "dim": z.shape[1], "k": k}))
+                  "dim": int(np.prod(z.shape[1:])), "k": k}))
 """
 
 

@@ -90,6 +90,7 @@ def test_no_settings_is_a_single_process():
   assert distributed.initialize() is False
 
 
+@pytest.mark.slow  # 2 processes through every stage: make test-slow
 def test_cli_on_two_processes_writes_one_complete_workdir(tmp_path):
   data_dir = _small_fmnist(tmp_path / "data")
   workdir = tmp_path / "run"
