@@ -29,6 +29,9 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
   assert images  # the grid is displayed
 
 
+# Slow (make test-slow): the same tiny-SD pipeline runs in CI through
+# tests/test_pipeline_stable_diffusion.py; this adds the notebook's cells.
+@pytest.mark.slow
 def test_imagenet_notebook_runs_end_to_end_on_a_tiny_sd(tmp_path,
                                                         monkeypatch):
   pytest.importorskip("transformers")
