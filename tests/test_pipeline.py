@@ -187,8 +187,7 @@ def _cli(*args, timeout=600):
 
 @pytest.mark.parametrize("sig,stage_dir", [
     (signal.SIGKILL, "teacher"),         # just after decode, in the teacher
-    # between the two students; slow (make test-slow) to keep CI < 30 min
-    pytest.param(signal.SIGINT, "student/seed1", marks=pytest.mark.slow),
+    (signal.SIGINT, "student/seed1"),    # between the two students
 ])
 def test_cli_killed_resumes_to_the_same_result(finished, tmp_path, sig,
                                                stage_dir):
