@@ -219,6 +219,9 @@ def main(argv=None) -> None:
                       help="CLVQ passes (MiniBatchKMeans: the same)")
   parser.add_argument("--data", default=DEFAULT_DATA)
   parser.add_argument("--out", default=DEFAULT_OUT)
+  parser.add_argument("--suffix", default="",
+                      help="appended to the stream cells' names (a re-run "
+                      "after a code change keeps the old rows)")
   parser.add_argument("--cells", default="limits,data,stream_full,"
                       "stream_subset,minibatch_subset,lloyd_efficiency")
   args = parser.parse_args(argv)
@@ -230,9 +233,9 @@ def main(argv=None) -> None:
   subs = dict(chunk=CHUNK, k=K, n=args.points)
   for cell in args.cells.split(","):
     name = {"limits": "limits", "data": f"data_{tag}",
-            "stream_full": f"stream_{tag}_p{args.passes}",
+            "stream_full": f"stream_{tag}_p{args.passes}{args.suffix}",
             "stream_subset": f"stream_{args.subset}x{args.points}"
-                             f"_p{args.passes}",
+                             f"_p{args.passes}{args.suffix}",
             "minibatch_subset": f"minibatch_{args.subset}x{args.points}"
                                 f"_p{args.passes}",
             "lloyd_efficiency": "lloyd_10x1300_k50"}[cell]

@@ -24,6 +24,7 @@ O(batch + C·K·D + C·init_size·D) (the sample kept in the input's dtype, so
 half for float16 latents), independent of the stream length.
 """
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -133,27 +134,63 @@ def _stream_kernel(cents, x, cls, *, sub):
   return out
 
 
-@jax.jit
-def _update(cents, absorbed, x, cls):
-  """One mini-batch k-means step on a mixed-class batch."""
-  num_classes, k, d = cents.shape
-  sub = _sub_size(x.shape[0], k, d)
-  sums, counts, _ = _stream_kernel(cents, x, cls, sub=sub)
-  sums = sums.reshape(num_classes, k, d)
-  counts = counts.reshape(num_classes, k)
-  absorbed = absorbed + counts
-  rate = 1.0 / jnp.maximum(absorbed, 1).astype(jnp.float32)
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def _update(cents, absorbed, present, x, local):
+  """One mini-batch k-means step on the classes ``present`` in the batch.
+
+  Only their centroids are read and written (the rest of ``cents`` is
+  donated and updated in place), so a step costs O(batch + |present|·K·D)
+  rather than O(C·K·D).
+
+  Args:
+    cents: ``[C, k, d]`` float32 (donated).
+    absorbed: ``[C, k]`` points absorbed so far (donated).
+    present: ``[u]`` distinct class indices: those in the batch, then absent
+      ones as padding.
+    x: ``[b, d]`` points.
+    local: ``[b]`` position of each point's class in ``present``, ``u`` on
+      padding rows.
+  """
+  sub_cents = cents[present]
+  u, k, d = sub_cents.shape
+  sums, counts, _ = _stream_kernel(sub_cents, x, local,
+                                   sub=_sub_size(x.shape[0], k, d))
+  sums = sums.reshape(u, k, d)
+  counts = counts.reshape(u, k)
+  sub_absorbed = absorbed[present] + counts
+  rate = 1.0 / jnp.maximum(sub_absorbed, 1).astype(jnp.float32)
   n = counts.astype(jnp.float32)[..., None]
-  return cents + (sums - n * cents) * rate[..., None], absorbed
+  new = sub_cents + (sums - n * sub_cents) * rate[..., None]
+  # Padding entries of ``present`` are distinct absent classes: they get
+  # zero counts and are written back unchanged.
+  return cents.at[present].set(new), absorbed.at[present].set(sub_absorbed)
 
 
-@jax.jit
-def _recount(cents, counts, sse, x, cls):
-  """Adds a batch's exact cell counts and squared errors."""
-  num_classes, k, d = cents.shape
-  sub = _sub_size(x.shape[0], k, d)
-  _, c, s = _stream_kernel(cents, x, cls, sub=sub)
-  return counts + c.reshape(num_classes, k), sse + s
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def _recount(counts, sse, cents, present, x, local):
+  """Adds a batch's exact cell counts and squared errors (present classes)."""
+  sub_cents = cents[present]
+  u, k, d = sub_cents.shape
+  _, c, e = _stream_kernel(sub_cents, x, local,
+                           sub=_sub_size(x.shape[0], k, d))
+  return counts.at[present].add(c.reshape(u, k)), sse.at[present].add(e)
+
+
+def _present(cs, num_classes):
+  """``(present [u], local [b])`` for a batch.
+
+  ``present`` lists the batch's classes (sorted), padded with distinct absent
+  classes to ``u`` = the next power of two (at most ``num_classes``), so few
+  shapes are compiled; ``local`` is each row's position in it (``u`` on
+  padding rows).
+  """
+  real = cs[cs < num_classes]
+  present = np.unique(real)
+  u = min(1 << int(np.ceil(np.log2(max(len(present), 1)))), num_classes)
+  local = np.searchsorted(present, np.minimum(cs, num_classes - 1))
+  local = np.where(cs < num_classes, local, u).astype(np.int32)
+  absent = np.setdiff1d(np.arange(num_classes), present)[:u - len(present)]
+  return np.concatenate([present, absent]).astype(np.int32), local
 
 
 def _sub_size(b: int, k: int, d: int) -> int:
@@ -312,15 +349,17 @@ def quantize_stream(
   absorbed = jnp.asarray(np.concatenate(seed_counts), jnp.int32)
   shift = None
   for _ in range(num_passes):
-    before = cents
+    before = np.asarray(cents)  # a copy: cents is donated to the steps
     for xs, cs in _fixed_batches(make_batches, shape, classes, batch_size):
-      cents, absorbed = _update(cents, absorbed, xs, cs)
+      present, local = _present(cs, len(classes))
+      cents, absorbed = _update(cents, absorbed, present, xs, local)
     shift = np.asarray(jnp.sum((cents - before) ** 2, axis=(1, 2)))
 
   counts = jnp.zeros((len(classes), k), jnp.int32)
   sse = jnp.zeros((len(classes),), jnp.float32)
   for xs, cs in _fixed_batches(make_batches, shape, classes, batch_size):
-    counts, sse = _recount(cents, counts, sse, xs, cs)
+    present, local = _present(cs, len(classes))
+    counts, sse = _recount(counts, sse, cents, present, xs, local)
   total = np.asarray(counts).sum(1)
   if not np.array_equal(total, sizes):
     raise ValueError(
