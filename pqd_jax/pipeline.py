@@ -271,23 +271,24 @@ def _latents(ctx, ae_art, ae) -> Artefact:
   return ctx.stage("encode", "latents", digest, make, c)
 
 
-def _quantize_latents(directory: str, k: int, c: Any, seed: int):
-  """The config's quantizer on a latents artefact.
+def _quantizer(directory: str, c: Any, seed: int) -> Callable[[int], Any]:
+  """``k -> QuantizeResult``: the config's quantizer on a latents artefact.
 
-  ``method="stream"`` reads the class files in chunks
+  ``method="stream"`` reads the class files in chunks on every call
   (:func:`pqd_jax.quantize_stream`, ``num_iters`` CLVQ passes; memory
-  independent of the dataset size); ``"lloyd"`` and ``"clvq"`` hold every
-  latent in memory (:func:`pqd_jax.quantize`).
+  independent of the dataset size); ``"lloyd"`` and ``"clvq"`` load the
+  latents once and keep them in memory (:func:`pqd_jax.quantize`).
   """
   if c.method == "stream":
-    return quantize_stream(
+    return lambda k: quantize_stream(
         latents_lib.stream(directory), k, weights=c.weights, init=c.init,
         n_init=c.n_init, num_passes=c.num_iters, tol=c.tol,
         batch_size=c.batch_size, rng=jax.random.key(seed))
   z, y = latents_lib.load(directory)
-  return quantize_api.quantize(
-      z.astype(np.float32), y, k, method=c.method, weights=c.weights,
-      init=c.init, n_init=c.n_init, num_iters=c.num_iters, tol=c.tol,
+  z = z.astype(np.float32)
+  return lambda k: quantize_api.quantize(
+      z, y, k, method=c.method, weights=c.weights, init=c.init,
+      n_init=c.n_init, num_iters=c.num_iters, tol=c.tol,
       batch_size=c.batch_size, rng=jax.random.key(seed))
 
 
@@ -296,7 +297,7 @@ def _quantization(ctx, lat_art) -> Artefact:
   digest = config_hash(lat_art.hash, c, ctx.config.ipc, ctx.config.seed)
 
   def make(path):
-    out = _quantize_latents(lat_art.path, ctx.config.ipc, c, ctx.config.seed)
+    out = _quantizer(lat_art.path, c, ctx.config.seed)(ctx.config.ipc)
     tmp = os.path.join(path, "quantization.tmp.npz")
     np.savez(tmp, centroids=np.asarray(out.centroids),
              weights=np.asarray(out.weights), counts=np.asarray(out.counts),
@@ -317,8 +318,9 @@ def _sweep(ctx, lat_art) -> Artefact:
     smallest = min(index["counts"])
     ks = sorted({int(k) for k in c.sweep_ks if 1 <= int(k) <= smallest})
     rows = []
+    quantize_k = _quantizer(lat_art.path, q, ctx.config.seed)
     for k in ks:
-      out = _quantize_latents(lat_art.path, k, q, ctx.config.seed)
+      out = quantize_k(k)
       rows.append(np.asarray(out.distortion, np.float64))
     dim = int(np.prod(index["latent_shape"]))
     tmp = os.path.join(path, "sweep.tmp.npz")
