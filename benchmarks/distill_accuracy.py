@@ -134,19 +134,36 @@ def cell_config(base, method: str, ipc: int, labels: str, seeds: int,
   return c
 
 
+# Artefacts every cell has in common (the pipeline recomputes one whose
+# config hash differs, so sharing them never changes a result).
+SHARED = ("autoencoder", "latents", "prior", "teacher")
+
+
 def run_cell(name: str, config, workroot: str) -> dict:
-  """Runs one cell's pipeline, sharing the encode artefacts of ``_base``."""
+  """Runs one cell's pipeline, sharing the common artefacts via ``_base``.
+
+  A cell starts from ``_base``'s copies of :data:`SHARED` and leaves there
+  those ``_base`` lacks, so the prior and the teacher are made once.
+  """
   workdir = os.path.join(workroot, name)
   base = os.path.join(workroot, "_base")
-  if config.baseline != "random":
-    for artefact in ("autoencoder", "latents"):
-      src, dst = os.path.join(base, artefact), os.path.join(workdir, artefact)
-      if os.path.exists(src) and not os.path.exists(dst):
-        shutil.copytree(src, dst)
+  shared = SHARED if config.baseline != "random" else ("teacher",)
+  for artefact in shared:
+    src, dst = os.path.join(base, artefact), os.path.join(workdir, artefact)
+    if os.path.exists(src) and not os.path.exists(dst):
+      shutil.copytree(src, dst)
   t0 = time.perf_counter()
   pipeline.run(config, workdir, progress=False,
                log=lambda line: print(f"  [{name}] {line.strip()}",
                                       flush=True))
+  seconds = time.perf_counter() - t0
+  for artefact in shared:
+    src, dst = os.path.join(workdir, artefact), os.path.join(base, artefact)
+    if not os.path.exists(dst):
+      tmp = dst + ".tmp"
+      shutil.rmtree(tmp, ignore_errors=True)
+      shutil.copytree(src, tmp)
+      os.replace(tmp, dst)
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   return {"accuracies": results["accuracies"],
@@ -155,7 +172,7 @@ def run_cell(name: str, config, workroot: str) -> dict:
           "teacher_accuracy": results["teacher_accuracy"],
           "student_steps": config.student.num_steps,
           "student_batch": config.student.batch_size,
-          "seconds": time.perf_counter() - t0}
+          "seconds": seconds}
 
 
 def w2_cell(workroot: str, cell: str) -> dict:

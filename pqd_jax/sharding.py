@@ -71,9 +71,17 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   spec = NamedSharding(mesh, P())
 
   def place(leaf):
-    if isinstance(leaf, jax.Array) and leaf.sharding.is_equivalent_to(
-        spec, leaf.ndim):
-      return leaf
+    if isinstance(leaf, jax.Array):
+      if leaf.sharding == spec:
+        return leaf
+      if jax.process_count() == 1:
+        # Also for a leaf already on every device under an equivalent
+        # sharding (e.g. single-device): its type must carry the mesh, or a
+        # jitted step compiles once for the first input type and again for
+        # the type of its own outputs.
+        return jax.device_put(leaf, spec)
+      if leaf.sharding.is_equivalent_to(spec, leaf.ndim):
+        return leaf
     if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(
         leaf.dtype, jax.dtypes.prng_key):
       data = global_array(np.asarray(jax.random.key_data(leaf)), spec)

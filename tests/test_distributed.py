@@ -12,7 +12,7 @@ import pytest
 import pqd_jax
 from pqd_jax import distributed
 from pqd_jax.autoencoder import latents
-from tests.conftest import ROOT
+from tests.conftest import ROOT, fake_device_env
 from tests.test_main import _small_fmnist
 
 
@@ -23,9 +23,7 @@ def _free_port() -> int:
 
 
 def _launch(num_processes: int, devices_per_process: int, workdir) -> dict:
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count="
-             f"{devices_per_process}")
+  env = fake_device_env(devices_per_process)
   port = _free_port()
   procs = [subprocess.Popen(
       [sys.executable, "-m", "tests.multiprocess_job", str(i),
@@ -94,9 +92,7 @@ def test_no_settings_is_a_single_process():
 def test_cli_on_two_processes_writes_one_complete_workdir(tmp_path):
   data_dir = _small_fmnist(tmp_path / "data")
   workdir = tmp_path / "run"
-  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu",
-             PQD_DATA_DIR=data_dir,
-             XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = fake_device_env(2, PQD_DATA_DIR=str(data_dir))
   port = _free_port()
   procs = [subprocess.Popen(
       [sys.executable, "-m", "pqd_jax.main", "--config.ipc=3",

@@ -185,14 +185,25 @@ def _cli(*args, timeout=600):
                         timeout=timeout)
 
 
-@pytest.mark.parametrize("sig,stage_dir", [
-    (signal.SIGKILL, "teacher"),         # just after decode, in the teacher
-    (signal.SIGINT, "student/seed1"),    # between the two students
+@pytest.mark.parametrize("sig,stage_dir,done_before", [
+    # just after decode, in the teacher
+    (signal.SIGKILL, "teacher", ("autoencoder", "latents", "quantization",
+                                 "quantization_sweep", "prior", "synthetic")),
+    # between the two students
+    (signal.SIGINT, "student/seed1", ("autoencoder", "latents",
+                                      "quantization", "quantization_sweep",
+                                      "prior", "synthetic", "teacher",
+                                      "student/seed0")),
 ])
 def test_cli_killed_resumes_to_the_same_result(finished, tmp_path, sig,
-                                               stage_dir):
+                                               stage_dir, done_before):
   root = finished_root(finished)
   workdir = str(tmp_path / "run")
+  # The stages before the kill are those of the uninterrupted run (the CLI
+  # finds them cached), so the run starts right at the stage it is killed in.
+  for name in done_before:
+    shutil.copytree(os.path.join(finished[0], name),
+                    os.path.join(workdir, name))
   args = [f"--dataset=folder:{root}", f"--config={CONFIG_FILE}:{root}",
           f"--workdir={workdir}"]
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
@@ -210,6 +221,7 @@ def test_cli_killed_resumes_to_the_same_result(finished, tmp_path, sig,
   out = _cli(*args)
   assert out.returncode == 0, out.stderr[-2000:]
   assert "student accuracy" in out.stdout
+  assert f"{done_before[-1]} cached" in out.stdout
   with open(os.path.join(workdir, "results.json")) as f:
     resumed = json.load(f)
   assert resumed["accuracies"] == list(finished[1].accuracies)

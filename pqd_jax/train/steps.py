@@ -56,10 +56,15 @@ def variables_of(state: TrainState) -> dict:
   return variables
 
 
+@functools.lru_cache(maxsize=64)
 def make_optimizer(name: str, learning_rate: float, num_steps: int, *,
                    warmup_steps: int = 0, weight_decay: float = 0.0,
                    momentum: float = 0.9) -> optax.GradientTransformation:
   """AdamW or SGD with linear warm-up and cosine decay to 0.
+
+  The same settings return the same object: the optimizer is a static
+  argument of the jitted steps, so a second run with equal settings (another
+  seed) reuses the compiled step instead of compiling it again.
 
   Raises:
     ValueError: for an unknown optimizer or a non-positive step count.

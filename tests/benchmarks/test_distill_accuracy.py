@@ -75,3 +75,13 @@ def test_a_rerun_skips_finished_cells(finished, capsys):
   bench.main(args)
   assert _rows(tmp) == before
   assert "random_ipc2_soft: done" in capsys.readouterr().out
+
+
+def test_the_cells_share_one_teacher_and_one_prior(finished):
+  _, _, tmp = finished
+  for artefact, cells in (("teacher", ("random_ipc2_soft", "ddoq_ipc2_soft",
+                                       "random_ipc2_hard", "ddoq_ipc2_hard")),
+                          ("prior", ("ddoq_ipc2_soft", "ddoq_ipc2_hard"))):
+    stages = {(tmp / "work" / c / artefact / "stage.json").read_text()
+              for c in cells}
+    assert len(stages) == 1, artefact  # made once (its seconds), then copied
