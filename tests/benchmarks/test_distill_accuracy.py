@@ -43,8 +43,8 @@ def _rows(tmp):
 def test_every_cell_is_recorded(finished):
   _, _, tmp = finished
   cells = [r["cell"] for r in _rows(tmp)]
-  assert cells == ["random_ipc2_soft", "ddoq_ipc2_soft", "random_ipc2_hard",
-                   "ddoq_ipc2_hard", "w2_ipc2", "sweep"]
+  assert cells == ["random_ipc2_soft", "ddoq_ipc2_soft", "w2_ipc2",
+                   "random_ipc2_hard", "ddoq_ipc2_hard", "sweep"]
 
 
 def test_the_table_has_our_rows_and_the_published_ones(finished):
