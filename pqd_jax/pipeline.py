@@ -276,16 +276,17 @@ def _quantizer(directory: str, c: Any, seed: int) -> Callable[[int], Any]:
 
   ``method="stream"`` reads the class files in chunks on every call
   (:func:`pqd_jax.quantize_stream`, ``num_iters`` CLVQ passes; memory
-  independent of the dataset size); ``"lloyd"`` and ``"clvq"`` load the
-  latents once and keep them in memory (:func:`pqd_jax.quantize`).
+  independent of the dataset size); ``"lloyd"`` and ``"clvq"`` hold the
+  points on the devices (:func:`pqd_jax.quantize`), each process reading
+  from the memory-mapped class files only the rows of its own devices.
   """
   if c.method == "stream":
     return lambda k: quantize_stream(
         latents_lib.stream(directory), k, weights=c.weights, init=c.init,
         n_init=c.n_init, num_passes=c.num_iters, tol=c.tol,
         batch_size=c.batch_size, rng=jax.random.key(seed))
-  z, y = latents_lib.load(directory)
-  z = z.astype(np.float32)
+  # Read lazily: each process reads only its devices' rows (once per K).
+  z, y = latents_lib.load(directory, lazy=True, dtype="float32")
   return lambda k: quantize_api.quantize(
       z, y, k, method=c.method, weights=c.weights, init=c.init,
       n_init=c.n_init, num_iters=c.num_iters, tol=c.tol,

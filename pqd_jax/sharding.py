@@ -16,9 +16,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["DATA_AXIS", "data_mesh", "global_array", "map_batches",
-           "num_data_shards", "pad_to_shards", "replicate", "shard_batch",
-           "to_host"]
+__all__ = ["DATA_AXIS", "LazyRows", "data_mesh", "global_array",
+           "map_batches", "num_data_shards", "pad_to_shards", "replicate",
+           "shard_batch", "to_host"]
 
 DATA_AXIS = "data"
 
@@ -91,6 +91,60 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(place, tree)
 
 
+class LazyRows:
+  """An array whose rows are read only when indexed.
+
+  ``read(start, stop)`` returns rows ``[start, stop)`` as a numpy array;
+  ``rows[a:b, ...]`` calls it for just those rows. Given to
+  :func:`shard_batch` (or :func:`global_array`), each process of a
+  multi-process run reads only the rows of its own devices.
+
+  Attributes:
+    shape: ``[n, ...]``.
+    dtype: the rows' dtype.
+  """
+
+  def __init__(self, read: Callable[[int, int], np.ndarray], shape: tuple,
+               dtype: Any):
+    self.read, self.shape, self.dtype = read, tuple(shape), np.dtype(dtype)
+
+  def __len__(self) -> int:
+    return self.shape[0]
+
+  @property
+  def ndim(self) -> int:
+    """The number of dimensions."""
+    return len(self.shape)
+
+  def __getitem__(self, index: Any) -> np.ndarray:
+    index = index if isinstance(index, tuple) else (index,)
+    if not isinstance(index[0], slice):
+      raise TypeError(f"LazyRows supports slices of rows, got {index[0]!r}.")
+    start, stop, step = index[0].indices(self.shape[0])
+    if step != 1:
+      raise TypeError(f"LazyRows supports contiguous rows, got {index[0]!r}.")
+    rows = np.asarray(self.read(start, stop), self.dtype)
+    return rows[(slice(None),) + index[1:]]
+
+  def __array__(self, dtype=None, copy=None) -> np.ndarray:
+    out = self.read(0, self.shape[0])
+    return np.asarray(out, dtype or self.dtype)
+
+  def padded(self, n: int) -> "LazyRows":
+    """The first ``n >= len`` rows, those past the end repeating the last."""
+    size = self.shape[0]
+
+    def read(start, stop):
+      hi = min(stop, size)
+      parts = [self.read(start, hi)] if hi > start else []
+      if stop > max(start, size):
+        last = self.read(size - 1, size)
+        parts.append(np.repeat(last, stop - max(start, size), axis=0))
+      return np.concatenate(parts)
+
+    return LazyRows(read, (n,) + self.shape[1:], self.dtype)
+
+
 def pad_to_shards(batch: dict, shards: int) -> dict:
   """Pads a batch's leading axis to a multiple of ``shards``.
 
@@ -109,6 +163,12 @@ def pad_to_shards(batch: dict, shards: int) -> dict:
         f"that is a multiple of {shards}.")
   out = {}
   for key, value in batch.items():
+    if isinstance(value, LazyRows):
+      if key == "weight":
+        value = np.asarray(value)
+      else:
+        out[key] = value.padded(n + pad)
+        continue
     value = np.asarray(value)
     fill = (np.zeros((pad,) + value.shape[1:], value.dtype) if key == "weight"
             else np.repeat(value[-1:], pad, axis=0))
@@ -120,11 +180,13 @@ def shard_batch(batch: dict, mesh: Mesh) -> dict:
   """A host batch split over the mesh's ``"data"`` axis (padded if needed).
 
   Every process passes the same global batch; each one materialises only
-  the rows of its own devices.
+  the rows of its own devices, and reads only those of a :class:`LazyRows`
+  entry.
   """
   batch = pad_to_shards(batch, num_data_shards(mesh))
   spec = NamedSharding(mesh, P(DATA_AXIS))
-  return {key: global_array(np.asarray(value), spec)
+  return {key: global_array(
+      value if isinstance(value, LazyRows) else np.asarray(value), spec)
           for key, value in batch.items()}
 
 
@@ -133,6 +195,25 @@ def to_host(array: jax.Array) -> np.ndarray:
   if getattr(array, "is_fully_addressable", True) or array.is_fully_replicated:
     return np.asarray(array)
   return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def _batch_rows(arr: Any, first: int, size: int, n: int,
+                dtype: Any) -> LazyRows:
+  """Rows ``first`` to ``first + size`` of ``arr``, zeros past ``n``.
+
+  Read only when indexed, so each process reads only its devices' rows.
+  """
+  dtype = np.dtype(dtype or arr.dtype)
+  shape = tuple(arr.shape[1:])
+
+  def read(start, stop):
+    lo, hi = first + start, min(first + stop, n)
+    zeros = np.zeros((stop - start - max(hi - lo, 0),) + shape, dtype)
+    if hi <= lo:
+      return zeros
+    return np.concatenate([np.asarray(arr[lo:hi], dtype), zeros])
+
+  return LazyRows(read, (size,) + shape, dtype)
 
 
 def map_batches(fn: Callable[..., jax.Array], arrays: tuple[np.ndarray, ...],
@@ -149,7 +230,8 @@ def map_batches(fn: Callable[..., jax.Array], arrays: tuple[np.ndarray, ...],
 
   Args:
     fn: the per-batch function (usually jitted).
-    arrays: arrays with the same leading size ``n``.
+    arrays: arrays with the same leading size ``n`` (numpy, memory maps or
+      :class:`LazyRows`: each process reads only its devices' rows).
     batch_size: rows per call.
     mesh: default every device.
     dtypes: per array, the dtype its chunks are cast to (None: as is); the
@@ -165,15 +247,10 @@ def map_batches(fn: Callable[..., jax.Array], arrays: tuple[np.ndarray, ...],
   spec = NamedSharding(mesh, P(DATA_AXIS))
   outs = []
   for s in range(0, n, batch_size):
-    chunks = []
-    for i, arr in enumerate(arrays):
-      chunk = np.asarray(arr[s:s + batch_size],
-                         None if dtypes is None else dtypes[i])
-      pad = batch_size - chunk.shape[0]
-      if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:],
-                                                chunk.dtype)])
-      chunks.append(global_array(chunk, spec))
+    chunks = [global_array(_batch_rows(arr, s, batch_size, n,
+                                       None if dtypes is None else dtypes[i]),
+                           spec)
+              for i, arr in enumerate(arrays)]
     out = to_host(fn(*chunks, s))
     outs.append(out[:min(batch_size, n - s)])
   return np.concatenate(outs)

@@ -2,8 +2,11 @@
 
 Usage: ``python -m tests.multiprocess_job PROCESS_ID NUM_PROCESSES PORT
 WORKDIR``. Quantizes labelled blobs, trains a small KD student for a few steps
-with checkpoints, resumes it for more, and (process 0) writes the results to
-``WORKDIR/result.json``. With one process it runs alone.
+with checkpoints, resumes it for more, trains a teacher on an image source for
+a few steps, and (process 0) writes the results to ``WORKDIR/result.json``
+(each process its counts of teacher records and latent rows read to
+``WORKDIR/reads<i>.json``). With
+one process it runs alone.
 """
 
 import json
@@ -24,11 +27,42 @@ def main(argv):
 
   import pqd_jax
   from pqd_jax import models, sharding
+  from pqd_jax.autoencoder import latents
+  from pqd_jax.data import sources
   from pqd_jax.train import steps, trainer
   from tests.conftest import labelled_blobs
 
   x, y = labelled_blobs((41, 36, 44), dim=6)
   q = pqd_jax.quantize(x, y, 3, rng=jax.random.key(1))
+
+  # The same points from a latents artefact, read lazily: each process
+  # reads only the rows of its own devices.
+  latent_dir = os.path.join(workdir, "latents")
+  if distributed.is_coordinator():
+    latents.save(latent_dir, x, y // 10, ["a", "b", "c"], dtype="float32")
+  distributed.barrier("latents saved")
+  lazy, lazy_labels = latents.load(latent_dir, lazy=True)
+  rows_read = []
+
+  def read(start, stop):
+    rows_read.append(stop - start)
+    return lazy.read(start, stop)
+
+  q_lazy = pqd_jax.quantize(sharding.LazyRows(read, lazy.shape, lazy.dtype),
+                            lazy_labels, 3, rng=jax.random.key(1))
+  q_labels = pqd_jax.quantize(x, y // 10, 3, rng=jax.random.key(1))  # 0 1 2
+
+  # Batched inference (as the encoder's) on lazy rows: the same.
+  table = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
+  mapped_rows = []
+
+  def read_table(start, stop):
+    mapped_rows.append(stop - start)
+    return table[start:stop]
+
+  mapped = sharding.map_batches(
+      jax.jit(lambda t, start: 2 * t),
+      (sharding.LazyRows(read_table, table.shape, table.dtype),), 16)
 
   gen = np.random.default_rng(0)
   images = gen.normal(size=(10, 8, 8, 1)).astype(np.float32)
@@ -46,15 +80,42 @@ def main(argv):
   state = trainer.train_student(student, images, labels, weights, workdir,
                                 num_steps=5, **kwargs)
   accuracy = steps.accuracy(student, state, images, labels)
+
+  # A teacher on an image source: each process reads only its devices'
+  # records of every batch.
+  class CountingSource(sources.ArraySource):
+    reads = 0
+
+    def __getitem__(self, index):
+      CountingSource.reads += 1
+      return super().__getitem__(index)
+
+  source = CountingSource(
+      gen.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8),
+      np.arange(40) % 3, ("a", "b", "c"))
+  teacher_state = trainer.train_teacher(
+      models.ConvNet(num_classes=3, width=8, depth=2), source,
+      os.path.join(workdir, "teacher"), num_steps=3, batch_size=8,
+      progress=False)
+  with open(os.path.join(workdir, f"reads{jax.process_index()}.json"),
+            "w") as f:
+    json.dump({"records": CountingSource.reads,
+               "latent_rows": sum(rows_read),
+               "mapped_rows": sum(mapped_rows)}, f)
   result = {
       "devices": jax.device_count(),
       "processes": jax.process_count(),
       "centroids": sharding.to_host(q.centroids).tolist(),
       "counts": sharding.to_host(q.counts).tolist(),
       "distortion": sharding.to_host(q.distortion).tolist(),
+      "lazy_centroids": sharding.to_host(q_lazy.centroids).tolist(),
+      "memory_centroids": sharding.to_host(q_labels.centroids).tolist(),
+      "mapped_ok": bool(np.array_equal(mapped, 2 * table)),
       "params": [sharding.to_host(p).ravel().tolist()
                  for p in jax.tree.leaves(state.params)],
       "step": int(sharding.to_host(state.step)),
+      "teacher_params": [sharding.to_host(p).ravel().tolist()
+                         for p in jax.tree.leaves(teacher_state.params)],
       "accuracy": accuracy,
   }
   if distributed.is_coordinator():

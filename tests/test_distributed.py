@@ -39,7 +39,12 @@ def _launch(num_processes: int, devices_per_process: int, workdir) -> dict:
       raise
     assert p.returncode == 0, err[-3000:]
   with open(os.path.join(workdir, "result.json")) as f:
-    return json.load(f)
+    result = json.load(f)
+  result["reads"] = []
+  for i in range(num_processes):
+    with open(os.path.join(workdir, f"reads{i}.json")) as f:
+      result["reads"].append(json.load(f))
+  return result
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +73,33 @@ def test_resumed_student_matches_one_process(runs):
   assert one["step"] == two["step"] == 5
   for a, b in zip(one["params"], two["params"], strict=True):
     np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)
+
+
+def test_teacher_matches_one_process(runs):
+  one, two = runs
+  for a, b in zip(one["teacher_params"], two["teacher_params"], strict=True):
+    np.testing.assert_allclose(b, a, rtol=2e-4, atol=2e-5)
+
+
+def test_each_process_reads_only_its_half_of_the_teacher_batches(runs):
+  one, two = runs
+  # 3 steps of 8 records, plus one read of record 0 for the image shape.
+  assert [r["records"] for r in one["reads"]] == [3 * 8 + 1]
+  assert [r["records"] for r in two["reads"]] == [3 * 4 + 1, 3 * 4 + 1]
+
+
+def test_lazy_latents_give_the_in_memory_quantizer(runs):
+  _, two = runs
+  np.testing.assert_allclose(two["lazy_centroids"], two["memory_centroids"],
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_each_process_reads_only_its_share_of_the_latents(runs):
+  one, two = runs
+  n = 41 + 36 + 44
+  assert [r["latent_rows"] for r in one["reads"]] == [n]
+  rows = [r["latent_rows"] for r in two["reads"]]
+  assert sum(rows) == n and max(rows) < n
 
 
 @pytest.mark.parametrize("kwargs,match", [
@@ -115,3 +147,11 @@ def test_cli_on_two_processes_writes_one_complete_workdir(tmp_path):
     np.testing.assert_array_equal(q["counts"], np.asarray(alone.counts))
     np.testing.assert_allclose(q["centroids"], np.asarray(alone.centroids),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_map_batches_reads_only_each_process_rows(runs):
+  one, two = runs
+  assert one["mapped_ok"] and two["mapped_ok"]
+  assert [r["mapped_rows"] for r in one["reads"]] == [40]
+  rows = [r["mapped_rows"] for r in two["reads"]]
+  assert sum(rows) == 40 and max(rows) < 40

@@ -15,6 +15,42 @@ def test_padding_rows_have_weight_zero():
   np.testing.assert_array_equal(out["label"][5:], [4, 4, 4])
 
 
+def _lazy(array, calls):
+  def read(start, stop):
+    calls.append((start, stop))
+    return array[start:stop]
+  return sharding.LazyRows(read, array.shape, array.dtype)
+
+
+def test_lazy_rows_are_read_only_when_indexed():
+  calls = []
+  rows = _lazy(np.arange(12.0).reshape(6, 2), calls)
+  assert calls == []
+  np.testing.assert_array_equal(rows[2:4, 1], [5.0, 7.0])
+  assert calls == [(2, 4)]
+
+
+def test_lazy_rows_are_padded_like_an_array():
+  calls = []
+  image = np.arange(10.0).reshape(5, 2)
+  batch = {"image": _lazy(image, calls), "weight": np.ones(5),
+           "label": np.arange(5)}
+  lazy = sharding.pad_to_shards(batch, 4)
+  eager = sharding.pad_to_shards(dict(batch, image=image), 4)
+  assert calls == []
+  np.testing.assert_array_equal(lazy["image"][:], eager["image"])
+  np.testing.assert_array_equal(lazy["image"][6:8], eager["image"][6:8])
+  np.testing.assert_array_equal(lazy["weight"], eager["weight"])
+
+
+def test_a_sharded_lazy_batch_equals_the_array():
+  image = np.arange(24.0).reshape(6, 4)
+  mesh = sharding.data_mesh()
+  out = sharding.shard_batch({"image": _lazy(image, []),
+                              "weight": np.ones(6)}, mesh)
+  np.testing.assert_array_equal(np.asarray(out["image"])[:6], image)
+
+
 def test_a_batch_that_splits_evenly_is_untouched():
   batch = {"image": np.zeros((8, 2))}
   assert sharding.pad_to_shards(batch, 4) is batch

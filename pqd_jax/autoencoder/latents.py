@@ -17,16 +17,17 @@ size whatever the dataset size.
 import json
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import numpy as np
 from tqdm import tqdm
 
-from pqd_jax import distributed
+from pqd_jax import distributed, sharding
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
 
-__all__ = ["encode_source", "exists", "load", "read_index", "stream"]
+__all__ = ["encode_source", "exists", "load", "read_index", "save", "stream"]
 
 _INDEX = "index.json"
 _DTYPES = ("float16", "float32")
@@ -88,6 +89,7 @@ def encode_source(
   writer = distributed.is_coordinator()  # every process encodes its shards
   counts, shape = [], None
   groups = pipeline.class_indices(source)
+  image_shape = source[0][0].shape
   for label, idx in enumerate(tqdm(groups, desc="encode",
                                    disable=not progress)):
     if len(idx) == 0:
@@ -95,35 +97,122 @@ def encode_source(
                        "no images to encode.")
     parts = []
     for s in range(0, len(idx), 4 * batch_size):
-      images = pipeline.to_unit_range(source.read(idx[s:s + 4 * batch_size]))
+      # Read lazily: each process reads only the images of its devices.
+      part = idx[s:s + 4 * batch_size]
+      images = sharding.LazyRows(
+          lambda a, b, part=part: pipeline.to_unit_range(
+              source.read(part[a:b])),
+          (len(part), *image_shape), np.float32)
       parts.append(model_lib.encode(
           ae, images, sample=sample, batch_size=batch_size,
           rng=jax.random.fold_in(jax.random.fold_in(rng, label), s)))
     z = np.concatenate(parts).astype(dtype)
     shape = list(z.shape[1:])
     if writer:
-      tmp = _class_file(directory, label) + ".tmp.npy"
-      np.save(tmp, z)
-      os.replace(tmp, _class_file(directory, label))
+      _write_class(directory, label, z)
     counts.append(int(z.shape[0]))
   index = {"class_names": list(source.class_names), "latent_shape": shape,
            "dtype": dtype, "counts": counts,
            "scaling_factor": ae.scaling_factor}
   if writer:
-    tmp = os.path.join(directory, _INDEX + ".tmp")
-    with open(tmp, "w") as f:
-      json.dump(index, f, indent=2)
-    os.replace(tmp, os.path.join(directory, _INDEX))
+    _write_index(directory, index)
   return index
 
 
-def load(directory: str) -> tuple[np.ndarray, np.ndarray]:
-  """All latents in memory: ``(latents [n, *shape], labels [n])``."""
+def _write_class(directory: str, label: int, z: np.ndarray) -> None:
+  tmp = _class_file(directory, label) + ".tmp.npy"
+  np.save(tmp, z)
+  os.replace(tmp, _class_file(directory, label))
+
+
+def _write_index(directory: str, index: dict) -> None:
+  tmp = os.path.join(directory, _INDEX + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(index, f, indent=2)
+  os.replace(tmp, os.path.join(directory, _INDEX))
+
+
+def save(directory: str, latents: np.ndarray, labels: np.ndarray,
+         class_names: list[str], *, scaling_factor: float = 1.0,
+         dtype: str = "float16") -> dict:
+  """Writes latents computed elsewhere as a latents artefact.
+
+  Args:
+    directory: output directory (created).
+    latents: ``[n, *latent_shape]``.
+    labels: ``[n]`` in ``[0, len(class_names))``, every class present.
+    class_names: names indexed by label.
+    scaling_factor: the autoencoder's latent scaling factor.
+    dtype: ``"float16"`` or ``"float32"`` on disk.
+
+  Returns:
+    The index.
+
+  Raises:
+    ValueError: for an unknown dtype, mismatched lengths or an empty class.
+  """
+  if dtype not in _DTYPES:
+    raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}.")
+  latents, labels = np.asarray(latents), np.asarray(labels)
+  if latents.ndim < 2 or labels.shape != latents.shape[:1]:
+    raise ValueError(f"Expected latents [n, ...] and labels [n], got shapes "
+                     f"{latents.shape} and {labels.shape}.")
+  os.makedirs(directory, exist_ok=True)
+  counts = []
+  for label in range(len(class_names)):
+    z = latents[labels == label].astype(dtype)
+    if len(z) == 0:
+      raise ValueError(f"class {label} ({class_names[label]!r}) has no "
+                       "latents.")
+    _write_class(directory, label, z)
+    counts.append(int(len(z)))
+  index = {"class_names": list(class_names),
+           "latent_shape": list(latents.shape[1:]), "dtype": dtype,
+           "counts": counts, "scaling_factor": float(scaling_factor)}
+  _write_index(directory, index)
+  return index
+
+
+def load(directory: str, *, lazy: bool = False, dtype: str | None = None
+         ) -> tuple[Any, np.ndarray]:
+  """The latents and their labels: ``(latents [n, *shape], labels [n])``.
+
+  Args:
+    directory: a latents artefact.
+    lazy: return the latents as :class:`pqd_jax.sharding.LazyRows` over the
+      memory-mapped class files instead of one array in memory: rows are
+      read when indexed, so :func:`pqd_jax.quantize` reads in each process
+      of a multi-process run only the rows of its own devices.
+    dtype: dtype of the rows; default the stored one.
+  """
   index = read_index(directory)
-  arrays = [np.load(_class_file(directory, c))
-            for c in range(len(index["counts"]))]
-  labels = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
-  return np.concatenate(arrays), labels.astype(np.int32)
+  counts = index["counts"]
+  labels = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+  if not lazy:
+    z = np.concatenate([np.load(_class_file(directory, c))
+                        for c in range(len(counts))])
+    return (z if dtype is None else z.astype(dtype)), labels
+  starts = np.concatenate([[0], np.cumsum(counts)])
+  files = {}
+
+  def read(start, stop):
+    parts = []
+    for c in range(np.searchsorted(starts, start, side="right") - 1,
+                   len(counts)):
+      if starts[c] >= stop:
+        break
+      if c not in files:
+        files[c] = np.load(_class_file(directory, c), mmap_mode="r")
+      lo, hi = max(start, starts[c]) - starts[c], min(stop, starts[c + 1])
+      parts.append(np.asarray(files[c][lo:hi - starts[c]], out_dtype))
+    if not parts:
+      return np.zeros((0, *shape), out_dtype)
+    return np.concatenate(parts)
+
+  shape = tuple(index["latent_shape"])
+  out_dtype = np.dtype(dtype or index["dtype"])
+  return (sharding.LazyRows(read, (int(starts[-1]), *shape), out_dtype),
+          labels)
 
 
 def stream(directory: str, chunk: int = 4096, dtype: str | None = None

@@ -146,8 +146,9 @@ def save_pretrained(ae: Autoencoder, path: str) -> None:
     io.write_json_atomic(cfg_path, cfg)
 
 
-def _check_images(ae: Autoencoder, images: Any) -> np.ndarray:
-  arr = np.asarray(images)
+def _check_images(ae: Autoencoder, images: Any) -> Any:
+  arr = (images if isinstance(images, sharding.LazyRows)
+         else np.asarray(images))
   channels = ae.model.config.in_channels
   if arr.ndim != 4 or arr.shape[-1] != channels:
     raise ValueError(
@@ -184,7 +185,9 @@ def encode(ae: Autoencoder, images: Any, *, sample: bool = False,
 
   Args:
     ae: the autoencoder.
-    images: ``[b, h, w, c]`` in ``[-1, 1]``.
+    images: ``[b, h, w, c]`` in ``[-1, 1]`` (numpy or
+      :class:`pqd_jax.sharding.LazyRows`, of which each process reads only
+      its devices' rows).
     sample: a posterior sample instead of the posterior mean (D4M samples).
     rng: key for the samples (batch ``i`` uses ``fold_in(rng, i)``).
     batch_size: images per compiled call.

@@ -7,6 +7,7 @@ whatever the number of grain workers.
 """
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grain
 import numpy as np
@@ -17,7 +18,9 @@ __all__ = [
     "batch_dataset",
     "batches",
     "class_indices",
+    "lazy_batch",
     "random_flip",
+    "record_dataset",
     "resize_images",
     "to_unit_range",
 ]
@@ -97,15 +100,63 @@ def batch_dataset(
   """
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  return record_dataset(source, seed=seed, augment=augment).batch(batch_size)
+
+
+def record_dataset(
+    source: sources.ImageSource,
+    *,
+    seed: int = 0,
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    | None = None,
+) -> grain.MapDataset:
+  """The endless shuffled records behind :func:`batch_dataset`.
+
+  Batch ``s`` of ``batch_dataset(source, b, seed=seed)`` is records
+  ``s * b`` to ``(s + 1) * b`` of this dataset (see :func:`lazy_batch`).
+
+  Returns:
+    A ``grain.MapDataset`` of ``{"image" [h, w, c] float32, "label"}``.
+  """
   if len(source) == 0:
     raise ValueError("the source is empty.")
   ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat(None)
   if augment is not None:
     ds = ds.random_map(lambda rec, rng: (augment(rec[0], rng), rec[1]),
                        seed=seed)
-  ds = ds.map(lambda rec: {"image": to_unit_range(rec[0]),
-                           "label": np.int32(rec[1])})
-  return ds.batch(batch_size)
+  return ds.map(lambda rec: {"image": to_unit_range(rec[0]),
+                             "label": np.int32(rec[1])})
+
+
+def lazy_batch(records: grain.MapDataset, step: int, batch_size: int,
+               image_shape: tuple[int, ...]) -> dict[str, Any]:
+  """Batch ``step`` of ``records`` with rows read only when indexed.
+
+  The same values as ``records.batch(batch_size)[step]``, as
+  :class:`~pqd_jax.sharding.LazyRows` ``"image"`` and ``"label"`` entries
+  (and ``"weight"`` ones): :func:`pqd_jax.sharding.shard_batch` then reads,
+  in each process, only the records of its own devices. ``image_shape`` is
+  the records' ``[h, w, c]``.
+  """
+  from pqd_jax import sharding
+
+  first = step * batch_size
+  cache = {}  # the rows read, by range: each record is read once per batch
+
+  def rows(start, stop):
+    if (start, stop) not in cache:
+      recs = [records[first + i] for i in range(start, stop)]
+      cache[start, stop] = (np.stack([r["image"] for r in recs]),
+                            np.asarray([r["label"] for r in recs], np.int32))
+    return cache[start, stop]
+
+  return {
+      "image": sharding.LazyRows(lambda a, b: rows(a, b)[0],
+                                 (batch_size, *image_shape), np.float32),
+      "label": sharding.LazyRows(lambda a, b: rows(a, b)[1],
+                                 (batch_size,), np.int32),
+      "weight": np.ones(batch_size, np.float32),
+  }
 
 
 def batches(

@@ -71,34 +71,45 @@ def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
   return int(value)
 
 
-def check_latents(latents: Any) -> np.ndarray:
+def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
   """Validates latents and returns them as a host array ``[n, ...]``.
+
+  With ``keep_lazy``, :class:`~pqd_jax.sharding.LazyRows` are returned
+  unread (their rows are checked for NaN/Inf as they are read); otherwise
+  they are read into memory.
 
   Raises:
     ValueError: if they are empty, of rank < 2, not floating point, or hold
       NaN/Inf.
   """
-  arr = latents if isinstance(latents, np.ndarray) else np.asarray(latents)
+  lazy = keep_lazy and isinstance(latents, sharding.LazyRows)
+  arr = (latents if isinstance(latents, np.ndarray) or lazy
+         else np.asarray(latents))
   if arr.ndim < 2:
     raise ValueError(
         "latents must have shape [n, *latent_shape] (rank >= 2), got shape "
         f"{arr.shape}."
     )
-  if arr.shape[0] == 0 or arr.size == 0:
+  if arr.shape[0] == 0 or math.prod(arr.shape) == 0:
     raise ValueError(f"latents is empty (shape {arr.shape}).")
   if not jnp.issubdtype(arr.dtype, jnp.floating):
     raise ValueError(
         "latents must be floating point (float32, bfloat16 or float16), got "
         f"dtype {arr.dtype}."
     )
-  finite = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1)
+  if not lazy:  # lazy rows are checked as they are read (_Grouped)
+    _check_finite(arr, 0)
+  return arr
+
+
+def _check_finite(rows: np.ndarray, first: int) -> None:
+  finite = np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)
   if not finite.all():
-    bad = np.flatnonzero(~finite)
+    bad = np.flatnonzero(~finite) + first
     raise ValueError(
         f"latents contain NaN or Inf in {bad.size} rows (first rows: "
         f"{bad[:5].tolist()})."
     )
-  return arr
 
 
 def check_labels(labels: Any, n: int) -> np.ndarray:
@@ -159,6 +170,8 @@ class _Grouped:
     sorted_ = bool(np.all(cls[1:] >= cls[:-1]))
     self.order = None if sorted_ else np.argsort(cls, kind="stable")
     self.starts = np.concatenate([[0], np.cumsum(layout.sizes)[:-1]])
+    if self.order is not None and isinstance(flat, sharding.LazyRows):
+      flat = np.asarray(flat)  # unsorted labels: rows are gathered
     self.flat, self.layout = flat, layout
     self.n_pad = layout.shards * layout.n_local
     self.shape = (layout.classes.shape[0], self.n_pad, flat.shape[1])
@@ -271,7 +284,10 @@ def quantize(
   their points sharded over the mesh's ``"data"`` axis.
 
   Args:
-    latents: ``[n, *latent_shape]`` float32/bfloat16/float16 points.
+    latents: ``[n, *latent_shape]`` float32/bfloat16/float16 points, or
+      :class:`pqd_jax.sharding.LazyRows` (e.g.
+      ``pqd_jax.autoencoder.latents.load(directory, lazy=True)``) so that
+      each process reads only the rows of its own devices.
     labels: ``[n]`` integer class labels (any values; sorted in the output).
     k: centroids per class (IPC); at most the size of the smallest class.
     method: ``"lloyd"`` or ``"clvq"`` (mini-batch k-means, D4M's quantizer).
@@ -317,7 +333,7 @@ def quantize(
     n_local_trials = _check_positive_int("n_local_trials", n_local_trials)
   if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
     raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
-  arr = check_latents(latents)
+  arr = check_latents(latents, keep_lazy=True)
   lab = check_labels(labels, arr.shape[0])
   classes, sizes = np.unique(lab, return_counts=True)
   if k > sizes.min():
@@ -332,9 +348,21 @@ def quantize(
   rng = jax.random.key(0) if rng is None else rng
 
   latent_shape = arr.shape[1:]
-  flat = arr.reshape(arr.shape[0], -1)
-  if flat.dtype not in (np.float32, jnp.bfloat16, np.float16):
-    flat = flat.astype(np.float32)
+  if isinstance(arr, sharding.LazyRows):
+    dtype = (arr.dtype if arr.dtype in (np.float32, jnp.bfloat16, np.float16)
+             else np.float32)
+
+    def read_flat(start, stop, rows=arr):
+      out = np.asarray(rows.read(start, stop), dtype)
+      _check_finite(out, start)
+      return out.reshape(stop - start, -1)
+
+    flat = sharding.LazyRows(read_flat,
+                             (arr.shape[0], math.prod(arr.shape[1:])), dtype)
+  else:
+    flat = arr.reshape(arr.shape[0], -1)
+    if flat.dtype not in (np.float32, jnp.bfloat16, np.float16):
+      flat = flat.astype(np.float32)
   layout = _layout(lab, k, shards, chunk_size)
   grouped = _Grouped(flat, lab, layout)
   points = sharding.global_array(

@@ -293,10 +293,12 @@ def train_teacher(
   from pqd_jax.data import pipeline  # data deps only on this path
 
   steps.check_aug(aug)
+  if batch_size < 1:
+    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
   num_steps = steps_from_epochs(num_steps, num_epochs, len(source),
                                 batch_size)
 
-  data = pipeline.batch_dataset(source, batch_size, seed=seed)
+  records = pipeline.record_dataset(source, seed=seed)
   tx = steps.make_optimizer(optimizer, learning_rate, num_steps,
                             warmup_steps=warmup_steps,
                             weight_decay=weight_decay)
@@ -304,11 +306,8 @@ def train_teacher(
   init_key, step_key = jax.random.split(jax.random.key(seed))
   state = steps.create_state(model, init_key, image.shape, tx)
 
-  def batch_fn(step):
-    b = data[step]
-    return {"image": np.asarray(b["image"]),
-            "label": np.asarray(b["label"]),
-            "weight": np.ones(b["label"].shape, np.float32)}
+  def batch_fn(step):  # each process reads only its devices' records
+    return pipeline.lazy_batch(records, step, batch_size, image.shape)
 
   step_fn = lambda s, b, k: steps.ce_step(s, b, k, model=model, tx=tx,
                                           aug=aug)

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import pqd_jax
+from pqd_jax import sharding
 from pqd_jax.autoencoder import latents
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
@@ -60,3 +61,70 @@ def test_missing_artefact(tmp_path):
 def test_bad_dtype(ae, source, tmp_path):
   with pytest.raises(ValueError, match="dtype must be one of"):
     latents.encode_source(ae, source, str(tmp_path), dtype="int8")
+
+
+def _saved(tmp_path, dtype="float32"):
+  gen = np.random.default_rng(0)
+  z = gen.normal(size=(30, 3, 2)).astype(np.float32)
+  labels = np.repeat([0, 1, 2], [14, 9, 7])
+  latents.save(str(tmp_path), z, labels, ["x", "y", "z"], dtype=dtype)
+  return z, labels
+
+
+def test_save_then_load_gives_the_latents(tmp_path):
+  z, labels = _saved(tmp_path)
+  loaded, loaded_labels = latents.load(str(tmp_path))
+  np.testing.assert_array_equal(loaded, z)
+  np.testing.assert_array_equal(loaded_labels, labels)
+
+
+def test_save_refuses_an_empty_class(tmp_path):
+  with pytest.raises(ValueError, match=r"class 2 \('z'\) has no latents"):
+    latents.save(str(tmp_path), np.zeros((4, 2)), np.array([0, 1, 0, 1]),
+                 ["x", "y", "z"])
+
+
+@pytest.mark.parametrize("start,stop", [(0, 30), (3, 20), (14, 23), (29, 30),
+                                        (30, 30)])
+def test_lazy_rows_span_the_class_files(tmp_path, start, stop):
+  z, _ = _saved(tmp_path)
+  lazy, _ = latents.load(str(tmp_path), lazy=True)
+  assert lazy.shape == z.shape and lazy.dtype == z.dtype
+  np.testing.assert_array_equal(lazy[start:stop], z[start:stop])
+
+
+def test_quantize_of_lazy_latents_equals_in_memory(tmp_path):
+  z, labels = _saved(tmp_path, dtype="float16")
+  lazy, _ = latents.load(str(tmp_path), lazy=True, dtype="float32")
+  a = pqd_jax.quantize(lazy, labels, 3, rng=jax.random.key(2))
+  b = pqd_jax.quantize(z.astype(np.float16).astype(np.float32), labels, 3,
+                       rng=jax.random.key(2))
+  np.testing.assert_array_equal(np.asarray(a.centroids),
+                                np.asarray(b.centroids))
+  np.testing.assert_array_equal(np.asarray(a.counts), np.asarray(b.counts))
+
+
+def test_nan_in_lazy_latents_is_refused_with_its_row(tmp_path):
+  z, labels = _saved(tmp_path)
+  z[17, 1, 0] = np.nan
+  latents.save(str(tmp_path), z, labels, ["x", "y", "z"], dtype="float32")
+  lazy, _ = latents.load(str(tmp_path), lazy=True)
+  with pytest.raises(ValueError, match=r"NaN or Inf in 1 rows \(first rows: "
+                     r"\[17\]\)"):
+    pqd_jax.quantize(lazy, labels, 3)
+
+
+def test_encode_of_lazy_rows_equals_the_array(ae, source):
+  images = pipeline.to_unit_range(source.read())
+  reads = []
+
+  def read(start, stop):
+    reads.append((start, stop))
+    return images[start:stop]
+
+  lazy = model_lib.encode(
+      ae, sharding.LazyRows(read, images.shape, images.dtype),
+      batch_size=8)
+  np.testing.assert_array_equal(lazy, model_lib.encode(ae, images,
+                                                       batch_size=8))
+  assert sum(b - a for a, b in reads) == len(images)  # padding is not read
