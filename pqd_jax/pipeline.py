@@ -41,7 +41,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from pqd_jax import distributed, embedded, io, models, visualize
+from pqd_jax import distributed, embedded, io, models, sharding, visualize
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
@@ -271,20 +271,27 @@ def _latents(ctx, ae_art, ae) -> Artefact:
   return ctx.stage("encode", "latents", digest, make, c)
 
 
-def _quantizer(directory: str, c: Any, seed: int) -> Callable[[int], Any]:
+# Classes per quantize_stream call of the stream method: the unit of work
+# shared out among the processes (fixed, so results do not depend on the
+# process count).
+STREAM_CLASS_GROUP = 64
+
+
+def _quantizer(directory: str, c: Any, seed: int,
+               scratch: str) -> Callable[[int], Any]:
   """``k -> QuantizeResult``: the config's quantizer on a latents artefact.
 
   ``method="stream"`` reads the class files in chunks on every call
   (:func:`pqd_jax.quantize_stream`, ``num_iters`` CLVQ passes; memory
-  independent of the dataset size); ``"lloyd"`` and ``"clvq"`` hold the
-  points on the devices (:func:`pqd_jax.quantize`), each process reading
-  from the memory-mapped class files only the rows of its own devices.
+  independent of the dataset size), :data:`STREAM_CLASS_GROUP` classes at a
+  time: in a multi-process run each process streams only its groups' files
+  and shares its results through ``scratch`` (on the shared workdir).
+  ``"lloyd"`` and ``"clvq"`` hold the points on the devices
+  (:func:`pqd_jax.quantize`), each process reading from the memory-mapped
+  class files only the rows of its own devices.
   """
   if c.method == "stream":
-    return lambda k: quantize_stream(
-        latents_lib.stream(directory), k, weights=c.weights, init=c.init,
-        n_init=c.n_init, num_passes=c.num_iters, tol=c.tol,
-        batch_size=c.batch_size, rng=jax.random.key(seed))
+    return lambda k: _stream_quantize(directory, c, seed, scratch, k)
   # Read lazily: each process reads only its devices' rows (once per K).
   z, y = latents_lib.load(directory, lazy=True, dtype="float32")
   return lambda k: quantize_api.quantize(
@@ -293,12 +300,47 @@ def _quantizer(directory: str, c: Any, seed: int) -> Callable[[int], Any]:
       batch_size=c.batch_size, rng=jax.random.key(seed))
 
 
+def _stream_quantize(directory: str, c: Any, seed: int, scratch: str,
+                     k: int) -> quantize_api.QuantizeResult:
+  num_classes = len(latents_lib.read_index(directory)["counts"])
+  groups = [list(range(g, min(g + STREAM_CLASS_GROUP, num_classes)))
+            for g in range(0, num_classes, STREAM_CLASS_GROUP)]
+  local_mesh = sharding.data_mesh(jax.local_devices())
+  mine = range(jax.process_index(), len(groups), jax.process_count())
+  parts = {}
+  for g in mine:
+    out = quantize_stream(
+        latents_lib.stream(directory, classes=groups[g]), k,
+        weights=c.weights, init=c.init, n_init=c.n_init,
+        num_passes=c.num_iters, tol=c.tol, batch_size=c.batch_size,
+        rng=jax.random.key(seed), mesh=local_mesh)
+    parts[g] = {f: np.asarray(v) for f, v in out._asdict().items()}
+  if jax.process_count() > 1:
+    os.makedirs(scratch, exist_ok=True)
+    name = lambda g: os.path.join(scratch, f"k{k}_group{g}.npz")
+    for g, fields in parts.items():
+      np.savez(name(g) + ".tmp.npz", **fields)
+      os.replace(name(g) + ".tmp.npz", name(g))
+    distributed.barrier(f"stream k={k} written")
+    for g in range(len(groups)):
+      if g not in parts:
+        with np.load(name(g)) as f:
+          parts[g] = dict(f)
+    distributed.barrier(f"stream k={k} read")
+    for g in mine:  # every process has read them
+      os.remove(name(g))
+  return quantize_api.QuantizeResult(**{
+      f: np.concatenate([parts[g][f] for g in range(len(groups))])
+      for f in quantize_api.QuantizeResult._fields})
+
+
 def _quantization(ctx, lat_art) -> Artefact:
   c = ctx.config.quantize
   digest = config_hash(lat_art.hash, c, ctx.config.ipc, ctx.config.seed)
 
   def make(path):
-    out = _quantizer(lat_art.path, c, ctx.config.seed)(ctx.config.ipc)
+    out = _quantizer(lat_art.path, c, ctx.config.seed,
+                     ctx.path(".scratch/stream"))(ctx.config.ipc)
     tmp = os.path.join(path, "quantization.tmp.npz")
     np.savez(tmp, centroids=np.asarray(out.centroids),
              weights=np.asarray(out.weights), counts=np.asarray(out.counts),
@@ -319,7 +361,8 @@ def _sweep(ctx, lat_art) -> Artefact:
     smallest = min(index["counts"])
     ks = sorted({int(k) for k in c.sweep_ks if 1 <= int(k) <= smallest})
     rows = []
-    quantize_k = _quantizer(lat_art.path, q, ctx.config.seed)
+    quantize_k = _quantizer(lat_art.path, q, ctx.config.seed,
+                            ctx.path(".scratch/stream"))
     for k in ks:
       out = quantize_k(k)
       rows.append(np.asarray(out.distortion, np.float64))
@@ -566,7 +609,11 @@ def _evaluate(ctx, student_arts, teacher, tvars, quant_art, sweep_art,
 
   def make(path):
     test = ctx.source("test", _classifier_size(ctx.config))
-    x = data_pipeline.to_unit_range(test.read())
+    # Read when indexed: each process reads only its devices' test images,
+    # and no process holds the whole split (ImageNet: 50k × 224² × 3).
+    x = sharding.LazyRows(
+        lambda a, b: data_pipeline.to_unit_range(test.read(range(a, b))),
+        (len(test), *test[0][0].shape), np.float32)
     model = build_classifier(c, num_classes)
     accs = []
     for art in student_arts:

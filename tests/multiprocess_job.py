@@ -26,8 +26,9 @@ def main(argv):
   import numpy as np
 
   import pqd_jax
-  from pqd_jax import models, sharding
+  from pqd_jax import models, pipeline, sharding
   from pqd_jax.autoencoder import latents
+  from pqd_jax.configs import fashion_mnist
   from pqd_jax.data import sources
   from pqd_jax.train import steps, trainer
   from tests.conftest import labelled_blobs
@@ -51,6 +52,23 @@ def main(argv):
   q_lazy = pqd_jax.quantize(sharding.LazyRows(read, lazy.shape, lazy.dtype),
                             lazy_labels, 3, rng=jax.random.key(1))
   q_labels = pqd_jax.quantize(x, y // 10, 3, rng=jax.random.key(1))  # 0 1 2
+
+  # The pipeline's stream method: groups of classes shared out among the
+  # processes (one class per group here), each streaming only its files.
+  streamed_classes = []
+  stream = latents.stream
+
+  def recording_stream(directory, *args, classes=None, **kw):
+    streamed_classes.extend(classes)
+    return stream(directory, *args, classes=classes, **kw)
+
+  latents.stream = recording_stream
+  pipeline.STREAM_CLASS_GROUP = 1
+  qc = fashion_mnist.get_config().quantize
+  qc.method, qc.num_iters = "stream", 1
+  q_stream = pipeline._quantizer(latent_dir, qc, 0,
+                                 os.path.join(workdir, "scratch"))(3)
+  latents.stream = stream
 
   # Batched inference (as the encoder's) on lazy rows: the same.
   table = np.arange(40 * 3, dtype=np.float32).reshape(40, 3)
@@ -101,7 +119,8 @@ def main(argv):
             "w") as f:
     json.dump({"records": CountingSource.reads,
                "latent_rows": sum(rows_read),
-               "mapped_rows": sum(mapped_rows)}, f)
+               "mapped_rows": sum(mapped_rows),
+               "streamed_classes": sorted(set(streamed_classes))}, f)
   result = {
       "devices": jax.device_count(),
       "processes": jax.process_count(),
@@ -110,6 +129,8 @@ def main(argv):
       "distortion": sharding.to_host(q.distortion).tolist(),
       "lazy_centroids": sharding.to_host(q_lazy.centroids).tolist(),
       "memory_centroids": sharding.to_host(q_labels.centroids).tolist(),
+      "stream_centroids": np.asarray(q_stream.centroids).tolist(),
+      "stream_counts": np.asarray(q_stream.counts).tolist(),
       "mapped_ok": bool(np.array_equal(mapped, 2 * table)),
       "params": [sharding.to_host(p).ravel().tolist()
                  for p in jax.tree.leaves(state.params)],

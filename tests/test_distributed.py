@@ -155,3 +155,17 @@ def test_map_batches_reads_only_each_process_rows(runs):
   assert [r["mapped_rows"] for r in one["reads"]] == [40]
   rows = [r["mapped_rows"] for r in two["reads"]]
   assert sum(rows) == 40 and max(rows) < 40
+
+
+def test_stream_method_matches_one_process(runs):
+  one, two = runs
+  assert two["stream_counts"] == one["stream_counts"]
+  assert [sum(c) for c in one["stream_counts"]] == [41, 36, 44]
+  np.testing.assert_allclose(two["stream_centroids"], one["stream_centroids"],
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_each_process_streams_only_its_classes(runs):
+  one, two = runs
+  assert [r["streamed_classes"] for r in one["reads"]] == [[0, 1, 2]]
+  assert [r["streamed_classes"] for r in two["reads"]] == [[0, 2], [1]]

@@ -16,7 +16,7 @@ size whatever the dataset size.
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
@@ -215,7 +215,8 @@ def load(directory: str, *, lazy: bool = False, dtype: str | None = None
           labels)
 
 
-def stream(directory: str, chunk: int = 4096, dtype: str | None = None
+def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
+           classes: Sequence[int] | None = None
            ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
   """A re-iterable stream of ``(latents, labels)`` chunks, class by class.
 
@@ -227,13 +228,19 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None
     chunk: rows per chunk.
     dtype: dtype of the chunks; default the stored one (float16 latents stay
       float16, half the memory; the quantizer computes in float32).
+    classes: stream only these classes' files (default all), in this order.
   """
   index = read_index(directory)
   if chunk < 1:
     raise ValueError(f"chunk must be >= 1, got {chunk}.")
+  num_classes = len(index["counts"])
+  classes = range(num_classes) if classes is None else list(classes)
+  bad = [c for c in classes if not 0 <= c < num_classes]
+  if bad:
+    raise ValueError(f"classes {bad[:5]} are not in [0, {num_classes}).")
 
   def batches():
-    for c in range(len(index["counts"])):
+    for c in classes:
       arr = np.load(_class_file(directory, c), mmap_mode="r")
       for s in range(0, arr.shape[0], chunk):
         part = np.asarray(arr[s:s + chunk], dtype)

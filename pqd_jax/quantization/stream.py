@@ -31,6 +31,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from pqd_jax.quantization import api as api_lib
 from pqd_jax.quantization import weights as weights_lib
@@ -251,6 +252,7 @@ def quantize_stream(
     seed_classes: int = 64,
     tol: float = 1e-4,
     rng: jax.Array | None = None,
+    mesh: Mesh | None = None,
 ) -> api_lib.QuantizeResult:
   """CLVQ over a re-iterable stream of labelled batches.
 
@@ -271,6 +273,9 @@ def quantize_stream(
       ``seed_classes · init_size · D``).
     tol: relative tolerance for ``converged`` (last pass's centroid shift).
     rng: PRNG key for the sample and the seeds.
+    mesh: the mesh of the seeding's in-memory quantize (default every
+      device); in a multi-process run where each process streams its own
+      classes, a mesh of the process's local devices.
 
   Returns:
     A ``QuantizeResult`` whose counts, weights and distortion come from the
@@ -333,7 +338,7 @@ def quantize_stream(
     sample_y = np.concatenate(
         [np.full(len(reservoir.points[c]), c) for c in group])
     seeds = api_lib.quantize(sample_x, sample_y, k, init=init, n_init=n_init,
-                             rng=rng, tol=tol)
+                             rng=rng, tol=tol, mesh=mesh)
     seed_cents.append(np.asarray(seeds.centroids, np.float32).reshape(
         len(group), k, d))
     seed_counts.append(np.asarray(seeds.counts))
