@@ -428,7 +428,8 @@ def _prior(ctx, lat_art, class_names):
           negative_prompt=c.negative_prompt, revision=c.revision or None)
       prior_lib.save_prior(p, os.path.join(path, "final"))
     else:
-      z, y = latents_lib.load(lat_art.path)
+      # Lazy: each process reads only its devices' latents of each batch.
+      z, y = latents_lib.load(lat_art.path, lazy=True, dtype="float32")
       prior_lib.train_prior(z, y, path, config=c, class_names=class_names,
                             seed=c.seed, progress=ctx.progress)
 

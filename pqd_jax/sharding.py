@@ -126,6 +126,13 @@ class LazyRows:
     rows = np.asarray(self.read(start, stop), self.dtype)
     return rows[(slice(None),) + index[1:]]
 
+  def take(self, indices: Any) -> np.ndarray:
+    """Rows ``indices`` (any order, repeats allowed), each read on its own."""
+    indices = np.asarray(indices, np.int64)
+    if indices.size == 0:
+      return np.zeros((0,) + self.shape[1:], self.dtype)
+    return np.concatenate([self[int(i):int(i) + 1] for i in indices])
+
   def __array__(self, dtype=None, copy=None) -> np.ndarray:
     out = self.read(0, self.shape[0])
     return np.asarray(out, dtype or self.dtype)

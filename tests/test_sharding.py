@@ -95,3 +95,10 @@ print("ok")
 
 def test_global_array_reads_each_device_rows_once():
   assert run_on_fake_devices(_ROWS_READ).strip().endswith("ok")
+
+
+def test_lazy_rows_take_gathers_rows_in_any_order():
+  array = np.arange(12.0).reshape(6, 2)
+  rows = _lazy(array, [])
+  np.testing.assert_array_equal(rows.take([4, 0, 4]), array[[4, 0, 4]])
+  assert rows.take([]).shape == (0, 2)

@@ -20,6 +20,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from pqd_jax import sharding
 from pqd_jax.prior import model as model_lib
 from pqd_jax.train import trainer
 
@@ -117,7 +118,9 @@ def train_prior(latents: np.ndarray, labels: np.ndarray, workdir: str, *,
   """Trains (or resumes, or loads) the class-conditional prior.
 
   Args:
-    latents: ``[n, h, w, c]`` scaled latents (square).
+    latents: ``[n, h, w, c]`` scaled latents (square): numpy, or
+      :class:`pqd_jax.sharding.LazyRows` (``latents.load(..., lazy=True)``),
+      of which each process reads only its devices' rows of each batch.
     labels: ``[n]`` classes in ``[0, len(class_names))``.
     workdir: checkpoints, ``metrics.jsonl``, ``config.json`` and the
       finished prior in ``final/`` (loaded as is when present).
@@ -139,7 +142,8 @@ def train_prior(latents: np.ndarray, labels: np.ndarray, workdir: str, *,
     ValueError: for bad latents or labels, a bad config, or a workdir
       trained with another config.
   """
-  z = np.asarray(latents, np.float32)
+  z = (latents if isinstance(latents, sharding.LazyRows)
+       else np.asarray(latents, np.float32))
   y = np.asarray(labels)
   if z.ndim != 4 or z.shape[0] == 0:
     raise ValueError(f"latents must be a non-empty [n, h, w, c] array, got "
@@ -165,17 +169,24 @@ def train_prior(latents: np.ndarray, labels: np.ndarray, workdir: str, *,
       return model_lib.load_prior(final)
 
   side = unet.config.sample_size
-  h, w, _ = latent_shape
-  x_all = np.pad(np.transpose(z, (0, 3, 1, 2)),
-                 ((0, 0), (0, 0), (0, side - h), (0, side - w)))
+  h, w, c = latent_shape
   y_all = y.astype(np.int32)
-  n = x_all.shape[0]
+  n = z.shape[0]
   batch_size = config.batch_size
 
+  def to_unet(rows):  # [b, h, w, c] -> [b, c, side, side], zero-padded
+    return np.pad(np.transpose(np.asarray(rows, np.float32), (0, 3, 1, 2)),
+                  ((0, 0), (0, 0), (0, side - h), (0, side - w)))
+
   def batch_fn(step):
+    # Lazy rows: each process reads only its devices' latents of the batch.
     idx = np.random.default_rng([seed, step]).choice(
         n, batch_size, replace=n < batch_size)
-    return {"latent": jnp.asarray(x_all[idx]), "label": jnp.asarray(y_all[idx])}
+    return {"latent": sharding.LazyRows(
+                lambda a, b: to_unet(z.take(idx[a:b]) if isinstance(
+                    z, sharding.LazyRows) else z[idx[a:b]]),
+                (batch_size, c, side, side), np.float32),
+            "label": y_all[idx]}
 
   init_key, embed_key, step_key = jax.random.split(jax.random.key(seed), 3)
   params = {"unet": unet.init_weights(init_key),

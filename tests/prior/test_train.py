@@ -114,3 +114,22 @@ def test_labels_out_of_range_are_refused(tmp_path):
                      match=r"labels must be 4 integers in \[0, 3\)"):
     train_lib.train_prior(z, np.array([0, 1, 2, 5]), str(tmp_path),
                           config=tiny_config(), class_names=("a", "b", "c"))
+
+
+def test_lazy_latents_train_the_same_prior(tmp_path):
+  from pqd_jax.autoencoder import latents as latents_lib
+
+  z, y = tiny_latents(12)
+  latents_lib.save(str(tmp_path / "latents"), z, y, ["a", "b", "c"],
+                   dtype="float32")
+  lazy, lazy_y = latents_lib.load(str(tmp_path / "latents"), lazy=True)
+  order = np.argsort(y, kind="stable")  # the artefact is class-major
+  eager = train_lib.train_prior(z[order], y[order], str(tmp_path / "eager"),
+                                config=tiny_config(num_steps=2),
+                                class_names=("a", "b", "c"), progress=False)
+  lazy_prior = train_lib.train_prior(
+      lazy, lazy_y, str(tmp_path / "lazy"), config=tiny_config(num_steps=2),
+      class_names=("a", "b", "c"), progress=False)
+  for a, b in zip(jax.tree.leaves(eager.params),
+                  jax.tree.leaves(lazy_prior.params), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
