@@ -36,7 +36,7 @@ run: venv data
 	$(PY) -m pqd_jax.main $(ARGS)
 
 test: venv data
-	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=25 $(ARGS)
+	$(PY) -m pytest -n 2 -q --durations=25 $(ARGS)
 
 test-slow: venv data
 	$(PY) -m pytest -q -m slow $(ARGS)

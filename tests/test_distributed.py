@@ -15,9 +15,6 @@ from pqd_jax.autoencoder import latents
 from tests.conftest import ROOT, fake_device_env
 from tests.test_main import _small_fmnist
 
-# One xdist worker runs the whole module: its module fixture is built once.
-pytestmark = pytest.mark.xdist_group("distributed")
-
 
 def _free_port() -> int:
   with socket.socket() as s:

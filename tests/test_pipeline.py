@@ -13,9 +13,6 @@ from pqd_jax import pipeline
 from tests.conftest import ROOT
 from tests.tiny_pipeline_config import get_config, write_folder
 
-# One xdist worker runs the whole module: its module fixture is built once.
-pytestmark = pytest.mark.xdist_group("pipeline")
-
 CONFIG_FILE = os.path.join(ROOT, "tests", "tiny_pipeline_config.py")
 
 

@@ -17,9 +17,6 @@ from tests import tiny_imagenet_config
 pytest.importorskip("transformers")
 from tests import tiny_sd  # noqa: E402
 
-# One xdist worker runs the whole module: its module fixture is built once.
-pytestmark = pytest.mark.xdist_group("pipeline_sd")
-
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):

@@ -9,9 +9,6 @@ import pytest
 from tests.conftest import ROOT
 from tests.tiny_pipeline_config import write_folder
 
-# One xdist worker runs the whole module: its module fixture is built once.
-pytestmark = pytest.mark.xdist_group("distill_accuracy")
-
 CONFIG_FILE = os.path.join(ROOT, "tests", "tiny_pipeline_config.py")
 
 
