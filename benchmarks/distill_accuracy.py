@@ -157,9 +157,9 @@ def run_cell(name: str, config, workroot: str) -> dict:
                log=lambda line: print(f"  [{name}] {line.strip()}",
                                       flush=True))
   seconds = time.perf_counter() - t0
-  for artefact in shared:
+  for artefact in shared:  # (``decode`` cells, strength 0, have no prior)
     src, dst = os.path.join(workdir, artefact), os.path.join(base, artefact)
-    if not os.path.exists(dst):
+    if os.path.exists(src) and not os.path.exists(dst):
       tmp = dst + ".tmp"
       shutil.rmtree(tmp, ignore_errors=True)
       shutil.copytree(src, tmp)

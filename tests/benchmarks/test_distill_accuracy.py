@@ -26,7 +26,7 @@ def finished(tmp_path_factory):
   tmp = tmp_path_factory.mktemp("bench")
   root = write_folder(str(tmp / "folder"))
   bench = _load_benchmark()
-  args = ["--quick", "--ipcs=2", "--methods=random,ddoq", "--w2-ipc=2",
+  args = ["--quick", "--ipcs=2", "--methods=random,decode,ddoq", "--w2-ipc=2",
           f"--config={CONFIG_FILE}:{root}", "--steps-scale=0.0005",
           "--sweep-ks=1,2,3", f"--workroot={tmp / 'work'}",
           f"--out={tmp / 'results' / 'fm.jsonl'}",
@@ -43,8 +43,8 @@ def _rows(tmp):
 def test_every_cell_is_recorded(finished):
   _, _, tmp = finished
   cells = [r["cell"] for r in _rows(tmp)]
-  assert cells == ["random_ipc2_soft", "ddoq_ipc2_soft", "w2_ipc2",
-                   "random_ipc2_hard", "ddoq_ipc2_hard", "sweep"]
+  assert cells == ["random_ipc2_soft", "decode_ipc2_soft", "ddoq_ipc2_soft",
+                   "w2_ipc2", "random_ipc2_hard", "ddoq_ipc2_hard", "sweep"]
 
 
 def test_the_table_has_our_rows_and_the_published_ones(finished):
