@@ -271,9 +271,9 @@ def _latents(ctx, ae_art, ae) -> Artefact:
   return ctx.stage("encode", "latents", digest, make, c)
 
 
-# Classes per quantize_stream call of the stream method: the unit of work
-# shared out among the processes (fixed, so results do not depend on the
-# process count).
+# Classes per quantize_stream call of the stream method, which are also the
+# classes it seeds together (``seed_classes``): the unit of work shared out
+# among the processes (fixed, so results do not depend on the process count).
 STREAM_CLASS_GROUP = 64
 
 
@@ -313,7 +313,8 @@ def _stream_quantize(directory: str, c: Any, seed: int, scratch: str,
         latents_lib.stream(directory, classes=groups[g]), k,
         weights=c.weights, init=c.init, n_init=c.n_init,
         num_passes=c.num_iters, tol=c.tol, batch_size=c.batch_size,
-        rng=jax.random.key(seed), mesh=local_mesh)
+        seed_classes=STREAM_CLASS_GROUP, rng=jax.random.key(seed),
+        mesh=local_mesh)
     parts[g] = {f: np.asarray(v) for f, v in out._asdict().items()}
   if jax.process_count() > 1:
     os.makedirs(scratch, exist_ok=True)

@@ -127,11 +127,24 @@ class LazyRows:
     return rows[(slice(None),) + index[1:]]
 
   def take(self, indices: Any) -> np.ndarray:
-    """Rows ``indices`` (any order, repeats allowed), each read on its own."""
-    indices = np.asarray(indices, np.int64)
+    """Rows ``indices`` (any order, repeats allowed).
+
+    Each run of consecutive distinct indices is read with one ``read`` call.
+
+    Raises:
+      IndexError: for an index outside ``[-n, n)``.
+    """
+    indices = np.asarray(indices, np.int64).reshape(-1)
+    n = self.shape[0]
     if indices.size == 0:
       return np.zeros((0,) + self.shape[1:], self.dtype)
-    return np.concatenate([self[int(i):int(i) + 1] for i in indices])
+    if indices.min() < -n or indices.max() >= n:
+      raise IndexError(f"LazyRows.take: indices must be in [{-n}, {n}), got "
+                       f"range [{indices.min()}, {indices.max()}].")
+    distinct, where = np.unique(indices % n, return_inverse=True)
+    runs = np.split(distinct, np.flatnonzero(np.diff(distinct) != 1) + 1)
+    rows = np.concatenate([self[int(r[0]):int(r[-1]) + 1] for r in runs])
+    return rows[where.reshape(-1)]
 
   def __array__(self, dtype=None, copy=None) -> np.ndarray:
     out = self.read(0, self.shape[0])

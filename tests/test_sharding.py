@@ -102,3 +102,17 @@ def test_lazy_rows_take_gathers_rows_in_any_order():
   rows = _lazy(array, [])
   np.testing.assert_array_equal(rows.take([4, 0, 4]), array[[4, 0, 4]])
   assert rows.take([]).shape == (0, 2)
+
+
+def test_lazy_rows_take_reads_each_run_of_rows_once():
+  array = np.arange(20.0).reshape(10, 2)
+  reads = []
+  rows = _lazy(array, reads)
+  np.testing.assert_array_equal(rows.take([7, 2, 3, 8, 2, -1]),
+                                array[[7, 2, 3, 8, 2, -1]])
+  assert sorted(reads) == [(2, 4), (7, 10)]
+
+
+def test_lazy_rows_take_rejects_an_index_past_the_end():
+  with pytest.raises(IndexError, match=r"\[-6, 6\).*\[0, 6\]"):
+    _lazy(np.zeros((6, 2)), []).take([0, 6])

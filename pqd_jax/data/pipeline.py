@@ -12,6 +12,7 @@ from typing import Any
 import grain
 import numpy as np
 
+from pqd_jax import sharding
 from pqd_jax.data import sources
 
 __all__ = [
@@ -138,8 +139,6 @@ def lazy_batch(records: grain.MapDataset, step: int, batch_size: int,
   in each process, only the records of its own devices. ``image_shape`` is
   the records' ``[h, w, c]``.
   """
-  from pqd_jax import sharding
-
   first = step * batch_size
   cache = {}  # the rows read, by range: each record is read once per batch
 

@@ -142,8 +142,11 @@ def train_prior(latents: np.ndarray, labels: np.ndarray, workdir: str, *,
     ValueError: for bad latents or labels, a bad config, or a workdir
       trained with another config.
   """
-  z = (latents if isinstance(latents, sharding.LazyRows)
-       else np.asarray(latents, np.float32))
+  if not isinstance(latents, sharding.LazyRows):
+    held = np.asarray(latents, np.float32)
+    latents = sharding.LazyRows(lambda a, b: held[a:b], held.shape,
+                                np.float32)
+  z = latents
   y = np.asarray(labels)
   if z.ndim != 4 or z.shape[0] == 0:
     raise ValueError(f"latents must be a non-empty [n, h, w, c] array, got "
@@ -183,8 +186,7 @@ def train_prior(latents: np.ndarray, labels: np.ndarray, workdir: str, *,
     idx = np.random.default_rng([seed, step]).choice(
         n, batch_size, replace=n < batch_size)
     return {"latent": sharding.LazyRows(
-                lambda a, b: to_unet(z.take(idx[a:b]) if isinstance(
-                    z, sharding.LazyRows) else z[idx[a:b]]),
+                lambda a, b: to_unet(z.take(idx[a:b])),
                 (batch_size, c, side, side), np.float32),
             "label": y_all[idx]}
 

@@ -102,6 +102,14 @@ def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
   return arr
 
 
+# Latent dtypes quantized as they are; any other float is cast to float32.
+_COMPUTE_DTYPES = (np.float32, jnp.bfloat16, np.float16)
+
+
+def _compute_dtype(dtype: Any) -> Any:
+  return dtype if dtype in _COMPUTE_DTYPES else np.float32
+
+
 def _check_finite(rows: np.ndarray, first: int) -> None:
   finite = np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)
   if not finite.all():
@@ -349,8 +357,7 @@ def quantize(
 
   latent_shape = arr.shape[1:]
   if isinstance(arr, sharding.LazyRows):
-    dtype = (arr.dtype if arr.dtype in (np.float32, jnp.bfloat16, np.float16)
-             else np.float32)
+    dtype = _compute_dtype(arr.dtype)
 
     def read_flat(start, stop, rows=arr):
       out = np.asarray(rows.read(start, stop), dtype)
@@ -360,9 +367,8 @@ def quantize(
     flat = sharding.LazyRows(read_flat,
                              (arr.shape[0], math.prod(arr.shape[1:])), dtype)
   else:
-    flat = arr.reshape(arr.shape[0], -1)
-    if flat.dtype not in (np.float32, jnp.bfloat16, np.float16):
-      flat = flat.astype(np.float32)
+    flat = arr.reshape(arr.shape[0], -1).astype(_compute_dtype(arr.dtype),
+                                                copy=False)
   layout = _layout(lab, k, shards, chunk_size)
   grouped = _Grouped(flat, lab, layout)
   points = sharding.global_array(
