@@ -299,9 +299,7 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
         + " |", ""]
     if sweep["fitted_slope"] is not None:
       lines += [
-          f"Fitted log-log slope **{sweep['fitted_slope']:.3f}**; the "
-          f"asymptotic rate is −2/d = {-2 / sweep['dim']:.4f} (d = "
-          f"{sweep['dim']}), reached only for K ≫ these.", "",
+          pipeline.slope_sentence(sweep["fitted_slope"], sweep["dim"]), "",
           "![distortion vs K](fashion_mnist_distortion_vs_k.png)", ""]
   grids = [m for m in methods if rows.get(f"{m}_ipc10_soft")
            and os.path.exists(os.path.join(os.path.dirname(path),

