@@ -43,8 +43,9 @@ def _rows(tmp):
 def test_every_cell_is_recorded(finished):
   _, _, tmp = finished
   cells = [r["cell"] for r in _rows(tmp)]
-  assert cells == ["random_ipc2_soft", "decode_ipc2_soft", "ddoq_ipc2_soft",
-                   "w2_ipc2", "random_ipc2_hard", "ddoq_ipc2_hard", "sweep"]
+  assert cells == ["sweep", "random_ipc2_soft", "decode_ipc2_soft",
+                   "ddoq_ipc2_soft", "w2_ipc2", "random_ipc2_hard",
+                   "ddoq_ipc2_hard"]
 
 
 def test_the_table_has_our_rows_and_the_published_ones(finished):
@@ -59,6 +60,7 @@ def test_the_table_has_our_rows_and_the_published_ones(finished):
   rows = [ln for ln in table.splitlines() if ln.startswith("| **pqd_jax")]
   assert all(ln.count("|") == header.count("|") for ln in rows)
   assert "## W2: cell-mass versus uniform weights" in table
+  assert "## How far each distilled set is from its class" in table
   assert (tmp / "results" / "fashion_mnist_distortion_vs_k.png").exists()
 
 
@@ -85,3 +87,26 @@ def test_the_cells_share_one_teacher_and_one_prior(finished):
     stages = {(tmp / "work" / c / artefact / "stage.json").read_text()
               for c in cells}
     assert len(stages) == 1, artefact  # made once (its seconds), then copied
+
+
+def test_soft_cells_record_the_w2_of_their_set_per_class(finished):
+  _, _, tmp = finished
+  with open(tmp / "work" / "_base" / "latents" / "index.json") as f:
+    num_classes = len(json.load(f)["counts"])
+  soft = [r for r in _rows(tmp) if r["cell"].endswith("_soft")]
+  assert soft and all(len(r["set_w2"]) == num_classes
+                      and min(r["set_w2"]) > 0 for r in soft)
+
+
+def test_a_rerun_measures_the_set_w2_a_row_lacks(finished, tmp_path):
+  bench, args, tmp = finished
+  rows = _rows(tmp)
+  old = next(r for r in rows if r["cell"] == "ddoq_ipc2_soft")
+  out = tmp_path / "fm.jsonl"
+  out.write_text("".join(
+      json.dumps({k: v for k, v in r.items() if k != "set_w2"}) + "\n"
+      for r in rows))
+  bench.main([a for a in args if not a.startswith(("--out=", "--table="))]
+             + [f"--out={out}", f"--table={tmp_path / 'fm.md'}"])
+  new = bench.done_rows(str(out))["ddoq_ipc2_soft"]
+  assert new["set_w2"] == pytest.approx(old["set_w2"], rel=1e-5)
