@@ -207,9 +207,14 @@ def test_cli_killed_resumes_to_the_same_result(finished, tmp_path, sig,
   args = [f"--dataset=folder:{root}", f"--config={CONFIG_FILE}:{root}",
           f"--workdir={workdir}"]
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  # SIGINT's default disposition, so that Python turns it into
+  # KeyboardInterrupt even when the tests run in a background job of a
+  # non-interactive shell (which starts its children with SIGINT ignored).
   proc = subprocess.Popen([sys.executable, "-m", "pqd_jax.main", *args],
                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+                          stderr=subprocess.DEVNULL,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                           signal.SIG_DFL))
   pending = os.path.join(workdir, stage_dir, "pending.json")
   deadline = time.time() + 300
   while not os.path.exists(pending) and proc.poll() is None:
