@@ -209,16 +209,15 @@ def set_w2(workroot: str, cell: str) -> list[float]:
   ae = ae_lib.load_pretrained(
       os.path.join(workroot, "_base", "autoencoder", "final"))
   with open(os.path.join(workdir, "config.json")) as f:
-    uniform = json.load(f)["student"]["weights"] == "uniform"
-  with np.load(os.path.join(workdir, "synthetic", "images.npz")) as f:
-    images, labels, weights = f["images"], f["labels"], f["weights"]
+    student_weights = json.load(f)["student"]["weights"]
+  images, labels, weights = pipeline.student_set(
+      os.path.join(workdir, "synthetic"), student_weights)
   latents = ae_lib.encode(ae, images)
   out = []
   for c in np.unique(labels):
     mine = labels == c
-    out.append(metrics.w2(
-        z[y == c].astype(np.float32), latents[mine],
-        np.ones(mine.sum()) if uniform else weights[mine], method="exact"))
+    out.append(metrics.w2(z[y == c].astype(np.float32), latents[mine],
+                          weights[mine], method="exact"))
   return out
 
 

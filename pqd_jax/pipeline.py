@@ -579,16 +579,31 @@ def _image_shape(config) -> tuple[int, int, int]:
   return (size, size, config.channels)
 
 
+def student_set(synthetic_dir: str, weights: str):
+  """``(images, labels, weights)`` of a synthetic artefact as students see it.
+
+  Args:
+    synthetic_dir: a ``synthetic`` artefact (``images.npz``).
+    weights: ``config.student.weights``: ``"quantizer"`` (the set's own
+      weights) or ``"uniform"`` (ones).
+
+  Raises:
+    ValueError: for another ``weights``.
+  """
+  if weights not in ("quantizer", "uniform"):
+    raise ValueError(f"student.weights must be 'quantizer' or 'uniform', got "
+                     f"{weights!r}.")
+  with np.load(os.path.join(synthetic_dir, "images.npz")) as s:
+    images, labels, set_weights = s["images"], s["labels"], s["weights"]
+  if weights == "uniform":
+    set_weights = np.ones_like(set_weights)
+  return images, labels, set_weights
+
+
 def _students(ctx, syn_art, teacher_art, teacher, tvars, num_classes):
   c = ctx.config.student
-  if c.weights not in ("quantizer", "uniform"):
-    raise ValueError(f"student.weights must be 'quantizer' or 'uniform', got "
-                     f"{c.weights!r}.")
   arts = []
-  with np.load(os.path.join(syn_art.path, "images.npz")) as s:
-    images, labels, weights = s["images"], s["labels"], s["weights"]
-  if c.weights == "uniform":
-    weights = np.ones_like(weights)
+  images, labels, weights = student_set(syn_art.path, c.weights)
   size = _classifier_size(ctx.config)
   num_steps = trainer.steps_from_epochs(
       None if c.num_epochs else c.num_steps, c.num_epochs or None,
