@@ -15,11 +15,16 @@ Cells: ``<method>_ipc<IPC>_<labels>`` for
 
 plus ``w2_ipc10`` (exact W2 of mass versus uniform weights on the ``ddoq``
 IPC 10 centroids, per class) and ``sweep`` (distortion for K = 1 … 200, with
-the fitted log-log slope). Every method uses the same student (ConvNet-3
+the fitted log-log slope). ``--prior-knobs=0.5:4,0.9:4`` adds ``ddoq`` soft
+cells at ``--prior-knobs-ipc`` decoded with other prior strengths and
+guidance scales (``ddoq_ipc10_soft_strength0.5_guidance4``), after the
+table's own cells. Every method uses the same student (ConvNet-3
 w128 instance norm) and the same budget per IPC and label type.
 
   python benchmarks/distill_accuracy.py --quick     # 1 seed per cell
   python benchmarks/distill_accuracy.py             # 3 seeds, mean ± std
+  python benchmarks/distill_accuracy.py --quick \
+      --prior-knobs=0.5:4,0.9:4,0.7:2,0.7:8         # + the prior's knobs
 
 The table goes to ``benchmarks/results/fashion_mnist.md`` with the published
 rows of ``../shared/reference/ANCHORS_FMNIST.md`` beside ours.
@@ -75,6 +80,34 @@ PUBLISHED = (
 )
 
 
+def parse_prior_knobs(spec: str) -> list[tuple[float, float]]:
+  """``"0.5:4,0.9:4"`` → ``[(0.5, 4.0), (0.9, 4.0)]`` (strength, guidance).
+
+  Raises:
+    ValueError: for a pair that is not ``<strength>:<guidance>`` with the
+      strength in (0, 1] and the guidance scale ≥ 0.
+  """
+  knobs = []
+  for pair in filter(None, spec.split(",")):
+    strength, sep, guidance = pair.partition(":")
+    try:
+      if not sep:
+        raise ValueError
+      knob = (float(strength), float(guidance))
+    except ValueError:
+      raise ValueError(f"Prior knob {pair!r} is not <strength>:<guidance>, "
+                       "e.g. 0.5:4.") from None
+    if not 0.0 < knob[0] <= 1.0 or knob[1] < 0.0:
+      raise ValueError(f"Prior knob {pair!r}: expected a strength in (0, 1] "
+                       "and a guidance scale >= 0.")
+    knobs.append(knob)
+  return knobs
+
+
+def prior_knob_cell(ipc: int, strength: float, guidance: float) -> str:
+  return f"ddoq_ipc{ipc}_soft_strength{strength:g}_guidance{guidance:g}"
+
+
 def load_config(spec: str):
   """``""`` (the Fashion-MNIST default) or ``<file.py>[:<arg>]``."""
   if not spec:
@@ -107,8 +140,9 @@ def append(path: str, row: dict) -> None:
 
 
 def cell_config(base, method: str, ipc: int, labels: str, seeds: int,
-                steps_scale: float):
-  """The pipeline config of one cell."""
+                steps_scale: float, prior_knob: tuple[float, float] | None
+                = None):
+  """The pipeline config of one cell (``prior_knob``: strength, guidance)."""
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
   c = base.copy_and_resolve_references()
@@ -132,6 +166,8 @@ def cell_config(base, method: str, ipc: int, labels: str, seeds: int,
     c.student.soft_labels = False
     c.student.flip, c.student.crop_scale = False, ()
     c.student.dsa, c.student.cutmix = True, False
+  if prior_knob is not None:
+    c.decode.strength, c.decode.guidance_scale = map(float, prior_knob)
   return c
 
 
@@ -253,8 +289,13 @@ def _fmt(row: dict | None) -> str:
 
 
 def write_table(rows: dict[str, dict], path: str, ipcs, methods,
-                results_name: str, w2_ipc: int = 10) -> None:
-  """Our rows next to the published ones, plus W2, sweep and grids."""
+                results_name: str, w2_ipc: int = 10,
+                prior_default: tuple[float, float] | None = None) -> None:
+  """Our rows next to the published ones, plus W2, sweep, knobs and grids.
+
+  ``prior_default`` (strength, guidance) is the table's own ``ddoq`` cells'
+  prior, shown beside the ``--prior-knobs`` cells.
+  """
   lines = [
       "# Fashion-MNIST distillation: pqd_jax against the published table",
       "",
@@ -320,6 +361,7 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
           f"{np.mean(c['set_w2']):.3f}" if c and "set_w2" in c else "…"
           for c in cells) + " |")
     lines.append("")
+  lines += _prior_knob_lines(rows, prior_default)
   w2 = rows.get(f"w2_ipc{w2_ipc}")
   if w2:
     mass, uniform = np.asarray(w2["w2_mass"]), np.asarray(w2["w2_uniform"])
@@ -362,6 +404,36 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
   os.replace(tmp, path)
 
 
+def _prior_knob_lines(rows: dict[str, dict],
+                      prior_default: tuple[float, float] | None) -> list[str]:
+  """The ``--prior-knobs`` section: one row per (strength, guidance)."""
+  knob_rows = [r for r in rows.values() if "strength" in r]
+  lines = []
+  for ipc in sorted({r["ipc"] for r in knob_rows}):
+    cells = {(r["strength"], r["guidance"]): r
+             for r in knob_rows if r["ipc"] == ipc}
+    default = rows.get(f"ddoq_ipc{ipc}_soft")
+    if prior_default is not None and default is not None:
+      cells.setdefault(tuple(map(float, prior_default)), default)
+    lines += [
+        f"## The prior's strength and guidance (ddoq, IPC {ipc}, soft "
+        "labels)", "",
+        "The same centroids, weights, teacher and student budget; the set "
+        "decoded with another img2img strength (the noise level the prior "
+        "starts from; 0 is `decode`) or classifier-free guidance scale. "
+        "Set W2 as above.", "",
+        "| strength | guidance | accuracy | set W2 |", "|---|---|---|---|"]
+    for (strength, guidance), row in sorted(cells.items()):
+      mark = (" (the table's)" if prior_default is not None and
+              (strength, guidance) == tuple(map(float, prior_default))
+              else "")
+      w2 = f"{np.mean(row['set_w2']):.3f}" if "set_w2" in row else "…"
+      lines.append(f"| {strength:g}{mark} | {guidance:g} | {_fmt(row)} | "
+                   f"{w2} |")
+    lines.append("")
+  return lines
+
+
 def plot_sweep(sweep: dict, path: str) -> None:
   dist = np.asarray(sweep["distortion"])
   if dist.shape[0] >= 2:
@@ -384,6 +456,11 @@ def main(argv=None) -> None:
   parser.add_argument("--sweep-ks", default=",".join(map(str, SWEEP_KS)))
   parser.add_argument("--w2-ipc", type=int, default=10,
                       help="The IPC of the W2 mass-vs-uniform comparison.")
+  parser.add_argument("--prior-knobs", default="",
+                      help="<strength>:<guidance>,… : extra ddoq soft cells "
+                      "decoded with these prior settings, e.g. 0.5:4,0.9:4.")
+  parser.add_argument("--prior-knobs-ipc", type=int, default=10,
+                      help="The IPC of the --prior-knobs cells.")
   parser.add_argument("--workroot", default=WORKROOT)
   parser.add_argument("--out", default=RESULTS)
   parser.add_argument("--table", default=TABLE)
@@ -395,6 +472,10 @@ def main(argv=None) -> None:
   if unknown:
     raise SystemExit(f"error: unknown methods {unknown}; expected a subset "
                      f"of {METHODS}.")
+  try:
+    prior_knobs = parse_prior_knobs(args.prior_knobs)
+  except ValueError as e:
+    parser.error(str(e))
   seeds = 1 if args.quick else 3
   base = load_config(args.config)
   rows = done_rows(args.out)
@@ -411,13 +492,16 @@ def main(argv=None) -> None:
     rows["sweep"] = row
     print(f"sweep: K = {row['ks']} in {row['seconds']:.0f} s", flush=True)
 
-  cells = [(m, i, "soft") for i in order for m in methods]
-  cells += [(m, i, "hard") for i in order for m in methods
-            if m in HARD_METHODS]
+  cells = [(f"{m}_ipc{i}_soft", m, i, "soft", None)
+           for i in order for m in methods]
+  cells += [(f"{m}_ipc{i}_hard", m, i, "hard", None)
+            for i in order for m in methods if m in HARD_METHODS]
+  cells += [(prior_knob_cell(args.prior_knobs_ipc, *knob), "ddoq",
+             args.prior_knobs_ipc, "soft", knob) for knob in prior_knobs]
+  prior_default = (base.decode.strength, base.decode.guidance_scale)
   w2_name = f"w2_ipc{args.w2_ipc}"
   w2_source = f"ddoq_ipc{args.w2_ipc}_soft"
-  for method, ipc, labels in cells:
-    name = f"{method}_ipc{ipc}_{labels}"
+  for name, method, ipc, labels, knob in cells:
     if name in rows and len(rows[name]["accuracies"]) >= seeds:
       print(f"{name}: done ({_fmt(rows[name])})", flush=True)
       if (labels == "soft" and "set_w2" not in rows[name]
@@ -427,16 +511,19 @@ def main(argv=None) -> None:
                       "set_w2": set_w2(args.workroot, name)}
         append(args.out, rows[name])
       continue
-    config = cell_config(base, method, ipc, labels, seeds, args.steps_scale)
+    config = cell_config(base, method, ipc, labels, seeds, args.steps_scale,
+                         prior_knob=knob)
     row = {"cell": name, "method": method, "ipc": ipc, "labels": labels,
-           "date": time.strftime("%Y-%m-%d"),
-           **run_cell(name, config, args.workroot)}
+           "date": time.strftime("%Y-%m-%d")}
+    if knob is not None:
+      row["strength"], row["guidance"] = map(float, knob)
+    row.update(run_cell(name, config, args.workroot))
     if labels == "soft":
       row["set_w2"] = set_w2(args.workroot, name)
     append(args.out, row)
     rows[name] = row
     print(f"{name}: {_fmt(row)} in {row['seconds']:.0f} s", flush=True)
-    if ipc == 10 and labels == "soft":
+    if ipc == 10 and labels == "soft" and knob is None:
       grid = os.path.join(args.workroot, name, "synthetic", "grid.png")
       shutil.copyfile(grid, os.path.join(
           os.path.dirname(os.path.abspath(args.table)),
@@ -447,7 +534,7 @@ def main(argv=None) -> None:
       append(args.out, row)
       rows[w2_name] = row
     write_table(rows, args.table, ipcs, methods, os.path.basename(args.out),
-                w2_ipc=args.w2_ipc)
+                w2_ipc=args.w2_ipc, prior_default=prior_default)
 
   if w2_source in rows and w2_name not in rows:
     row = {"cell": w2_name, "date": time.strftime("%Y-%m-%d"),
@@ -458,7 +545,7 @@ def main(argv=None) -> None:
       os.path.dirname(os.path.abspath(args.table)),
       "fashion_mnist_distortion_vs_k.png"))
   write_table(rows, args.table, ipcs, methods, os.path.basename(args.out),
-              w2_ipc=args.w2_ipc)
+              w2_ipc=args.w2_ipc, prior_default=prior_default)
   print(f"table: {args.table}")
 
 

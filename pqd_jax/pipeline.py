@@ -608,8 +608,13 @@ def _students(ctx, syn_art, teacher_art, teacher, tvars, num_classes):
   num_steps = trainer.steps_from_epochs(
       None if c.num_epochs else c.num_steps, c.num_epochs or None,
       len(images), c.batch_size)
+  # Student ``seed`` does not depend on how many seeds there are, so its hash
+  # does not either: a 3-seed run reuses a 1-seed run's seed 0. (The count is
+  # hashed as 1, so students made before this rule by 1-seed runs are kept.)
+  per_seed = c.copy_and_resolve_references()
+  per_seed.num_seeds = 1
   for seed in range(c.num_seeds):
-    digest = config_hash(syn_art.hash, teacher_art.hash, c, size, seed)
+    digest = config_hash(syn_art.hash, teacher_art.hash, per_seed, size, seed)
 
     def make(path, seed=seed):
       trainer.train_student(

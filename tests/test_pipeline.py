@@ -143,6 +143,17 @@ def test_a_changed_config_recomputes_only_what_depends_on_it(finished,
   assert len(aside) == 1  # the old set is kept, not deleted
 
 
+def test_more_seeds_train_only_the_new_students(finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  config = get_config(finished_root(finished))
+  config.student.num_seeds += 1
+  result = pipeline.run(config, workdir, progress=False,
+                        log=lambda line: None)
+  assert set(result.seconds) == {f"student/seed{config.student.num_seeds - 1}",
+                                 "eval"}
+  assert result.accuracies[:-1] == finished[1].accuracies
+
+
 def test_a_needed_stage_that_was_not_requested_is_reported(data_root,
                                                            tmp_path):
   with pytest.raises(ValueError, match="'encode' stage is needed"):

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -28,7 +29,8 @@ def finished(tmp_path_factory):
   bench = _load_benchmark()
   args = ["--quick", "--ipcs=2", "--methods=random,decode,ddoq", "--w2-ipc=2",
           f"--config={CONFIG_FILE}:{root}", "--steps-scale=0.0005",
-          "--sweep-ks=1,2,3", f"--workroot={tmp / 'work'}",
+          "--sweep-ks=1,2,3", "--prior-knobs=0.9:4", "--prior-knobs-ipc=2",
+          f"--workroot={tmp / 'work'}",
           f"--out={tmp / 'results' / 'fm.jsonl'}",
           f"--table={tmp / 'results' / 'fm.md'}"]
   bench.main(args)
@@ -45,7 +47,7 @@ def test_every_cell_is_recorded(finished):
   cells = [r["cell"] for r in _rows(tmp)]
   assert cells == ["sweep", "random_ipc2_soft", "decode_ipc2_soft",
                    "ddoq_ipc2_soft", "w2_ipc2", "random_ipc2_hard",
-                   "ddoq_ipc2_hard"]
+                   "ddoq_ipc2_hard", "ddoq_ipc2_soft_strength0.9_guidance4"]
 
 
 def test_the_table_has_our_rows_and_the_published_ones(finished):
@@ -110,3 +112,33 @@ def test_a_rerun_measures_the_set_w2_a_row_lacks(finished, tmp_path):
              + [f"--out={out}", f"--table={tmp_path / 'fm.md'}"])
   new = bench.done_rows(str(out))["ddoq_ipc2_soft"]
   assert new["set_w2"] == pytest.approx(old["set_w2"], rel=1e-5)
+
+
+def test_a_prior_knob_cell_decodes_with_its_strength_and_guidance(finished):
+  _, _, tmp = finished
+  work = tmp / "work"
+  with open(work / "ddoq_ipc2_soft_strength0.9_guidance4" / "config.json") as f:
+    decode = json.load(f)["decode"]
+  assert (decode["strength"], decode["guidance_scale"]) == (0.9, 4.0)
+  with np.load(work / "ddoq_ipc2_soft" / "synthetic" / "images.npz") as a, \
+      np.load(work / "ddoq_ipc2_soft_strength0.9_guidance4" / "synthetic"
+              / "images.npz") as b:
+    assert not np.allclose(a["images"], b["images"])
+
+
+def test_the_table_shows_the_prior_knobs_beside_the_default(finished):
+  _, _, tmp = finished
+  table = (tmp / "results" / "fm.md").read_text()
+  assert "## The prior's strength and guidance (ddoq, IPC 2, soft" in table
+  knob_rows = [ln for ln in table.splitlines()
+               if ln.startswith(("| 0.9 | 4 |", "| 0.5 (the table's) | 2 |"))]
+  assert len(knob_rows) == 2, table
+
+
+@pytest.mark.parametrize("knobs", ["1.5:4", "0.5", "0.5:x", "0.5:-1"])
+def test_a_bad_prior_knob_is_a_usage_error_naming_it(knobs, capsys):
+  bench = _load_benchmark()
+  with pytest.raises(SystemExit) as e:
+    bench.main([f"--prior-knobs={knobs}"])
+  assert e.value.code == 2
+  assert repr(knobs) in capsys.readouterr().err
