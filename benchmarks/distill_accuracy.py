@@ -33,6 +33,7 @@ rows of ``../shared/reference/ANCHORS_FMNIST.md`` beside ours.
 import argparse
 import importlib.util
 import json
+import math
 import os
 import shutil
 import time
@@ -83,11 +84,18 @@ PUBLISHED = (
 def parse_prior_knobs(spec: str) -> list[tuple[float, float]]:
   """``"0.5:4,0.9:4"`` → ``[(0.5, 4.0), (0.9, 4.0)]`` (strength, guidance).
 
+  Args:
+    spec: comma-separated ``<strength>:<guidance>`` pairs.
+
+  Returns:
+    The pairs in order, each once.
+
   Raises:
     ValueError: for a pair that is not ``<strength>:<guidance>`` with the
-      strength in (0, 1] and the guidance scale ≥ 0.
+      strength in (0, 1] and a finite guidance scale ≥ 0, or two pairs that
+      name the same cell.
   """
-  knobs = []
+  knobs = {}
   for pair in filter(None, spec.split(",")):
     strength, sep, guidance = pair.partition(":")
     try:
@@ -97,14 +105,20 @@ def parse_prior_knobs(spec: str) -> list[tuple[float, float]]:
     except ValueError:
       raise ValueError(f"Prior knob {pair!r} is not <strength>:<guidance>, "
                        "e.g. 0.5:4.") from None
-    if not 0.0 < knob[0] <= 1.0 or knob[1] < 0.0:
+    if not (0.0 < knob[0] <= 1.0 and math.isfinite(knob[1])
+            and knob[1] >= 0.0):
       raise ValueError(f"Prior knob {pair!r}: expected a strength in (0, 1] "
-                       "and a guidance scale >= 0.")
-    knobs.append(knob)
-  return knobs
+                       "and a finite guidance scale >= 0.")
+    name = prior_knob_cell(0, *knob)
+    if knobs.get(name, knob) != knob:
+      raise ValueError(f"Prior knobs {pair!r} and {knobs[name]} name the "
+                       f"same cell; give them apart in 6 digits.")
+    knobs[name] = knob
+  return list(knobs.values())
 
 
 def prior_knob_cell(ipc: int, strength: float, guidance: float) -> str:
+  """The cell of ``ddoq`` at ``ipc`` decoded with this prior setting."""
   return f"ddoq_ipc{ipc}_soft_strength{strength:g}_guidance{guidance:g}"
 
 
@@ -140,9 +154,23 @@ def append(path: str, row: dict) -> None:
 
 
 def cell_config(base, method: str, ipc: int, labels: str, seeds: int,
-                steps_scale: float, prior_knob: tuple[float, float] | None
-                = None):
-  """The pipeline config of one cell (``prior_knob``: strength, guidance)."""
+                steps_scale: float,
+                prior_knob: tuple[float, float] | None = None):
+  """The pipeline config of one cell.
+
+  Args:
+    base: the benchmark's pipeline config.
+    method: one of :data:`METHODS`.
+    ipc: images per class.
+    labels: ``"soft"`` or ``"hard"``.
+    seeds: students per cell.
+    steps_scale: multiplies the cell's student budget.
+    prior_knob: (strength, guidance scale) of the prior, instead of
+      ``base``'s.
+
+  Raises:
+    ValueError: for an unknown method.
+  """
   if method not in METHODS:
     raise ValueError(f"Unknown method {method!r}; expected one of {METHODS}.")
   c = base.copy_and_resolve_references()
@@ -167,7 +195,7 @@ def cell_config(base, method: str, ipc: int, labels: str, seeds: int,
     c.student.flip, c.student.crop_scale = False, ()
     c.student.dsa, c.student.cutmix = True, False
   if prior_knob is not None:
-    c.decode.strength, c.decode.guidance_scale = map(float, prior_knob)
+    c.decode.strength, c.decode.guidance_scale = prior_knob
   return c
 
 
@@ -414,19 +442,18 @@ def _prior_knob_lines(rows: dict[str, dict],
              for r in knob_rows if r["ipc"] == ipc}
     default = rows.get(f"ddoq_ipc{ipc}_soft")
     if prior_default is not None and default is not None:
-      cells.setdefault(tuple(map(float, prior_default)), default)
+      cells[tuple(prior_default)] = default
     lines += [
         f"## The prior's strength and guidance (ddoq, IPC {ipc}, soft "
         "labels)", "",
         "The same centroids, weights, teacher and student budget; the set "
         "decoded with another img2img strength (the noise level the prior "
         "starts from; 0 is `decode`) or classifier-free guidance scale. "
-        "Set W2 as above.", "",
+        "Set W2: exact latent W2 between each class's real latents and the "
+        "set re-encoded (mean over classes).", "",
         "| strength | guidance | accuracy | set W2 |", "|---|---|---|---|"]
     for (strength, guidance), row in sorted(cells.items()):
-      mark = (" (the table's)" if prior_default is not None and
-              (strength, guidance) == tuple(map(float, prior_default))
-              else "")
+      mark = " (the table's)" if row is default else ""
       w2 = f"{np.mean(row['set_w2']):.3f}" if "set_w2" in row else "…"
       lines.append(f"| {strength:g}{mark} | {guidance:g} | {_fmt(row)} | "
                    f"{w2} |")
@@ -478,6 +505,12 @@ def main(argv=None) -> None:
     parser.error(str(e))
   seeds = 1 if args.quick else 3
   base = load_config(args.config)
+  prior_default = (float(base.decode.strength),
+                   float(base.decode.guidance_scale))
+  if prior_default in prior_knobs:
+    parser.error(f"--prior-knobs: {prior_default[0]:g}:{prior_default[1]:g} "
+                 "is the table's own ddoq setting (its cell is "
+                 f"ddoq_ipc{args.prior_knobs_ipc}_soft).")
   rows = done_rows(args.out)
   os.makedirs(args.workroot, exist_ok=True)
   pipeline.run(base, os.path.join(args.workroot, "_base"),
@@ -498,7 +531,6 @@ def main(argv=None) -> None:
             for i in order for m in methods if m in HARD_METHODS]
   cells += [(prior_knob_cell(args.prior_knobs_ipc, *knob), "ddoq",
              args.prior_knobs_ipc, "soft", knob) for knob in prior_knobs]
-  prior_default = (base.decode.strength, base.decode.guidance_scale)
   w2_name = f"w2_ipc{args.w2_ipc}"
   w2_source = f"ddoq_ipc{args.w2_ipc}_soft"
   for name, method, ipc, labels, knob in cells:
@@ -516,7 +548,7 @@ def main(argv=None) -> None:
     row = {"cell": name, "method": method, "ipc": ipc, "labels": labels,
            "date": time.strftime("%Y-%m-%d")}
     if knob is not None:
-      row["strength"], row["guidance"] = map(float, knob)
+      row["strength"], row["guidance"] = knob
     row.update(run_cell(name, config, args.workroot))
     if labels == "soft":
       row["set_w2"] = set_w2(args.workroot, name)

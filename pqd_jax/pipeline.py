@@ -23,7 +23,9 @@ Every artefact records the hash of the config fields it depends on (its own
 section and its inputs' hashes) in a ``stage.json`` written last. A stage
 whose artefact carries the current hash is skipped; a stage whose config
 changed is recomputed after moving the old artefact aside to
-``<name>.<old hash>`` (nothing in the workdir is deleted). Training stages
+``<name>.<old hash>`` (nothing in the workdir is deleted); a student's hash
+leaves out ``student.num_seeds``, so more seeds train only the new students.
+Training stages
 resume from their orbax checkpoints, so a killed run started again with the
 same command finishes the job.
 """
@@ -611,8 +613,7 @@ def _students(ctx, syn_art, teacher_art, teacher, tvars, num_classes):
   # Student ``seed`` does not depend on how many seeds there are, so its hash
   # does not either: a 3-seed run reuses a 1-seed run's seed 0. (The count is
   # hashed as 1, so students made before this rule by 1-seed runs are kept.)
-  per_seed = c.copy_and_resolve_references()
-  per_seed.num_seeds = 1
+  per_seed = {**_to_jsonable(c), "num_seeds": 1}
   for seed in range(c.num_seeds):
     digest = config_hash(syn_art.hash, teacher_art.hash, per_seed, size, seed)
 

@@ -83,9 +83,11 @@ def test_a_rerun_skips_finished_cells(finished, capsys):
 
 def test_the_cells_share_one_teacher_and_one_prior(finished):
   _, _, tmp = finished
-  for artefact, cells in (("teacher", ("random_ipc2_soft", "ddoq_ipc2_soft",
-                                       "random_ipc2_hard", "ddoq_ipc2_hard")),
-                          ("prior", ("ddoq_ipc2_soft", "ddoq_ipc2_hard"))):
+  teacher = ("random_ipc2_soft", "ddoq_ipc2_soft", "random_ipc2_hard",
+             "ddoq_ipc2_hard")
+  prior = ("ddoq_ipc2_soft", "ddoq_ipc2_hard",
+           "ddoq_ipc2_soft_strength0.9_guidance4")
+  for artefact, cells in (("teacher", teacher), ("prior", prior)):
     stages = {(tmp / "work" / c / artefact / "stage.json").read_text()
               for c in cells}
     assert len(stages) == 1, artefact  # made once (its seconds), then copied
@@ -132,13 +134,30 @@ def test_the_table_shows_the_prior_knobs_beside_the_default(finished):
   assert "## The prior's strength and guidance (ddoq, IPC 2, soft" in table
   knob_rows = [ln for ln in table.splitlines()
                if ln.startswith(("| 0.9 | 4 |", "| 0.5 (the table's) | 2 |"))]
-  assert len(knob_rows) == 2, table
+  assert [ln[:5] for ln in knob_rows] == ["| 0.5", "| 0.9"], table
+  assert all(not ln.endswith("… |") for ln in knob_rows)
 
 
-@pytest.mark.parametrize("knobs", ["1.5:4", "0.5", "0.5:x", "0.5:-1"])
-def test_a_bad_prior_knob_is_a_usage_error_naming_it(knobs, capsys):
+@pytest.mark.parametrize("knobs, bad", [
+    ("1.5:4", "1.5:4"), ("0.5", "0.5"), ("0.5:x", "0.5:x"),
+    ("0.5:-1", "0.5:-1"), ("0.5:nan", "0.5:nan"), ("0.5:inf", "0.5:inf"),
+    ("0.5:4,1.5:4", "1.5:4"), ("0.5:4,0.5000001:4", "0.5000001:4")])
+def test_a_bad_prior_knob_is_a_usage_error_naming_it(knobs, bad, capsys,
+                                                      tmp_path):
   bench = _load_benchmark()
   with pytest.raises(SystemExit) as e:
-    bench.main([f"--prior-knobs={knobs}"])
+    bench.main([f"--prior-knobs={knobs}", f"--workroot={tmp_path}"])
   assert e.value.code == 2
-  assert repr(knobs) in capsys.readouterr().err
+  assert repr(bad) in capsys.readouterr().err
+  assert not os.listdir(tmp_path)  # refused before any work
+
+
+def test_a_prior_knob_equal_to_the_table_setting_is_refused(capsys, tmp_path):
+  bench = _load_benchmark()
+  root = write_folder(str(tmp_path / "folder"))
+  with pytest.raises(SystemExit) as e:
+    bench.main(["--prior-knobs=0.9:4,0.5:2", f"--config={CONFIG_FILE}:{root}",
+                f"--workroot={tmp_path / 'work'}"])
+  assert e.value.code == 2
+  assert "0.5:2 is the table's own ddoq setting" in capsys.readouterr().err
+  assert not (tmp_path / "work").exists()
