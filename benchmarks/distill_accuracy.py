@@ -490,6 +490,9 @@ def main(argv=None) -> None:
                       "decoded with these prior settings, e.g. 0.5:4,0.9:4.")
   parser.add_argument("--prior-knobs-ipc", type=int, default=10,
                       help="The IPC of the --prior-knobs cells.")
+  parser.add_argument("--table-only", action="store_true",
+                      help="Only rewrite the table (and the sweep's plot) "
+                      "from --out; run nothing.")
   parser.add_argument("--workroot", default=WORKROOT)
   parser.add_argument("--out", default=RESULTS)
   parser.add_argument("--table", default=TABLE)
@@ -514,6 +517,9 @@ def main(argv=None) -> None:
                  "is the table's own ddoq setting (its cell is "
                  f"ddoq_ipc{args.prior_knobs_ipc}_soft).")
   rows = done_rows(args.out)
+  if args.table_only:
+    _write_outputs(rows, args, ipcs, methods, prior_default)
+    return
   os.makedirs(args.workroot, exist_ok=True)
   pipeline.run(base, os.path.join(args.workroot, "_base"),
                stages=("encode",), progress=False, log=lambda line: None)
@@ -575,9 +581,14 @@ def main(argv=None) -> None:
            **w2_cell(args.workroot, w2_source)}
     append(args.out, row)
     rows[w2_name] = row
-  plot_sweep(rows["sweep"], os.path.join(
-      os.path.dirname(os.path.abspath(args.table)),
-      "fashion_mnist_distortion_vs_k.png"))
+  _write_outputs(rows, args, ipcs, methods, prior_default)
+
+
+def _write_outputs(rows, args, ipcs, methods, prior_default) -> None:
+  if "sweep" in rows:
+    plot_sweep(rows["sweep"], os.path.join(
+        os.path.dirname(os.path.abspath(args.table)),
+        "fashion_mnist_distortion_vs_k.png"))
   write_table(rows, args.table, ipcs, methods, os.path.basename(args.out),
               w2_ipc=args.w2_ipc, prior_default=prior_default)
   print(f"table: {args.table}")

@@ -161,3 +161,14 @@ def test_a_prior_knob_equal_to_the_table_setting_is_refused(capsys, tmp_path):
   assert e.value.code == 2
   assert "0.5:2 is the table's own ddoq setting" in capsys.readouterr().err
   assert not (tmp_path / "work").exists()
+
+
+def test_table_only_rewrites_the_same_table_and_runs_nothing(finished,
+                                                             tmp_path):
+  bench, args, tmp = finished
+  table = tmp_path / "fm.md"
+  bench.main([a for a in args if not a.startswith(("--table=", "--workroot="))]
+             + ["--table-only", f"--table={table}",
+                f"--workroot={tmp_path / 'work'}"])
+  assert table.read_text() == (tmp / "results" / "fm.md").read_text()
+  assert not (tmp_path / "work").exists()
