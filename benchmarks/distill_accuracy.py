@@ -114,7 +114,8 @@ def parse_prior_knobs(spec: str) -> list[tuple[float, float]]:
     name = prior_knob_cell(0, *knob)
     if knobs.get(name, knob) != knob:
       raise ValueError(f"Prior knobs {pair!r} and {knobs[name]} name the "
-                       f"same cell; give them apart in 6 digits.")
+                       "same cell; expected values that differ in their "
+                       "first 6 significant digits.")
     knobs[name] = knob
   return list(knobs.values())
 

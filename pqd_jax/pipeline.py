@@ -25,9 +25,8 @@ whose artefact carries the current hash is skipped; a stage whose config
 changed is recomputed after moving the old artefact aside to
 ``<name>.<old hash>`` (nothing in the workdir is deleted); a student's hash
 leaves out ``student.num_seeds``, so more seeds train only the new students.
-Training stages
-resume from their orbax checkpoints, so a killed run started again with the
-same command finishes the job.
+Training stages resume from their orbax checkpoints, so a killed run started
+again with the same command finishes the job.
 """
 
 import csv
