@@ -228,10 +228,7 @@ def run_cell(name: str, config, workroot: str) -> dict:
   for artefact in shared:  # (``decode`` cells, strength 0, have no prior)
     src, dst = os.path.join(workdir, artefact), os.path.join(base, artefact)
     if os.path.exists(src) and not os.path.exists(dst):
-      tmp = dst + ".tmp"
-      shutil.rmtree(tmp, ignore_errors=True)
-      shutil.copytree(src, tmp)
-      os.replace(tmp, dst)
+      publish_copy(src, dst)
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   return {"accuracies": results["accuracies"],
@@ -241,6 +238,24 @@ def run_cell(name: str, config, workroot: str) -> dict:
           "student_steps": config.student.num_steps,
           "student_batch": config.student.batch_size,
           "seconds": seconds}
+
+
+def publish_copy(src: str, dst: str) -> None:
+  """Copies the directory ``src`` to ``dst`` atomically, unless it is there.
+
+  The copy goes to a temporary name of this process and is renamed onto
+  ``dst``; if another process (a second copy of the script, e.g. one per
+  core) published ``dst`` in the meantime, this copy is dropped.
+  """
+  tmp = f"{dst}.{os.getpid()}.tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  shutil.copytree(src, tmp)
+  try:
+    os.replace(tmp, dst)
+  except OSError:
+    if not os.path.isdir(dst):
+      raise
+    shutil.rmtree(tmp)
 
 
 def w2_cell(workroot: str, cell: str) -> dict:
@@ -429,7 +444,7 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
     lines += ["## The IPC 10 sets (one row per class)", ""]
     lines += [f"**{m}**\n\n![{m}](fashion_mnist_grid_{m}.png)\n"
               for m in grids]
-  tmp = path + ".tmp"
+  tmp = f"{path}.{os.getpid()}.tmp"  # two processes may share the table
   with open(tmp, "w") as f:
     f.write("\n".join(lines))
   os.replace(tmp, path)

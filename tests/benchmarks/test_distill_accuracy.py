@@ -172,3 +172,24 @@ def test_table_only_rewrites_the_same_table_and_runs_nothing(finished,
                 f"--workroot={tmp_path / 'work'}"])
   assert table.read_text() == (tmp / "results" / "fm.md").read_text()
   assert not (tmp_path / "work").exists()
+
+
+def test_publish_copy_copies_a_directory_that_is_not_there(tmp_path):
+  bench = _load_benchmark()
+  (tmp_path / "src").mkdir()
+  (tmp_path / "src" / "a.txt").write_text("mine")
+  bench.publish_copy(str(tmp_path / "src"), str(tmp_path / "dst"))
+  assert (tmp_path / "dst" / "a.txt").read_text() == "mine"
+  assert sorted(os.listdir(tmp_path)) == ["dst", "src"]
+
+
+def test_publish_copy_keeps_what_another_process_published(tmp_path):
+  bench = _load_benchmark()
+  (tmp_path / "src").mkdir()
+  (tmp_path / "src" / "a.txt").write_text("mine")
+  (tmp_path / "dst").mkdir()
+  (tmp_path / "dst" / "a.txt").write_text("theirs")
+  bench.publish_copy(str(tmp_path / "src"), str(tmp_path / "dst"))
+  assert (tmp_path / "dst" / "a.txt").read_text() == "theirs"
+  assert sorted(os.listdir(tmp_path)) == ["dst", "src"]
+

@@ -1,0 +1,68 @@
+"""Seconds per KD student step on this machine (IPC 10, batch 100), warm.
+
+The step of the soft-label cells of ``distill_accuracy.py``: ConvNet-3 w128
+student, a ConvNet-3 teacher's forward on every augmented view (random
+weights: the speed does not depend on them), flip + RandomResizedCrop +
+DSA + CutMix. Trains 20 and ``steps`` steps and prints the difference per
+step, so compilation is excluded. For the throughput of two processes, one
+per core, run two copies at once under ``taskset -c 0`` / ``taskset -c 1``:
+
+  python benchmarks/kd_step_speed.py 120 single
+  taskset -c 0 python benchmarks/kd_step_speed.py 120 a &
+  taskset -c 1 python benchmarks/kd_step_speed.py 120 b
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+
+from pqd_jax import models
+from pqd_jax.data import pipeline, sources
+from pqd_jax.train import trainer
+
+AUG = (("flip", True), ("crop_scale", (0.08, 1.0)), ("dsa", True),
+       ("cutmix", True))
+WARM_STEPS = 20
+
+
+def convnet() -> models.ConvNet:
+  return models.ConvNet(num_classes=10, width=128, depth=3, norm="instance")
+
+
+def seconds_per_step(steps: int, workroot: str) -> float:
+  """(time of ``steps`` steps − time of 20) / (``steps`` − 20)."""
+  if steps <= WARM_STEPS:
+    raise ValueError(f"steps={steps}; expected more than {WARM_STEPS}.")
+  src = sources.open_source("fashion_mnist", "train")
+  idx = trainer.random_subset(src.labels, 10, 0)
+  x = pipeline.to_unit_range(src.read()[idx])
+  teacher = convnet()
+  teacher_variables = teacher.init(jax.random.PRNGKey(1), x[:2])
+  times = {}
+  for n in (WARM_STEPS, steps):
+    workdir = os.path.join(workroot, str(n))
+    shutil.rmtree(workdir, ignore_errors=True)
+    t0 = time.perf_counter()
+    trainer.train_student(
+        convnet(), x, src.labels[idx], np.ones(len(idx)), workdir,
+        num_classes=10, num_steps=n, batch_size=100, teacher=teacher,
+        teacher_variables=teacher_variables, aug=AUG, progress=False,
+        checkpoint_every=10 * steps)
+    times[n] = time.perf_counter() - t0
+  return (times[steps] - times[WARM_STEPS]) / (steps - WARM_STEPS)
+
+
+def main() -> None:
+  steps = int(sys.argv[1]) if len(sys.argv) > 1 else 120
+  tag = sys.argv[2] if len(sys.argv) > 2 else "run"
+  with tempfile.TemporaryDirectory() as workroot:
+    print(tag, "s/step", seconds_per_step(steps, workroot), flush=True)
+
+
+if __name__ == "__main__":
+  main()
