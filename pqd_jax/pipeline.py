@@ -29,6 +29,7 @@ Training stages resume from their orbax checkpoints, so a killed run started
 again with the same command finishes the job.
 """
 
+import collections
 import csv
 import hashlib
 import json
@@ -514,14 +515,44 @@ def _write_random(ctx, path, class_names) -> None:
             len(np.unique(labels)))
 
 
+def folder_names(class_names: Sequence[str]) -> list[str]:
+  """One directory name per class: the class name made safe for a path.
+
+  Path separators become ``_`` (Fashion-MNIST's ``"T-shirt/top"`` would
+  otherwise nest a directory), an empty or dot-only name becomes
+  ``class_<label>``, and a name that two classes would share gets its
+  label appended, so every class has its own directory.
+  """
+  names = []
+  for label, name in enumerate(class_names):
+    safe = str(name).replace("/", "_").replace("\\", "_")
+    if not safe.strip("."):
+      safe = f"class_{label}"
+    names.append(safe)
+  counts = collections.Counter(names)
+  out, used = [], set()
+  for label, name in enumerate(names):
+    unique = name if counts[name] == 1 else f"{name}_{label}"
+    while unique in used:
+      unique += f"_{label}"
+    used.add(unique)
+    out.append(unique)
+  return out
+
+
 def _write_folder(root: str, images, labels, weights, class_names) -> None:
-  """The synthetic set as ``<class>/<i>.png`` plus ``weights.csv``."""
+  """The synthetic set as ``<class>/<i>.png`` plus ``weights.csv``.
+
+  ``<class>`` is :func:`folder_names`'s directory; ``weights.csv`` keeps the
+  class name itself.
+  """
+  dirs = folder_names(class_names)
   with io.atomic_directory(root) as tmp:
     rows = []
     for i, (img, y, w) in enumerate(zip(images, labels, weights,
                                         strict=True)):
-      name = os.path.join(class_names[y], f"{i:06d}.png")
-      os.makedirs(os.path.join(tmp, class_names[y]), exist_ok=True)
+      name = os.path.join(dirs[y], f"{i:06d}.png")
+      os.makedirs(os.path.join(tmp, dirs[y]), exist_ok=True)
       arr = ((img + 1.0) * 127.5).round().astype(np.uint8)
       Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(
           os.path.join(tmp, name))

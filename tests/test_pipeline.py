@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from pqd_jax import pipeline
+from pqd_jax.data import sources
 from tests.conftest import ROOT
 from tests.tiny_pipeline_config import get_config, write_folder
 
@@ -285,3 +286,18 @@ def test_fitted_slope_recovers_a_power_law():
 def test_slope_sentence_names_the_effective_dimension():
   text = pipeline.slope_sentence(-0.5, 196)
   assert "-2/d = -0.0102" in text and "4.0-dimensional" in text
+
+
+def test_folder_names_give_every_class_its_own_directory():
+  names = pipeline.folder_names(["T-shirt/top", "Trouser", "..", "a", "a"])
+  assert names == ["T-shirt_top", "Trouser", "class_2", "a_3", "a_4"]
+
+
+def test_the_synthetic_folder_reads_back_as_an_image_folder(tmp_path):
+  images = np.linspace(-1, 1, 4 * 8 * 8).reshape(4, 8, 8, 1)
+  pipeline._write_folder(str(tmp_path / "folder"), images,
+                         np.array([0, 0, 1, 1]), np.ones(4),
+                         ["T-shirt/top", "Trouser"])
+  src = sources.FolderSource(str(tmp_path), "folder")
+  assert src.class_names == ("T-shirt_top", "Trouser")
+  np.testing.assert_array_equal(src.labels, [0, 0, 1, 1])
