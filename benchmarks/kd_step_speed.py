@@ -1,9 +1,9 @@
 """Seconds per KD student step on this machine (IPC 10, batch 100), warm.
 
-The step of the soft-label cells of ``distill_accuracy.py``: ConvNet-3 w128
-student, a ConvNet-3 teacher's forward on every augmented view (random
-weights: the speed does not depend on them), flip + RandomResizedCrop +
-DSA + CutMix. Trains 20 and ``steps`` steps and prints the difference per
+The step of the soft-label cells of ``distill_accuracy.py``: the student,
+teacher and augmentation of the Fashion-MNIST config (the teacher with
+random weights: the speed does not depend on them), 10 real images per
+class. Trains 20 and ``steps`` steps and prints the difference per
 step, so compilation is excluded. For the throughput of two processes, one
 per core, run two copies at once under ``taskset -c 0`` / ``taskset -c 1``:
 
@@ -21,27 +21,24 @@ import time
 import jax
 import numpy as np
 
-from pqd_jax import models
-from pqd_jax.data import pipeline, sources
+from pqd_jax import pipeline
+from pqd_jax.configs import fashion_mnist
+from pqd_jax.data import pipeline as data_pipeline
+from pqd_jax.data import sources
 from pqd_jax.train import trainer
 
-AUG = (("flip", True), ("crop_scale", (0.08, 1.0)), ("dsa", True),
-       ("cutmix", True))
 WARM_STEPS = 20
-
-
-def convnet() -> models.ConvNet:
-  return models.ConvNet(num_classes=10, width=128, depth=3, norm="instance")
 
 
 def seconds_per_step(steps: int, workroot: str) -> float:
   """(time of ``steps`` steps − time of 20) / (``steps`` − 20)."""
   if steps <= WARM_STEPS:
     raise ValueError(f"steps={steps}; expected more than {WARM_STEPS}.")
+  config = fashion_mnist.get_config()
   src = sources.open_source("fashion_mnist", "train")
   idx = trainer.random_subset(src.labels, 10, 0)
-  x = pipeline.to_unit_range(src.read()[idx])
-  teacher = convnet()
+  x = data_pipeline.to_unit_range(src.read()[idx])
+  teacher = pipeline.build_classifier(config.teacher, 10)
   teacher_variables = teacher.init(jax.random.PRNGKey(1), x[:2])
   times = {}
   for n in (WARM_STEPS, steps):
@@ -49,10 +46,13 @@ def seconds_per_step(steps: int, workroot: str) -> float:
     shutil.rmtree(workdir, ignore_errors=True)
     t0 = time.perf_counter()
     trainer.train_student(
-        convnet(), x, src.labels[idx], np.ones(len(idx)), workdir,
-        num_classes=10, num_steps=n, batch_size=100, teacher=teacher,
-        teacher_variables=teacher_variables, aug=AUG, progress=False,
-        checkpoint_every=10 * steps)
+        pipeline.build_classifier(config.student, 10), x, src.labels[idx],
+        np.ones(len(idx)), workdir, num_classes=10, num_steps=n,
+        batch_size=config.student.batch_size, teacher=teacher,
+        teacher_variables=teacher_variables,
+        temperature=config.student.temperature,
+        aug=pipeline._aug(config.student),  # the pipeline's own mapping
+        progress=False, checkpoint_every=10 * steps)
     times[n] = time.perf_counter() - t0
   return (times[steps] - times[WARM_STEPS]) / (steps - WARM_STEPS)
 

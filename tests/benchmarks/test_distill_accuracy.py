@@ -192,4 +192,3 @@ def test_publish_copy_keeps_what_another_process_published(tmp_path):
   bench.publish_copy(str(tmp_path / "src"), str(tmp_path / "dst"))
   assert (tmp_path / "dst" / "a.txt").read_text() == "theirs"
   assert sorted(os.listdir(tmp_path)) == ["dst", "src"]
-
