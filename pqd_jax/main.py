@@ -100,6 +100,19 @@ def main(argv: list[str]) -> None:
     print(_summary(result, config))
 
 
+def _missing_field(error: BaseException) -> str:
+  """The unknown field of ml_collections' error chain, with its hint."""
+  messages = []
+  while error is not None:
+    if isinstance(error, KeyError) and error.args:
+      messages.append(str(error.args[0]))
+    error = error.__context__
+  if not messages:
+    return "(unknown)"
+  hints = [m.split("\n", 1)[1] for m in messages if "\n" in m]
+  return repr(messages[-1]) + (f" ({hints[0]})" if hints else "")
+
+
 def run_main() -> None:
   """Console-script entry point (``pqd-jax``)."""
   os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -113,13 +126,20 @@ def run_main() -> None:
              "<root>/{train,test}/<class>/*.png).")
   default = os.path.join(_CONFIG_DIR, f"{name}.py") + (f":{arg}" if arg
                                                         else "")
-  config_flags.DEFINE_config_file(
-      "config", default,
-      "Configuration file (default chosen by --dataset; a path to another "
-      "config file works too).", lock_config=True)
+  try:  # parses the --config and --config.<field> flags of sys.argv
+    config_flags.DEFINE_config_file(
+        "config", default,
+        "Configuration file (default chosen by --dataset; a path to another "
+        "config file works too).", lock_config=True)
+  except (AttributeError, KeyError) as e:
+    sys.exit(f"error: a --config.<field> flag names a field the config does "
+             f"not have: {_missing_field(e)}; the fields are those of "
+             f"{default}.")
+  except (OSError, ValueError) as e:
+    sys.exit(f"error: --config: {e}")
   try:
     app.run(main)
-  except (ValueError, FileNotFoundError) as e:
+  except (ValueError, OSError) as e:
     sys.exit(f"error: {e}")
 
 

@@ -190,6 +190,35 @@ def test_unknown_stage_is_refused(data_root, tmp_path):
     pipeline.run(get_config(data_root), str(tmp_path), stages=("distill",))
 
 
+@pytest.mark.parametrize("path,value,message", [
+    ("ipc", 0, "config.ipc must be >= 1, got 0"),
+    ("seed", -1, "config.seed must be >= 0, got -1"),
+    ("baseline", "rand", "config.baseline must be one of"),
+    ("quantize.method", "kmeans", r"'lloyd', 'clvq', 'stream'\), got 'kmeans'"),
+    ("student.weights", "mass", "config.student.weights must be one of"),
+    ("student.batch_size", 0, "config.student.batch_size must be >= 1"),
+    ("decode.strength", 1.5, r"config.decode.strength must be in \[0, 1\]"),
+    ("student.temperature", 0.0, "config.student.temperature must be > 0"),
+])
+def test_a_bad_config_field_is_refused_before_any_work(data_root, tmp_path,
+                                                        path, value, message):
+  config = get_config(data_root)
+  section, _, field = path.rpartition(".")
+  (config[section] if section else config)[field] = value
+  workdir = str(tmp_path / "run")
+  with pytest.raises(ValueError, match=message):
+    pipeline.run(config, workdir, progress=False, log=lambda line: None)
+  assert not os.path.exists(workdir)
+
+
+def test_a_workdir_that_is_a_file_is_refused(data_root, tmp_path):
+  path = tmp_path / "file"
+  path.write_text("")
+  with pytest.raises(ValueError, match="exists and is not a directory"):
+    pipeline.run(get_config(data_root), str(path), progress=False,
+                 log=lambda line: None)
+
+
 def _cli(*args, timeout=600):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   return subprocess.run([sys.executable, "-m", "pqd_jax.main", *args],
@@ -257,11 +286,24 @@ def test_cli_unknown_dataset_is_one_line_error():
   assert out.stderr.strip().startswith("error: unknown --dataset")
 
 
-def test_cli_unknown_config_field_is_an_error(finished):
+def test_cli_unknown_config_field_is_one_line_error(finished):
   root = finished_root(finished)
   out = _cli(f"--dataset=folder:{root}", "--config.ipcs=3", timeout=120)
   assert out.returncode != 0
-  assert "ipcs" in out.stderr
+  assert "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      "error: a --config.<field> flag names a field the config does not "
+      "have: 'ipcs'")
+
+
+def test_cli_bad_config_value_is_one_line_error(finished, tmp_path):
+  root = finished_root(finished)
+  out = _cli(f"--dataset=folder:{root}", "--config.quantize.method=kmeans",
+             f"--workdir={tmp_path}/run", timeout=120)
+  assert out.returncode != 0
+  assert "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith(
+      "error: config.quantize.method must be one of")
 
 
 def test_random_baseline_needs_no_latent_space(data_root, tmp_path):

@@ -23,7 +23,7 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from pqd_jax import distributed, sharding
+from pqd_jax import checks, distributed, sharding
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
 
@@ -132,6 +132,21 @@ def _write_index(directory: str, index: dict) -> None:
   os.replace(tmp, os.path.join(directory, _INDEX))
 
 
+def _check_dtype(dtype: Any) -> Any:
+  """``dtype`` (None or a floating dtype) as a numpy dtype or None."""
+  if dtype is None:
+    return None
+  try:
+    out = jax.numpy.dtype(dtype)
+  except TypeError:
+    out = None
+  if out is None or not jax.numpy.issubdtype(out, jax.numpy.floating):
+    raise ValueError(
+        f"dtype must be a floating dtype such as 'float32' or 'float16', got "
+        f"{dtype!r}.")
+  return out
+
+
 def save(directory: str, latents: np.ndarray, labels: np.ndarray,
          class_names: list[str], *, scaling_factor: float = 1.0,
          dtype: str = "float16") -> dict:
@@ -149,14 +164,29 @@ def save(directory: str, latents: np.ndarray, labels: np.ndarray,
     The index.
 
   Raises:
-    ValueError: for an unknown dtype, mismatched lengths or an empty class.
+    ValueError: for an unknown dtype, mismatched lengths, labels that are
+      not integers in ``[0, len(class_names))``, latents that are not finite
+      or do not fit ``dtype``, or an empty class.
   """
-  if dtype not in _DTYPES:
-    raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}.")
+  checks.choice("dtype", dtype, _DTYPES)
   latents, labels = np.asarray(latents), np.asarray(labels)
   if latents.ndim < 2 or labels.shape != latents.shape[:1]:
     raise ValueError(f"Expected latents [n, ...] and labels [n], got shapes "
                      f"{latents.shape} and {labels.shape}.")
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
+  bad = (labels < 0) | (labels >= len(class_names))
+  if bad.any():
+    raise ValueError(
+        f"labels must lie in [0, {len(class_names)}) (one per class name), "
+        f"got {np.unique(labels[bad])[:5].tolist()}.")
+  if not np.isfinite(latents).all():
+    raise ValueError("latents contain NaN or Inf.")
+  largest = float(np.abs(latents).max()) if latents.size else 0.0
+  if largest > float(np.finfo(dtype).max):
+    raise ValueError(
+        f"latents reach {largest:.3g} in absolute value, beyond {dtype}'s "
+        f"range; save them with dtype='float32'.")
   os.makedirs(directory, exist_ok=True)
   counts = []
   for label in range(len(class_names)):
@@ -183,8 +213,12 @@ def load(directory: str, *, lazy: bool = False, dtype: str | None = None
       memory-mapped class files instead of one array in memory: rows are
       read when indexed, so :func:`pqd_jax.quantize` reads in each process
       of a multi-process run only the rows of its own devices.
-    dtype: dtype of the rows; default the stored one.
+    dtype: dtype of the rows (a floating dtype); default the stored one.
+
+  Raises:
+    ValueError: for a dtype that is not floating point.
   """
+  dtype = _check_dtype(dtype)
   index = read_index(directory)
   counts = index["counts"]
   labels = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
@@ -210,7 +244,7 @@ def load(directory: str, *, lazy: bool = False, dtype: str | None = None
     return np.concatenate(parts)
 
   shape = tuple(index["latent_shape"])
-  out_dtype = np.dtype(dtype or index["dtype"])
+  out_dtype = np.dtype(index["dtype"]) if dtype is None else dtype
   return (sharding.LazyRows(read, (int(starts[-1]), *shape), out_dtype),
           labels)
 
@@ -229,15 +263,22 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
     dtype: dtype of the chunks; default the stored one (float16 latents stay
       float16, half the memory; the quantizer computes in float32).
     classes: stream only these classes' files (default all), in this order.
+
+  Raises:
+    ValueError: for a chunk < 1, a dtype that is not floating point or
+      classes that are not integer labels of the artefact.
   """
+  dtype = _check_dtype(dtype)
+  chunk = checks.integer("chunk", chunk)
   index = read_index(directory)
-  if chunk < 1:
-    raise ValueError(f"chunk must be >= 1, got {chunk}.")
   num_classes = len(index["counts"])
   classes = range(num_classes) if classes is None else list(classes)
-  bad = [c for c in classes if not 0 <= c < num_classes]
+  bad = [c for c in classes
+         if isinstance(c, bool) or not isinstance(c, (int, np.integer))
+         or not 0 <= c < num_classes]
   if bad:
-    raise ValueError(f"classes {bad[:5]} are not in [0, {num_classes}).")
+    raise ValueError(f"classes {bad[:5]} are not integer labels in "
+                     f"[0, {num_classes}).")
 
   def batches():
     for c in classes:

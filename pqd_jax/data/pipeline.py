@@ -12,7 +12,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from pqd_jax import sharding
+from pqd_jax import checks, sharding
 from pqd_jax.data import sources
 
 __all__ = [
@@ -45,8 +45,9 @@ def resize_images(images: np.ndarray, size: int,
   """
   import jax
 
-  if size < 1:
-    raise ValueError(f"size must be >= 1, got {size}.")
+  size = checks.integer("size", size)
+  batch_size = checks.integer("batch_size", batch_size)
+  images = np.asarray(images)
   if images.ndim != 4:
     raise ValueError(f"images must be [n, h, w, c], got shape "
                      f"{images.shape}.")
@@ -99,8 +100,8 @@ def batch_dataset(
   Returns:
     A ``grain.MapDataset`` of ``{"image", "label"}`` batches.
   """
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  batch_size = checks.integer("batch_size", batch_size)
+  seed = checks.integer("seed", seed, minimum=0)
   return record_dataset(source, seed=seed, augment=augment).batch(batch_size)
 
 
@@ -191,8 +192,10 @@ def batches(
   Raises:
     ValueError: for a batch size < 1 or an empty selection.
   """
-  if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+  batch_size = checks.integer("batch_size", batch_size)
+  seed = checks.integer("seed", seed, minimum=0)
+  if num_epochs is not None:
+    num_epochs = checks.integer("num_epochs", num_epochs)
   ds = grain.MapDataset.source(source)
   if indices is not None:
     indices = np.asarray(indices)

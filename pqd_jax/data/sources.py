@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from pqd_jax import checks
 from pqd_jax.data import fashion_mnist
 
 __all__ = [
@@ -83,6 +84,8 @@ class ArraySource(ImageSource):
     if labels.shape != (images.shape[0],):
       raise ValueError(f"labels must have shape [{images.shape[0]}], got "
                        f"{labels.shape}.")
+    if not np.issubdtype(labels.dtype, np.integer):
+      raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
     if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
       raise ValueError(
           f"labels must be in [0, {len(class_names)}), got "
@@ -195,6 +198,12 @@ class TfdsSource(ImageSource):
     try:
       builder = tfds.builder(name, data_dir=data_dir,
                              file_format="array_record")
+    except tfds.core.DatasetNotFoundError:
+      raise ValueError(
+          f"Unknown dataset {name!r}: expected 'fashion_mnist', "
+          "'folder:<root>' or the name of a tfds dataset."
+      ) from None
+    try:
       if download:
         builder.download_and_prepare()
       source = builder.as_data_source(split=split)
@@ -248,12 +257,17 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
     An :class:`ImageSource`.
 
   Raises:
-    ValueError: for an empty dataset name.
+    ValueError: for an empty or unknown dataset name, an image_size < 1 or
+      channels other than 1, 3 or None.
     FileNotFoundError: when the data cannot be found, saying how to get it.
   """
-  if not dataset:
+  if not isinstance(dataset, str) or not dataset:
     raise ValueError("dataset must be 'fashion_mnist', 'folder:<root>' or a "
-                     "tfds name, got an empty string.")
+                     f"tfds name, got {dataset!r}.")
+  if image_size is not None:
+    checks.integer("image_size", image_size)
+  if channels not in (None, 1, 3):
+    raise ValueError(f"channels must be 1, 3 or None, got {channels!r}.")
   if dataset.startswith("folder:"):
     return FolderSource(dataset[len("folder:"):], split,
                         image_size=image_size, channels=channels)

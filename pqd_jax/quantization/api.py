@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from pqd_jax import sharding
+from pqd_jax import checks, sharding
 from pqd_jax.quantization import clvq as clvq_lib
 from pqd_jax.quantization import lloyd as lloyd_lib
 from pqd_jax.quantization import weights as weights_lib
@@ -58,19 +58,6 @@ class QuantizeResult(NamedTuple):
   converged: jax.Array
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-  if not isinstance(value, str) or value not in choices:
-    raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
-
-
-def _check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-    raise ValueError(f"{name} must be an integer, got {value!r}.")
-  if value < minimum:
-    raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-  return int(value)
-
-
 def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
   """Validates latents and returns them as a host array ``[n, ...]``.
 
@@ -79,12 +66,17 @@ def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
   they are read into memory.
 
   Raises:
-    ValueError: if they are empty, of rank < 2, not floating point, or hold
-      NaN/Inf.
+    ValueError: if they are empty, of rank < 2, not floating point, hold
+      NaN/Inf, or values so large that float32 squared distances overflow.
   """
   lazy = keep_lazy and isinstance(latents, sharding.LazyRows)
-  arr = (latents if isinstance(latents, np.ndarray) or lazy
-         else np.asarray(latents))
+  try:
+    arr = (latents if isinstance(latents, np.ndarray) or lazy
+           else np.asarray(latents))
+  except (TypeError, ValueError) as e:
+    raise ValueError(
+        f"latents must be an array [n, *latent_shape], got an object that "
+        f"numpy cannot read as one ({e}).") from None
   if arr.ndim < 2:
     raise ValueError(
         "latents must have shape [n, *latent_shape] (rank >= 2), got shape "
@@ -98,7 +90,7 @@ def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
         f"dtype {arr.dtype}."
     )
   if not lazy:  # lazy rows are checked as they are read (_Grouped)
-    _check_finite(arr, 0)
+    _check_values(arr, 0)
   return arr
 
 
@@ -110,13 +102,27 @@ def _compute_dtype(dtype: Any) -> Any:
   return dtype if dtype in _COMPUTE_DTYPES else np.float32
 
 
-def _check_finite(rows: np.ndarray, first: int) -> None:
-  finite = np.isfinite(rows.reshape(rows.shape[0], -1)).all(axis=1)
+def _check_values(rows: np.ndarray, first: int) -> None:
+  """Rows ``[b, ...]`` must be finite and small enough for float32 distances.
+
+  Squared distances between two such rows sum ``d`` terms of up to
+  ``(2 max|x|)²``; they must stay below float32's largest value.
+  """
+  flat = rows.reshape(rows.shape[0], -1)
+  finite = np.isfinite(flat).all(axis=1)
   if not finite.all():
     bad = np.flatnonzero(~finite) + first
     raise ValueError(
         f"latents contain NaN or Inf in {bad.size} rows (first rows: "
         f"{bad[:5].tolist()})."
+    )
+  limit = math.sqrt(float(np.finfo(np.float32).max) / (4 * flat.shape[1]))
+  largest = float(np.abs(flat).max()) if flat.size else 0.0
+  if largest >= limit:
+    raise ValueError(
+        f"latents hold values up to {largest:.3g} in absolute value; "
+        f"squared distances between {flat.shape[1]}-dimensional points "
+        f"overflow float32 unless |x| < {limit:.3g}. Rescale the latents."
     )
 
 
@@ -156,7 +162,7 @@ def _layout(labels: np.ndarray, k: int, shards: int,
   if chunk_size is None:
     chunk = max(8, _CHUNK_ELEMENTS // max(k, 1))
   else:
-    chunk = _check_positive_int("chunk_size", chunk_size)
+    chunk = checks.integer("chunk_size", chunk_size)
   chunk = min(chunk, per_device)
   n_local = -(-per_device // chunk) * chunk
   return _Layout(classes, sizes, chunk, n_local, shards)
@@ -329,18 +335,19 @@ def quantize(
   Raises:
     ValueError: on bad input (named in the message).
   """
-  _check_choice("method", method, METHODS)
-  _check_choice("weights", weights, weights_lib.WEIGHT_SCHEMES)
-  _check_choice("init", init, INITS)
-  k = _check_positive_int("k", k)
-  n_init = _check_positive_int("n_init", n_init)
-  num_iters = _check_positive_int("num_iters", num_iters)
-  batch_size = _check_positive_int("batch_size", batch_size)
-  class_batch_size = _check_positive_int("class_batch_size", class_batch_size)
+  checks.choice("method", method, METHODS)
+  checks.choice("weights", weights, weights_lib.WEIGHT_SCHEMES)
+  checks.choice("init", init, INITS)
+  k = checks.integer("k", k)
+  n_init = checks.integer("n_init", n_init)
+  num_iters = checks.integer("num_iters", num_iters)
+  batch_size = checks.integer("batch_size", batch_size)
+  class_batch_size = checks.integer("class_batch_size", class_batch_size)
   if n_local_trials is not None:
-    n_local_trials = _check_positive_int("n_local_trials", n_local_trials)
-  if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0):
-    raise ValueError(f"tol must be a finite number >= 0, got {tol!r}.")
+    n_local_trials = checks.integer("n_local_trials", n_local_trials)
+  tol = checks.number("tol", tol, minimum=0)
+  rng = jax.random.key(0) if rng is None else checks.prng_key("rng", rng)
+  mesh = sharding.data_mesh() if mesh is None else checks.mesh(mesh)
   arr = check_latents(latents, keep_lazy=True)
   lab = check_labels(labels, arr.shape[0])
   classes, sizes = np.unique(lab, return_counts=True)
@@ -351,9 +358,12 @@ def quantize(
         f"{small[:10].tolist()} (smallest class has {int(sizes.min())} "
         "points); k must be <= the size of every class."
     )
-  mesh = sharding.data_mesh() if mesh is None else mesh
+  if classes[0] < np.iinfo(np.int32).min or classes[-1] > np.iinfo(
+      np.int32).max:
+    raise ValueError(
+        f"labels must lie in the int32 range (they seed each class's "
+        f"PRNG key), got labels from {classes[0]} to {classes[-1]}.")
   shards = sharding.num_data_shards(mesh)
-  rng = jax.random.key(0) if rng is None else rng
 
   latent_shape = arr.shape[1:]
   if isinstance(arr, sharding.LazyRows):
@@ -361,7 +371,7 @@ def quantize(
 
     def read_flat(start, stop, rows=arr):
       out = np.asarray(rows.read(start, stop), dtype)
-      _check_finite(out, start)
+      _check_values(out, start)
       return out.reshape(stop - start, -1)
 
     flat = sharding.LazyRows(read_flat,

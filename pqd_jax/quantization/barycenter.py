@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from ott.problems.linear import barycenter_problem
 from ott.solvers.linear import continuous_barycenter, sinkhorn
 
+from pqd_jax import checks
 from pqd_jax.quantization import api as api_lib
 
 __all__ = ["BarycenterResult", "barycenter"]
@@ -59,16 +60,22 @@ def barycenter(
     A ``BarycenterResult``.
 
   Raises:
-    ValueError: on bad input.
+    ValueError: on bad input, or points that are all equal.
   """
   arr = api_lib.check_latents(points)
-  if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(arr):
-    raise ValueError(f"k must be an integer in [1, {len(arr)}], got {k!r}.")
-  rng = jax.random.key(0) if rng is None else rng
+  k = checks.integer("k", k, maximum=len(arr))
+  epsilon = checks.number("epsilon", epsilon, positive=True)
+  num_iters = checks.integer("num_iters", num_iters)
+  sinkhorn_iters = checks.integer("sinkhorn_iters", sinkhorn_iters)
+  rng = jax.random.key(0) if rng is None else checks.prng_key("rng", rng)
   flat = jnp.asarray(arr.reshape(arr.shape[0], -1), jnp.float32)
   n = flat.shape[0]
   # Absolute epsilon from the data's scale: mean squared distance to the mean.
   scale = jnp.mean(jnp.sum((flat - flat.mean(0)) ** 2, axis=-1))
+  if not float(scale) > 0:
+    raise ValueError(
+        f"points must not all be equal: the barycenter's epsilon is relative "
+        f"to their spread, which is {float(scale)}.")
   problem = barycenter_problem.FreeBarycenterProblem(
       y=flat[None], b=jnp.full((1, n), 1.0 / n),
       epsilon=float(epsilon * scale),

@@ -21,6 +21,8 @@ from ott.problems.linear import linear_problem
 from ott.solvers.linear import sinkhorn
 from ott.tools import sinkhorn_divergence as ott_divergence
 
+from pqd_jax import checks
+
 __all__ = ["W2_METHODS", "cell_counts", "distortion", "sinkhorn_divergence",
            "w2"]
 
@@ -173,9 +175,10 @@ def w2(
   Raises:
     ValueError: on bad input or an unknown method.
   """
-  if method not in W2_METHODS:
-    raise ValueError(f"Unknown method {method!r}; expected one of "
-                     f"{W2_METHODS}.")
+  checks.choice("method", method, W2_METHODS)
+  if method == "sinkhorn":
+    checks.number("epsilon", epsilon, positive=True)
+    checks.integer("max_iterations", max_iterations)
   x, c = _pair(points, centroids)
   if weights is None:
     return float(np.sqrt(np.mean(np.min(_sq_dists(x, c), axis=1))))
@@ -206,14 +209,15 @@ def sinkhorn_divergence(x: Any, y: Any, *, epsilon: float = 0.05,
     The divergence (in squared-distance units).
 
   Raises:
-    ValueError: for empty clouds, mismatched point shapes or epsilon <= 0.
+    ValueError: for empty clouds, mismatched point shapes, an epsilon that
+      is not a finite number > 0 or max_iterations < 1.
   """
   a, b = _as_2d("x", x), _as_2d("y", y)
   if a.shape[1] != b.shape[1]:
     raise ValueError(f"x has {a.shape[1]} features per point but y has "
                      f"{b.shape[1]}; their trailing shapes must match.")
-  if epsilon <= 0:
-    raise ValueError(f"epsilon must be > 0, got {epsilon!r}.")
+  epsilon = checks.number("epsilon", epsilon, positive=True)
+  max_iterations = checks.integer("max_iterations", max_iterations)
   value, _ = ott_divergence.sinkhorn_divergence(
       pointcloud.PointCloud, jnp.asarray(a, jnp.float32),
       jnp.asarray(b, jnp.float32), epsilon=epsilon,

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from pqd_jax import checks
 from pqd_jax.quantization import api as api_lib
 from pqd_jax.quantization import weights as weights_lib
 
@@ -60,7 +61,7 @@ def _batches(make_batches, d_expected=None):
     arr = api_lib.check_latents(latents)
     lab = api_lib.check_labels(labels, arr.shape[0])
     flat = arr.reshape(arr.shape[0], -1)
-    if d_expected is not None and flat.shape[1] != d_expected[0]:
+    if d_expected is not None and arr.shape[1:] != d_expected[1]:
       raise ValueError(
           f"batch {i} has latents of shape {arr.shape[1:]} but the first "
           f"batch had {d_expected[1]}."
@@ -284,21 +285,25 @@ def quantize_stream(
   Raises:
     ValueError: on bad input, or a class with fewer than ``k`` points.
   """
-  api_lib._check_choice("weights", weights, weights_lib.WEIGHT_SCHEMES)
-  api_lib._check_choice("init", init, api_lib.INITS)
-  k = api_lib._check_positive_int("k", k)
-  num_passes = api_lib._check_positive_int("num_passes", num_passes)
-  batch_size = api_lib._check_positive_int("batch_size", batch_size)
-  seed_classes = api_lib._check_positive_int("seed_classes", seed_classes)
-  init_size = 10 * k if init_size is None else api_lib._check_positive_int(
+  checks.choice("weights", weights, weights_lib.WEIGHT_SCHEMES)
+  checks.choice("init", init, api_lib.INITS)
+  k = checks.integer("k", k)
+  num_passes = checks.integer("num_passes", num_passes)
+  n_init = checks.integer("n_init", n_init)
+  batch_size = checks.integer("batch_size", batch_size)
+  seed_classes = checks.integer("seed_classes", seed_classes)
+  init_size = 10 * k if init_size is None else checks.integer(
       "init_size", init_size, minimum=k)
+  tol = checks.number("tol", tol, minimum=0)
   if not callable(make_batches):
     raise ValueError(
         "make_batches must be a callable returning a fresh iterable of "
         f"(latents, labels) batches for each pass, got "
         f"{type(make_batches).__name__}."
     )
-  rng = jax.random.key(0) if rng is None else rng
+  rng = jax.random.key(0) if rng is None else checks.prng_key("rng", rng)
+  if mesh is not None:
+    checks.mesh(mesh)
   seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
 
   # Pass 0: sizes, moments and a uniform sample per class.
@@ -308,7 +313,7 @@ def quantize_stream(
   for latent_shape, flat, lab in _batches(make_batches):
     if shape is None:
       shape = (flat.shape[1], latent_shape)
-    elif flat.shape[1] != shape[0]:
+    elif latent_shape != shape[1]:
       raise ValueError(
           f"a batch has latents of shape {latent_shape} but the first batch "
           f"had {shape[1]}."

@@ -7,7 +7,9 @@ variant) and ``"uniform"`` is D4M (all ones). Every scheme is normalised to
 mean 1 within a class so that the loss scale matches the unweighted case.
 """
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["WEIGHT_SCHEMES", "cell_weights"]
 
@@ -26,12 +28,22 @@ def cell_weights(counts: jnp.ndarray, scheme: str = "mass") -> jnp.ndarray:
     A class with no points at all gets uniform weights.
 
   Raises:
-    ValueError: for an unknown scheme.
+    ValueError: for an unknown scheme, counts of rank 0, or (outside a
+      trace) counts that are negative or not finite.
   """
   if scheme not in WEIGHT_SCHEMES:
     raise ValueError(
         f"Unknown weights scheme {scheme!r}; expected one of {WEIGHT_SCHEMES}."
     )
+  if not isinstance(counts, jax.core.Tracer):
+    host = np.asarray(counts, np.float64)
+    if host.ndim < 1:
+      raise ValueError(
+          f"counts must have shape [c, k] or [k], got a scalar {counts!r}.")
+    if not (np.isfinite(host).all() and (host >= 0).all()):
+      raise ValueError(
+          f"counts must be finite and >= 0, got {host.ravel()[:10].tolist()}"
+          f"{' ...' if host.size > 10 else ''}.")
   counts = jnp.asarray(counts, jnp.float32)
   if scheme == "uniform":
     return jnp.ones_like(counts)

@@ -62,8 +62,9 @@ def check_distilled_set(images: Any, labels: Any, weights: Any,
   """Validates a distilled set before training (host side).
 
   Raises:
-    ValueError: for an empty set, mismatched lengths, labels outside
-      ``[0, num_classes)``, or weights that are negative, NaN or all zero.
+    ValueError: for an empty set, images that are not finite, mismatched
+      lengths, labels outside ``[0, num_classes)``, or weights that are
+      negative, NaN or all zero.
   """
   images = np.asarray(images)
   labels = np.asarray(labels)
@@ -71,6 +72,10 @@ def check_distilled_set(images: Any, labels: Any, weights: Any,
   if images.ndim != 4 or images.shape[0] == 0:
     raise ValueError(f"the distilled set must be [n >= 1, h, w, c] images, "
                      f"got shape {images.shape}.")
+  if not np.isfinite(images).all():
+    rows = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1))
+    raise ValueError(f"images must be finite; rows {rows[:5].tolist()} hold "
+                     "NaN or Inf.")
   n = images.shape[0]
   if labels.shape != (n,) or weights.shape != (n,):
     raise ValueError(f"labels {labels.shape} and weights {weights.shape} must "

@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
-from pqd_jax import distributed, io, sharding
+from pqd_jax import checks, distributed, io, sharding
 from pqd_jax.train import losses, steps
 
 # Re-exported: the trainer is where users look for it.
@@ -209,11 +209,14 @@ def train_student(
     The trained state.
 
   Raises:
-    ValueError: for an empty set, bad labels or bad weights, or not exactly
-      one of ``num_steps`` and ``num_epochs``.
+    ValueError: for an empty set, bad labels or bad weights, a batch size
+      < 1, a negative seed, or not exactly one of ``num_steps`` and
+      ``num_epochs``.
   """
   losses.check_distilled_set(images, labels, weights, num_classes)
   steps.check_aug(aug)
+  batch_size = checks.integer("batch_size", batch_size)
+  seed = checks.integer("seed", seed, minimum=0)
   num_steps = steps_from_epochs(num_steps, num_epochs, len(images),
                                 batch_size)
   if teacher is not None and teacher_variables is None:
@@ -420,8 +423,11 @@ def random_subset(labels: np.ndarray, ipc: int, seed: int) -> np.ndarray:
   """Indices of ``ipc`` random real images per class (the ``random`` set).
 
   Raises:
-    ValueError: if a class has fewer than ``ipc`` images.
+    ValueError: for an ipc < 1, a negative seed, or a class with fewer than
+      ``ipc`` images.
   """
+  ipc = checks.integer("ipc", ipc)
+  seed = checks.integer("seed", seed, minimum=0)
   gen = np.random.default_rng(seed)
   picked = []
   for c in np.unique(labels):

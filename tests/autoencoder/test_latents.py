@@ -84,6 +84,50 @@ def test_save_refuses_an_empty_class(tmp_path):
                  ["x", "y", "z"])
 
 
+@pytest.mark.parametrize("labels", [[0, 0, 0, 1, 1, 2], [0, 0, -1, 1, 1, 0]])
+def test_save_refuses_labels_without_a_class_name(tmp_path, labels):
+  with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\)"):
+    latents.save(str(tmp_path), np.zeros((6, 2)), np.array(labels),
+                 ["a", "b"])
+
+
+def test_save_refuses_nan_latents(tmp_path):
+  z = np.zeros((4, 2))
+  z[1, 1] = np.nan
+  with pytest.raises(ValueError, match="latents contain NaN or Inf"):
+    latents.save(str(tmp_path), z, np.array([0, 0, 1, 1]), ["a", "b"])
+
+
+def test_save_refuses_fractional_labels(tmp_path):
+  with pytest.raises(ValueError, match="labels must be integers"):
+    latents.save(str(tmp_path), np.zeros((4, 2)),
+                 np.array([0, 0.5, 1, 1]), ["a", "b"])
+
+
+def test_save_refuses_values_beyond_float16(tmp_path):
+  z = np.full((4, 2), 1e5)
+  with pytest.raises(ValueError, match="beyond float16's range"):
+    latents.save(str(tmp_path), z, np.array([0, 0, 1, 1]), ["a", "b"])
+
+
+@pytest.mark.parametrize("dtype", ["bogus", "int32"])
+def test_load_refuses_a_dtype_that_is_not_floating(tmp_path, dtype):
+  _saved(tmp_path)
+  with pytest.raises(ValueError, match="dtype must be a floating dtype"):
+    latents.load(str(tmp_path), dtype=dtype)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"chunk": 2.5}, "chunk must be an integer"),
+    ({"classes": ["x"]}, "are not integer labels"),
+    ({"dtype": "bogus"}, "dtype must be a floating dtype"),
+])
+def test_stream_refuses_bad_arguments(tmp_path, kwargs, message):
+  _saved(tmp_path)
+  with pytest.raises(ValueError, match=message):
+    latents.stream(str(tmp_path), **kwargs)
+
+
 @pytest.mark.parametrize("start,stop", [(0, 30), (3, 20), (14, 23), (29, 30),
                                         (30, 30)])
 def test_lazy_rows_span_the_class_files(tmp_path, start, stop):
@@ -105,9 +149,13 @@ def test_quantize_of_lazy_latents_equals_in_memory(tmp_path):
 
 
 def test_nan_in_lazy_latents_is_refused_with_its_row(tmp_path):
-  z, labels = _saved(tmp_path)
-  z[17, 1, 0] = np.nan
-  latents.save(str(tmp_path), z, labels, ["x", "y", "z"], dtype="float32")
+  _, labels = _saved(tmp_path)
+  # save() refuses NaN; a class file corrupted on disk has it: row 17 is
+  # row 3 of class 1.
+  stored = np.load(latents._class_file(str(tmp_path), 1), mmap_mode="r+")
+  stored[3, 1, 0] = np.nan
+  stored.flush()
+  del stored
   lazy, _ = latents.load(str(tmp_path), lazy=True)
   with pytest.raises(ValueError, match=r"NaN or Inf in 1 rows \(first rows: "
                      r"\[17\]\)"):

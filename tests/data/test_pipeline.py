@@ -80,6 +80,16 @@ def test_bad_batch_size(source):
     pipeline.batches(source, 0)
 
 
+def test_fractional_batch_size(source):
+  with pytest.raises(ValueError, match="batch_size must be an integer"):
+    pipeline.batches(source, 2.5)
+
+
+def test_negative_seed(source):
+  with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
+    pipeline.batches(source, 2, seed=-1)
+
+
 def test_resize_keeps_a_constant_image_constant():
   images = np.full((3, 16, 16, 2), 0.25, np.float32)
   out = pipeline.resize_images(images, 12, batch_size=2)

@@ -117,8 +117,13 @@ class TestTfdsSource:
                               image_size=16, channels=3)
     assert src[0][0].shape == (16, 16, 3)
 
-  def test_unprepared_dataset_is_a_clear_error(self, tmp_path):
+  def test_unprepared_dataset_is_a_clear_error(self, tfds_dir, tmp_path):
+    # Registered (by the fixture) but not prepared in this data_dir.
     with pytest.raises(FileNotFoundError, match="not prepared"):
+      sources.open_source("pqd_tiny_shapes", "train", data_dir=str(tmp_path))
+
+  def test_unknown_dataset_name(self, tmp_path):
+    with pytest.raises(ValueError, match="Unknown dataset 'pqd_no_such_"):
       sources.open_source("pqd_no_such_dataset", "train",
                           data_dir=str(tmp_path))
 
@@ -128,6 +133,11 @@ class TestArraySource:
   def test_labels_out_of_range(self):
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
       sources.ArraySource(np.zeros((3, 4, 4), np.uint8), np.array([0, 1, 2]),
+                          ("a", "b"))
+
+  def test_fractional_labels(self):
+    with pytest.raises(ValueError, match="labels must be integers"):
+      sources.ArraySource(np.zeros((2, 4, 4), np.uint8), np.array([0, 0.5]),
                           ("a", "b"))
 
   def test_float_images(self):
@@ -147,5 +157,16 @@ def test_fashion_mnist_source_has_names_and_full_test_split():
 
 
 def test_empty_dataset_name():
-  with pytest.raises(ValueError, match="empty string"):
+  with pytest.raises(ValueError, match="dataset must be 'fashion_mnist'"):
     sources.open_source("", "train")
+
+
+@pytest.mark.parametrize("image_size", [0, 2.5])
+def test_bad_image_size(image_size):
+  with pytest.raises(ValueError, match="image_size must be"):
+    sources.open_source("fashion_mnist", "test", image_size=image_size)
+
+
+def test_bad_channels_for_fashion_mnist():
+  with pytest.raises(ValueError, match="channels must be 1, 3 or None, got 2"):
+    sources.open_source("fashion_mnist", "test", channels=2)

@@ -277,8 +277,49 @@ class TestBadInput:
       pqd_jax.quantize(*blobs, 3, **{kwarg: value})
 
   def test_negative_tol(self, blobs):
-    with pytest.raises(ValueError, match="tol must be a finite number >= 0"):
+    with pytest.raises(ValueError, match="tol must be >= 0, got -1.0"):
       pqd_jax.quantize(*blobs, 3, tol=-1.0)
+
+  def test_numpy_scalar_tol_is_accepted(self, blobs):
+    out = pqd_jax.quantize(*blobs, 3, tol=np.float32(1e-4))
+    assert out.centroids.shape[:2] == (3, 3)
+
+  @pytest.mark.parametrize("rng", [0, "seed", np.arange(2.0)])
+  def test_rng_that_is_not_a_key(self, blobs, rng):
+    with pytest.raises(ValueError, match="rng must be a JAX PRNG key"):
+      pqd_jax.quantize(*blobs, 3, rng=rng)
+
+  def test_a_batch_of_keys(self, blobs):
+    keys = jax.random.split(jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="single PRNG key"):
+      pqd_jax.quantize(*blobs, 3, rng=keys)
+
+  def test_raw_uint32_key_is_accepted(self, blobs):
+    out = pqd_jax.quantize(*blobs, 3, rng=jax.random.PRNGKey(1))
+    assert out.centroids.shape[:2] == (3, 3)
+
+  def test_mesh_that_is_not_a_mesh(self, blobs):
+    with pytest.raises(ValueError, match="mesh must be a jax.sharding.Mesh"):
+      pqd_jax.quantize(*blobs, 3, mesh="data")
+
+  def test_float64_latents_beyond_float32(self, blobs):
+    x, y = blobs
+    with pytest.raises(ValueError, match="overflow float32"):
+      pqd_jax.quantize(x.astype(np.float64) * 1e300, y, 3)
+
+  def test_latents_whose_squared_distances_overflow(self, blobs):
+    x, y = blobs
+    with pytest.raises(ValueError, match="overflow float32"):
+      pqd_jax.quantize((x * 1e20).astype(np.float32), y, 3)
+
+  def test_ragged_latents(self):
+    with pytest.raises(ValueError, match="latents must be an array"):
+      pqd_jax.quantize([[1.0, 2.0], [1.0]] * 6, np.zeros(12, int), 1)
+
+  def test_labels_beyond_int32(self, blobs):
+    x, y = blobs
+    with pytest.raises(ValueError, match="int32 range"):
+      pqd_jax.quantize(x, y.astype(np.int64) * 2**33, 3)
 
   def test_zero_iterations(self, blobs):
     with pytest.raises(ValueError, match="num_iters must be >= 1, got 0"):

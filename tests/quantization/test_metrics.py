@@ -90,9 +90,40 @@ class TestBadInput:
     with pytest.raises(ValueError, match="points contains NaN"):
       metrics.w2(x, np.zeros((2, 3)))
 
+  @pytest.mark.parametrize("epsilon", [-1.0, 0.0, float("nan")])
+  def test_sinkhorn_w2_epsilon_not_positive(self, epsilon):
+    with pytest.raises(ValueError, match="epsilon must be"):
+      metrics.w2(np.zeros((5, 3)), np.zeros((2, 3)), np.ones(2),
+                 method="sinkhorn", epsilon=epsilon)
+
+  def test_sinkhorn_w2_zero_iterations(self):
+    with pytest.raises(ValueError, match="max_iterations must be >= 1"):
+      metrics.w2(np.zeros((5, 3)), np.zeros((2, 3)), np.ones(2),
+                 method="sinkhorn", max_iterations=0)
+
+  def test_sinkhorn_divergence_nan_epsilon(self):
+    with pytest.raises(ValueError, match="epsilon must be finite"):
+      metrics.sinkhorn_divergence(np.zeros((5, 3)), np.ones((5, 3)),
+                                  epsilon=float("nan"))
+
   def test_barycenter_k_too_large(self):
-    with pytest.raises(ValueError, match=r"k must be an integer in \[1, 5\]"):
+    with pytest.raises(ValueError, match="k must be <= 5, got 6"):
       pqd_jax.barycenter(np.zeros((5, 3), np.float32), 6)
+
+  def test_barycenter_of_equal_points(self):
+    with pytest.raises(ValueError, match="must not all be equal"):
+      pqd_jax.barycenter(np.ones((6, 3), np.float32), 2)
+
+  @pytest.mark.parametrize("kwarg,value,message", [
+      ("epsilon", -1.0, "epsilon must be > 0"),
+      ("num_iters", 0, "num_iters must be >= 1"),
+      ("sinkhorn_iters", 0, "sinkhorn_iters must be >= 1"),
+      ("rng", 0, "rng must be a JAX PRNG key"),
+  ])
+  def test_barycenter_bad_argument(self, kwarg, value, message):
+    x = np.random.default_rng(0).standard_normal((6, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match=message):
+      pqd_jax.barycenter(x, 2, **{kwarg: value})
 
 
 def test_sinkhorn_divergence_of_a_cloud_with_itself_is_zero():

@@ -87,6 +87,20 @@ class TestBadInput:
     with pytest.raises(ValueError, match="first batch"):
       pqd_jax.quantize_stream(batches, 2)
 
+  def test_same_size_but_another_latent_shape(self, data):
+    x, y = data
+    a = x[:10, :4].reshape(10, 4, 1)
+    b = x[10:20, :4].reshape(10, 1, 4)
+    batches = lambda: iter([(a, y[:10]), (b, y[10:20])])
+    with pytest.raises(ValueError, match=r"\(1, 4\) but the first batch had "
+                       r"\(4, 1\)"):
+      pqd_jax.quantize_stream(batches, 2)
+
+  def test_rng_that_is_not_a_key(self, data):
+    x, y = data
+    with pytest.raises(ValueError, match="rng must be a JAX PRNG key"):
+      pqd_jax.quantize_stream(_stream(x, y, 100), 2, rng=3)
+
   def test_nan_in_a_batch(self, data):
     x, y = data
     bad = x[:50].copy()

@@ -1,3 +1,5 @@
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -34,3 +36,19 @@ def test_equal_counts_give_uniform_weights_in_every_scheme():
 def test_unknown_scheme():
   with pytest.raises(ValueError, match="Unknown weights scheme 'density'"):
     weights.cell_weights(COUNTS, "density")
+
+
+def test_scalar_counts():
+  with pytest.raises(ValueError, match="got a scalar 5"):
+    weights.cell_weights(5)
+
+
+@pytest.mark.parametrize("counts", [[3, -1, 1], [np.nan, 1, 1]])
+def test_negative_or_nan_counts(counts):
+  with pytest.raises(ValueError, match="counts must be finite and >= 0"):
+    weights.cell_weights(counts)
+
+
+def test_counts_inside_jit():
+  out = jax.jit(weights.cell_weights)(jnp.array([1.0, 3.0]))
+  np.testing.assert_allclose(np.asarray(out), [0.5, 1.5])

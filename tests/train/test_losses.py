@@ -98,6 +98,12 @@ class TestCheckDistilledSet:
     with pytest.raises(ValueError, match=r"\[0, 3\); got \[5\]"):
       losses.check_distilled_set(x, np.array([0, 5, 1]), w, 3)
 
+  def test_nan_image(self):
+    x, y, w = self._ok()
+    x[2, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"images must be finite; rows \[2\]"):
+      losses.check_distilled_set(x, y, w, 3)
+
   def test_empty_set(self):
     with pytest.raises(ValueError, match="n >= 1"):
       losses.check_distilled_set(np.zeros((0, 4, 4, 1)), np.zeros(0, int),

@@ -112,6 +112,18 @@ def test_teacher_without_variables_is_refused(tmp_path):
                           num_steps=2, teacher=teacher)
 
 
+@pytest.mark.parametrize("kwargs,message", [
+    ({"batch_size": 0}, "batch_size must be >= 1, got 0"),
+    ({"seed": -1}, "seed must be >= 0, got -1"),
+])
+def test_bad_batch_size_or_seed_is_refused(tmp_path, kwargs, message):
+  images, labels, weights = tiny_set()
+  with pytest.raises(ValueError, match=message):
+    trainer.train_student(models.ConvNet(num_classes=3, width=8), images,
+                          labels, weights, str(tmp_path), num_classes=3,
+                          num_steps=2, **kwargs)
+
+
 def test_state_step_counts_the_steps(tmp_path):
   state = run(str(tmp_path), num_steps=5, checkpoint_every=5)
   assert isinstance(state, steps.TrainState) and int(state.step) == 5
@@ -146,6 +158,11 @@ def test_random_subset_ipc_too_large():
   with pytest.raises(ValueError, match="class 2 has 4 images, fewer than "
                      "ipc=5"):
     trainer.random_subset(np.repeat([0, 1, 2], [5, 7, 4]), 5, seed=0)
+
+
+def test_random_subset_ipc_below_one():
+  with pytest.raises(ValueError, match="ipc must be >= 1, got 0"):
+    trainer.random_subset(np.repeat([0, 1], 3), 0, seed=0)
 
 
 def test_mean_std():
