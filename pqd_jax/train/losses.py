@@ -39,10 +39,15 @@ def ce_per_sample(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
 
 def weighted_mean(per_sample: jnp.ndarray,
                   weights: jnp.ndarray | None = None) -> jnp.ndarray:
-  """``Σ w ℓ / Σ w`` (the plain mean when ``weights`` is None)."""
+  """``Σ w ℓ / Σ w`` (the plain mean when ``weights`` is None).
+
+  A batch whose weights are all zero (possible when a set has zero-weight
+  images) has loss 0, so its gradient is zero instead of NaN.
+  """
   if weights is None:
     return jnp.mean(per_sample)
-  return jnp.sum(weights * per_sample) / jnp.sum(weights)
+  total = jnp.sum(weights)
+  return jnp.sum(weights * per_sample) / jnp.where(total > 0, total, 1.0)
 
 
 def weighted_kd_loss(student_logits, teacher_logits, weights=None,

@@ -1,4 +1,5 @@
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -41,6 +42,13 @@ def test_weights_are_scale_free():
   np.testing.assert_allclose(
       float(losses.weighted_kd_loss(s, t, w)),
       float(losses.weighted_kd_loss(s, t, 10 * w)), rtol=1e-6)
+
+
+def test_a_batch_of_zero_weights_has_a_zero_gradient():
+  logits = jnp.array([[1.0, -1.0], [0.5, 0.2]])
+  grad = jax.grad(losses.weighted_ce_loss)(logits, jnp.array([0, 1]),
+                                           jnp.zeros(2))
+  np.testing.assert_array_equal(np.asarray(grad), 0.0)
 
 
 def test_temperature_scaling():
