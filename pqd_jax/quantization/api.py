@@ -117,7 +117,8 @@ def _check_values(rows: np.ndarray, first: int) -> None:
         f"{bad[:5].tolist()})."
     )
   limit = math.sqrt(float(np.finfo(np.float32).max) / (4 * flat.shape[1]))
-  largest = float(np.abs(flat).max()) if flat.size else 0.0
+  # max and -min instead of abs(): no copy of a large array.
+  largest = max(float(flat.max()), -float(flat.min())) if flat.size else 0.0
   if largest >= limit:
     raise ValueError(
         f"latents hold values up to {largest:.3g} in absolute value; "
