@@ -59,6 +59,7 @@ from pqd_jax.data import class_names as class_names_lib
 from pqd_jax.data import pipeline as data_pipeline
 from pqd_jax.data import sources
 from pqd_jax.quantization import api as quantize_api
+from pqd_jax.quantization import weights as weights_lib
 from pqd_jax.quantization.stream import quantize_stream
 from pqd_jax.train import steps, trainer
 
@@ -97,9 +98,9 @@ class RunResult(NamedTuple):
 _CONFIG_CHOICES = {
     "baseline": ("", "random"),
     "channels": (1, 3),
-    "latents.dtype": ("float16", "float32"),
-    "quantize.method": ("lloyd", "clvq", "stream"),
-    "quantize.weights": ("mass", "sqrt", "uniform"),
+    "latents.dtype": latents_lib.DTYPES,
+    "quantize.method": quantize_api.METHODS + ("stream",),
+    "quantize.weights": weights_lib.WEIGHT_SCHEMES,
     "quantize.init": quantize_api.INITS,
     "teacher.arch": ("convnet", "resnet18"),
     "teacher.optimizer": ("adamw", "sgd"),

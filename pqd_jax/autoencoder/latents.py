@@ -30,7 +30,7 @@ from pqd_jax.data import pipeline, sources
 __all__ = ["encode_source", "exists", "load", "read_index", "save", "stream"]
 
 _INDEX = "index.json"
-_DTYPES = ("float16", "float32")
+DTYPES = ("float16", "float32")  # on disk
 
 
 def _class_file(directory: str, label: int) -> str:
@@ -82,8 +82,8 @@ def encode_source(
   Raises:
     ValueError: for an unknown dtype.
   """
-  if dtype not in _DTYPES:
-    raise ValueError(f"dtype must be one of {_DTYPES}, got {dtype!r}.")
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}.")
   os.makedirs(directory, exist_ok=True)
   rng = jax.random.key(0) if rng is None else rng
   writer = distributed.is_coordinator()  # every process encodes its shards
@@ -168,7 +168,7 @@ def save(directory: str, latents: np.ndarray, labels: np.ndarray,
       not integers in ``[0, len(class_names))``, latents that are not finite
       or do not fit ``dtype``, or an empty class.
   """
-  checks.choice("dtype", dtype, _DTYPES)
+  checks.choice("dtype", dtype, DTYPES)
   latents, labels = np.asarray(latents), np.asarray(labels)
   if latents.ndim < 2 or labels.shape != latents.shape[:1]:
     raise ValueError(f"Expected latents [n, ...] and labels [n], got shapes "
@@ -182,7 +182,8 @@ def save(directory: str, latents: np.ndarray, labels: np.ndarray,
         f"got {np.unique(labels[bad])[:5].tolist()}.")
   if not np.isfinite(latents).all():
     raise ValueError("latents contain NaN or Inf.")
-  largest = float(np.abs(latents).max()) if latents.size else 0.0
+  largest = (max(float(latents.max()), -float(latents.min()))
+             if latents.size else 0.0)
   if largest > float(np.finfo(dtype).max):
     raise ValueError(
         f"latents reach {largest:.3g} in absolute value, beyond {dtype}'s "
