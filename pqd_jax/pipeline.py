@@ -492,7 +492,7 @@ def _plot_sweep(ks, distortion, dim, path) -> None:
   ax.set_ylabel("distortion = W2² of the quantizer")
   ax.legend(fontsize=8)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
+  tmp = f"{path}.{os.getpid()}.tmp.png"  # processes may share the plot
   fig.savefig(tmp)
   plt.close(fig)
   os.replace(tmp, path)
@@ -850,7 +850,7 @@ def _plot_accuracy(by_ipc: dict[int, dict], path: str) -> None:
   ax.set_xlabel("IPC (images per class)")
   ax.set_ylabel("student test accuracy (%)")
   fig.tight_layout()
-  tmp = path + ".tmp.png"
+  tmp = f"{path}.{os.getpid()}.tmp.png"  # processes may share the plot
   fig.savefig(tmp)
   plt.close(fig)
   os.replace(tmp, path)

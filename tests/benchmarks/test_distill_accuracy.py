@@ -163,6 +163,87 @@ def test_a_prior_knob_equal_to_the_table_setting_is_refused(capsys, tmp_path):
   assert not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("flag, bad", [
+    ("--ipcs=a", "'a'"), ("--ipcs=10,0", "'0'"), ("--ipcs=,", "','"),
+    ("--sweep-ks=1,x", "'x'"), ("--sweep-ks=-1", "'-1'"),
+    ("--steps-scale=nan", "nan"), ("--steps-scale=-1", "-1"),
+    ("--methods=random,bogus", "'bogus'"), ("--w2-ipc=0", "--w2-ipc: 0"),
+    ("--config=/no/such/config.py", "'/no/such/config.py'"),
+    ("--config=no_such_dir/config", "'no_such_dir/config'")])
+def test_a_bad_flag_is_a_usage_error_naming_it(flag, bad, capsys, tmp_path):
+  bench = _load_benchmark()
+  with pytest.raises(SystemExit) as e:
+    bench.main([flag, f"--workroot={tmp_path / 'work'}",
+                f"--out={tmp_path / 'fm.jsonl'}"])
+  assert e.value.code == 2
+  assert bad in capsys.readouterr().err
+  assert not os.listdir(tmp_path)  # refused before any work
+
+
+def test_cells_of_another_budget_are_refused_before_any_work(finished, capsys,
+                                                             tmp_path):
+  bench, args, tmp = finished
+  before = _rows(tmp)
+  with pytest.raises(SystemExit) as e:
+    bench.main([a for a in args if not a.startswith(("--steps-scale=",
+                                                     "--workroot="))]
+               + ["--steps-scale=0.001", f"--workroot={tmp_path / 'work'}"])
+  assert e.value.code == 2
+  assert ("random_ipc2_soft (1 steps of 100; this run: 2 of 100)"
+          in capsys.readouterr().err)
+  assert _rows(tmp) == before
+  assert not (tmp_path / "work").exists()
+
+
+def test_the_table_has_every_ipc_and_method_of_the_results_file(finished,
+                                                                 tmp_path):
+  bench, args, tmp = finished
+  table = tmp_path / "fm.md"
+  bench.main([a for a in args if not a.startswith(("--table=", "--methods="))]
+             + ["--table-only", "--methods=random", f"--table={table}"])
+  assert "| **pqd_jax ddoq** | soft (online KD) |" in table.read_text()
+
+
+def test_a_run_tables_the_cells_another_process_finished_meanwhile(
+    finished, tmp_path, monkeypatch):
+  bench, args, tmp = finished
+  out, table = tmp_path / "fm.jsonl", tmp_path / "fm.md"
+  out.write_text("".join(json.dumps(r) + "\n" for r in _rows(tmp)
+                         if r["cell"] != "random_ipc2_hard"))
+  theirs = {"cell": "ddoq_ipc5_soft", "method": "ddoq", "ipc": 5,
+            "labels": "soft", "accuracies": [0.123], "accuracy_mean": 0.123,
+            "accuracy_std": 0.0}
+  run_cell = bench.run_cell
+
+  def run_cell_while_another_process_appends(name, config, workroot):
+    bench.append(str(out), theirs)
+    return run_cell(name, config, workroot)
+
+  monkeypatch.setattr(bench, "run_cell", run_cell_while_another_process_appends)
+  bench.main([a for a in args if not a.startswith(("--out=", "--table=",
+                                                   "--methods="))]
+             + ["--methods=random", f"--out={out}", f"--table={table}"])
+  assert "random_ipc2_hard" in bench.done_rows(str(out))
+  ddoq = next(ln for ln in table.read_text().splitlines()
+              if ln.startswith("| **pqd_jax ddoq** | soft"))
+  assert ddoq.endswith("| 12.3 (1 seed) | this run |")
+
+
+def test_append_keeps_a_row_after_a_line_cut_by_a_kill(tmp_path):
+  bench = _load_benchmark()
+  out = tmp_path / "fm.jsonl"
+  out.write_text('{"cell": "a", "accur')
+  bench.append(str(out), {"cell": "b"})
+  assert bench.done_rows(str(out)) == {"b": {"cell": "b"}}
+
+
+def test_done_rows_skips_lines_that_are_not_cells(tmp_path):
+  bench = _load_benchmark()
+  out = tmp_path / "fm.jsonl"
+  out.write_text('[1, 2]\n"x"\n{"no": 1}\n{"cell": "b"}\n')
+  assert bench.done_rows(str(out)) == {"b": {"cell": "b"}}
+
+
 def test_table_only_rewrites_the_same_table_and_runs_nothing(finished,
                                                              tmp_path):
   bench, args, tmp = finished
