@@ -328,15 +328,48 @@ def w2_cell(workroot: str, cell: str) -> dict:
           "mean_change": float(np.mean(mass / uniform - 1.0))}
 
 
-def set_w2(workroot: str, cell: str) -> list[float]:
-  """Per class, W2 between the real latents and the cell's distilled set.
+def spread_ratio(points: np.ndarray, set_points: np.ndarray,
+                 weights: np.ndarray) -> float:
+  """The set's weighted variance over the class's: how much it spreads.
+
+  Args:
+    points: ``[n, ...]`` a class's real latents.
+    set_points: ``[k, ...]`` its distilled set's latents.
+    weights: ``[k]`` the set's weights (any positive scale).
+
+  Returns:
+    ``sum_j w_j |s_j - s̄|² / mean_i |x_i - x̄|²`` with ``w`` normalised and
+    ``s̄`` the weighted mean: 1 for the class itself, ``1 - D / V`` for its
+    mass-weighted k-means centroids (distortion ``D``, variance ``V``, by the
+    law of total variance), 0 for one image.
+  """
+  x = np.asarray(points, np.float64).reshape(len(points), -1)
+  s = np.asarray(set_points, np.float64).reshape(len(set_points), -1)
+  w = np.asarray(weights, np.float64) / np.sum(weights)
+  set_var = np.sum(w * np.sum((s - w @ s) ** 2, axis=1))
+  return float(set_var / np.mean(np.sum((x - x.mean(0)) ** 2, axis=1)))
+
+
+SET_STATS = ("set_w2", "set_spread")
+
+
+def set_stats(workroot: str, cell: str,
+              stats: tuple[str, ...] = SET_STATS) -> dict[str, list[float]]:
+  """Per class, how far the cell's distilled set is from the real latents.
 
   The set's images (``synthetic/images.npz``) are re-encoded by the shared
   autoencoder and weighted as the student weights them (the quantizer's
-  weights, or uniform); the W2 is exact (LP) in the latent space where the
-  quantizer is optimal. For ``decode`` this is (up to the autoencoder's
-  round trip) the quantizer's own W2; the prior's img2img moves the images
-  away from the centroids, and this says how far.
+  weights, or uniform), in the latent space where the quantizer is optimal:
+
+  - ``set_w2``: exact (LP) W2 between the class's real latents and the set.
+    For ``decode`` this is (up to the autoencoder's round trip) the
+    quantizer's own W2; the prior's img2img moves the images away from the
+    centroids, and this says how far.
+  - ``set_spread``: :func:`spread_ratio`, the set's variance over the
+    class's. Centroids are means of cells, so they spread less than the data
+    (by the distortion); real images spread as much.
+
+  ``stats`` picks which (the LP of ``set_w2`` takes minutes at IPC 50).
   """
   workdir = os.path.join(workroot, cell)
   z, y = latents_lib.load(os.path.join(workroot, "_base", "latents"))
@@ -347,11 +380,14 @@ def set_w2(workroot: str, cell: str) -> list[float]:
   images, labels, weights = pipeline.student_set(
       os.path.join(workdir, "synthetic"), student_weights)
   latents = ae_lib.encode(ae, images)
-  out = []
+  measure = {
+      "set_w2": lambda x, s, w: metrics.w2(x, s, w, method="exact"),
+      "set_spread": spread_ratio}
+  out = {stat: [] for stat in stats}
   for c in np.unique(labels):
-    mine = labels == c
-    out.append(metrics.w2(z[y == c].astype(np.float32), latents[mine],
-                          weights[mine], method="exact"))
+    mine, points = labels == c, z[y == c].astype(np.float32)
+    for stat in stats:
+      out[stat].append(measure[stat](points, latents[mine], weights[mine]))
   return out
 
 
@@ -464,6 +500,17 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
       lines.append(f"| {m} | " + " | ".join(
           f"{np.mean(c['set_w2']):.3f}" if c and "set_w2" in c else "…"
           for c in cells) + " |")
+    lines += [
+        "", "Spread: the set's variance in the same latent space, weighted "
+        "as the student weights it, over the class's (mean over classes): "
+        "1 for the class itself, 1 − distortion / variance for the "
+        "mass-weighted k-means centroids, 0 for one image (IPC 1).", "",
+        "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
+        "|---|" + "---|" * len(ipcs)]
+    for m, cells in measured:
+      lines.append(f"| {m} | " + " | ".join(
+          f"{np.mean(c['set_spread']):.3f}" if c and "set_spread" in c
+          else "…" for c in cells) + " |")
     lines.append("")
   lines += _prior_knob_lines(rows, prior_default)
   w2 = rows.get(f"w2_ipc{w2_ipc}")
@@ -525,14 +572,15 @@ def _prior_knob_lines(rows: dict[str, dict],
         "The same centroids, weights, teacher and student budget; the set "
         "decoded with another img2img strength (the noise level the prior "
         "starts from; 0 is `decode`) or classifier-free guidance scale. "
-        "Set W2: exact latent W2 between each class's real latents and the "
-        "set re-encoded (mean over classes).", "",
-        "| strength | guidance | accuracy | set W2 |", "|---|---|---|---|"]
+        "Set W2 and spread as in the section above.", "",
+        "| strength | guidance | accuracy | set W2 | set spread |",
+        "|---|---|---|---|---|"]
     for (strength, guidance), row in sorted(cells.items()):
       mark = " (the table's)" if row is default else ""
-      w2 = f"{np.mean(row['set_w2']):.3f}" if "set_w2" in row else "…"
+      w2, spread = (f"{np.mean(row[k]):.3f}" if k in row else "…"
+                    for k in ("set_w2", "set_spread"))
       lines.append(f"| {strength:g}{mark} | {guidance:g} | {_fmt(row)} | "
-                   f"{w2} |")
+                   f"{w2} | {spread} |")
     lines.append("")
   return lines
 
@@ -647,11 +695,12 @@ def main(argv=None) -> None:
     if name in rows and len(rows[name]["accuracies"]) >= seeds:
       print(f"{name}: done ({_fmt(rows[name])})", flush=True)
       appended = False
-      if (labels == "soft" and "set_w2" not in rows[name]
+      missing = tuple(k for k in SET_STATS if k not in rows[name])
+      if (labels == "soft" and missing
           and os.path.exists(os.path.join(args.workroot, name, "synthetic"))):
-        # A row from before the set's W2 was measured: measure it now.
+        # A row from before the set was measured: measure it now.
         rows[name] = {**rows[name],
-                      "set_w2": set_w2(args.workroot, name)}
+                      **set_stats(args.workroot, name, missing)}
         append(args.out, rows[name])
         appended = True
     else:
@@ -661,7 +710,7 @@ def main(argv=None) -> None:
         row["strength"], row["guidance"] = knob
       row.update(run_cell(name, configs[name], args.workroot))
       if labels == "soft":
-        row["set_w2"] = set_w2(args.workroot, name)
+        row.update(set_stats(args.workroot, name))
       append(args.out, row)
       rows[name] = row
       print(f"{name}: {_fmt(row)} in {row['seconds']:.0f} s", flush=True)

@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+from sklearn.cluster import KMeans
 
 from tests.conftest import ROOT
 from tests.tiny_pipeline_config import write_folder
@@ -102,18 +103,59 @@ def test_soft_cells_record_the_w2_of_their_set_per_class(finished):
                       and min(r["set_w2"]) > 0 for r in soft)
 
 
-def test_a_rerun_measures_the_set_w2_a_row_lacks(finished, tmp_path):
+def test_soft_cells_record_the_spread_of_their_set_per_class(finished):
+  _, _, tmp = finished
+  with open(tmp / "work" / "_base" / "latents" / "index.json") as f:
+    num_classes = len(json.load(f)["counts"])
+  soft = [r for r in _rows(tmp) if r["cell"].endswith("_soft")]
+  assert soft and all(len(r["set_spread"]) == num_classes
+                      and min(r["set_spread"]) > 0 for r in soft)
+
+
+def test_the_spread_of_the_class_itself_is_one():
+  bench = _load_benchmark()
+  x = np.random.default_rng(0).normal(size=(50, 2, 3))
+  assert bench.spread_ratio(x, x, np.full(50, 7.0)) == pytest.approx(1.0)
+
+
+def test_the_spread_of_mass_weighted_centroids_is_one_minus_distortion():
+  bench = _load_benchmark()
+  x = np.random.default_rng(0).normal(size=(300, 4)) * [1.0, 2.0, 0.5, 3.0]
+  km = KMeans(5, n_init=3, random_state=0).fit(x)
+  counts = np.bincount(km.labels_, minlength=5)
+  variance = np.mean(np.sum((x - x.mean(0)) ** 2, axis=1))
+  expected = 1.0 - km.inertia_ / len(x) / variance  # law of total variance
+  assert bench.spread_ratio(x, km.cluster_centers_, counts) == pytest.approx(
+      expected, rel=1e-9)
+
+
+def test_a_rerun_measures_the_set_statistics_a_row_lacks(finished, tmp_path):
   bench, args, tmp = finished
   rows = _rows(tmp)
   old = next(r for r in rows if r["cell"] == "ddoq_ipc2_soft")
   out = tmp_path / "fm.jsonl"
   out.write_text("".join(
-      json.dumps({k: v for k, v in r.items() if k != "set_w2"}) + "\n"
+      json.dumps({k: v for k, v in r.items()
+                  if k not in ("set_w2", "set_spread")}) + "\n"
       for r in rows))
   bench.main([a for a in args if not a.startswith(("--out=", "--table="))]
              + [f"--out={out}", f"--table={tmp_path / 'fm.md'}"])
   new = bench.done_rows(str(out))["ddoq_ipc2_soft"]
   assert new["set_w2"] == pytest.approx(old["set_w2"], rel=1e-5)
+  assert new["set_spread"] == pytest.approx(old["set_spread"], rel=1e-5)
+
+
+def test_a_rerun_measures_only_the_statistics_a_row_lacks(finished, tmp_path):
+  bench, args, tmp = finished
+  out = tmp_path / "fm.jsonl"
+  out.write_text("".join(
+      json.dumps({k: v for k, v in r.items() if k != "set_spread"}
+                 | ({"set_w2": [-1.0]} if "set_w2" in r else {})) + "\n"
+      for r in _rows(tmp)))
+  bench.main([a for a in args if not a.startswith(("--out=", "--table="))]
+             + [f"--out={out}", f"--table={tmp_path / 'fm.md'}"])
+  new = bench.done_rows(str(out))["ddoq_ipc2_soft"]
+  assert new["set_w2"] == [-1.0] and len(new["set_spread"]) > 1
 
 
 def test_a_prior_knob_cell_decodes_with_its_strength_and_guidance(finished):
