@@ -494,24 +494,12 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
         "quantizer minimises it before decoding; `decode` shows what the "
         "autoencoder's round trip keeps of that, `d4m`/`ddoq` what the "
         "prior's img2img keeps.", "",
-        "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
-        "|---|" + "---|" * len(ipcs)]
-    for m, cells in measured:
-      lines.append(f"| {m} | " + " | ".join(
-          f"{np.mean(c['set_w2']):.3f}" if c and "set_w2" in c else "…"
-          for c in cells) + " |")
-    lines += [
-        "", "Spread: the set's variance in the same latent space, weighted "
+        *_set_stat_table(measured, ipcs, "set_w2"), "",
+        "Spread: the set's variance in the same latent space, weighted "
         "as the student weights it, over the class's (mean over classes): "
         "1 for the class itself, 1 − distortion / variance for the "
         "mass-weighted k-means centroids, 0 for one image (IPC 1).", "",
-        "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
-        "|---|" + "---|" * len(ipcs)]
-    for m, cells in measured:
-      lines.append(f"| {m} | " + " | ".join(
-          f"{np.mean(c['set_spread']):.3f}" if c and "set_spread" in c
-          else "…" for c in cells) + " |")
-    lines.append("")
+        *_set_stat_table(measured, ipcs, "set_spread"), ""]
   lines += _prior_knob_lines(rows, prior_default)
   w2 = rows.get(f"w2_ipc{w2_ipc}")
   if w2:
@@ -553,6 +541,16 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
   with open(tmp, "w") as f:
     f.write("\n".join(lines))
   os.replace(tmp, path)
+
+
+def _set_stat_table(measured, ipcs, stat: str) -> list[str]:
+  """A method × IPC table of a :func:`set_stats` statistic's class mean."""
+  return [
+      "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
+      "|---|" + "---|" * len(ipcs),
+      *(f"| {m} | " + " | ".join(
+          f"{np.mean(c[stat]):.3f}" if c and stat in c else "…"
+          for c in cells) + " |" for m, cells in measured)]
 
 
 def _prior_knob_lines(rows: dict[str, dict],

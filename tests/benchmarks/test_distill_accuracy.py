@@ -94,20 +94,20 @@ def test_the_cells_share_one_teacher_and_one_prior(finished):
     assert len(stages) == 1, artefact  # made once (its seconds), then copied
 
 
-def test_soft_cells_record_the_w2_of_their_set_per_class(finished):
-  _, _, tmp = finished
+def _soft_rows_and_num_classes(tmp):
   with open(tmp / "work" / "_base" / "latents" / "index.json") as f:
     num_classes = len(json.load(f)["counts"])
-  soft = [r for r in _rows(tmp) if r["cell"].endswith("_soft")]
+  return [r for r in _rows(tmp) if r["cell"].endswith("_soft")], num_classes
+
+
+def test_soft_cells_record_the_w2_of_their_set_per_class(finished):
+  soft, num_classes = _soft_rows_and_num_classes(finished[2])
   assert soft and all(len(r["set_w2"]) == num_classes
                       and min(r["set_w2"]) > 0 for r in soft)
 
 
 def test_soft_cells_record_the_spread_of_their_set_per_class(finished):
-  _, _, tmp = finished
-  with open(tmp / "work" / "_base" / "latents" / "index.json") as f:
-    num_classes = len(json.load(f)["counts"])
-  soft = [r for r in _rows(tmp) if r["cell"].endswith("_soft")]
+  soft, num_classes = _soft_rows_and_num_classes(finished[2])
   assert soft and all(len(r["set_spread"]) == num_classes
                       and min(r["set_spread"]) > 0 for r in soft)
 
