@@ -529,13 +529,14 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
     if sweep["fitted_slope"] is not None:
       lines += [
           pipeline.slope_sentence(sweep["fitted_slope"], sweep["dim"]), "",
-          "![distortion vs K](fashion_mnist_distortion_vs_k.png)", ""]
+          "![distortion vs K]("
+          f"{os.path.basename(table_image(path, 'distortion_vs_k'))})", ""]
   grids = [m for m in methods if rows.get(f"{m}_ipc10_soft")
-           and os.path.exists(os.path.join(os.path.dirname(path),
-                                           f"fashion_mnist_grid_{m}.png"))]
+           and os.path.exists(table_image(path, f"grid_{m}"))]
   if grids:
     lines += ["## The IPC 10 sets (one row per class)", ""]
-    lines += [f"**{m}**\n\n![{m}](fashion_mnist_grid_{m}.png)\n"
+    lines += [f"**{m}**\n\n"
+              f"![{m}]({os.path.basename(table_image(path, f'grid_{m}'))})\n"
               for m in grids]
   tmp = f"{path}.{os.getpid()}.tmp"  # two processes may share the table
   with open(tmp, "w") as f:
@@ -747,13 +748,23 @@ def table_view(rows: dict[str, dict], ipcs, methods) -> tuple[list, list]:
           [m for m in METHODS if m in methods or m in present])
 
 
+def table_image(table: str, name: str) -> str:
+  """The path of one of ``table``'s images: beside it, named after it.
+
+  ``results/fashion_mnist.md`` → ``results/fashion_mnist_<name>.png``, so
+  tables that share a directory keep their own grids and plot.
+  """
+  stem = os.path.splitext(os.path.basename(table))[0]
+  return os.path.join(os.path.dirname(os.path.abspath(table)),
+                      f"{stem}_{name}.png")
+
+
 def copy_grid(workroot: str, cell: str, method: str, table: str) -> None:
   """Puts a cell's set grid beside the table (atomically), if it has one."""
   grid = os.path.join(workroot, cell, "synthetic", "grid.png")
   if not os.path.exists(grid):
     return
-  dst = os.path.join(os.path.dirname(os.path.abspath(table)),
-                     f"fashion_mnist_grid_{method}.png")
+  dst = table_image(table, f"grid_{method}")
   tmp = f"{dst}.{os.getpid()}.tmp"
   shutil.copyfile(grid, tmp)
   os.replace(tmp, dst)
@@ -763,9 +774,7 @@ def _write_outputs(args, ipcs, methods, prior_default) -> None:
   """The table and the sweep's plot, from the results file as it is now."""
   rows = done_rows(args.out)
   if "sweep" in rows:
-    plot_sweep(rows["sweep"], os.path.join(
-        os.path.dirname(os.path.abspath(args.table)),
-        "fashion_mnist_distortion_vs_k.png"))
+    plot_sweep(rows["sweep"], table_image(args.table, "distortion_vs_k"))
   write_table(rows, args.table, *table_view(rows, ipcs, methods),
               os.path.basename(args.out), w2_ipc=args.w2_ipc,
               prior_default=prior_default)

@@ -64,7 +64,13 @@ def test_the_table_has_our_rows_and_the_published_ones(finished):
   assert all(ln.count("|") == header.count("|") for ln in rows)
   assert "## W2: cell-mass versus uniform weights" in table
   assert "## How far each distilled set is from its class" in table
-  assert (tmp / "results" / "fashion_mnist_distortion_vs_k.png").exists()
+
+
+def test_the_sweep_plot_is_named_after_its_table(finished):
+  _, _, tmp = finished
+  table = (tmp / "results" / "fm.md").read_text()
+  assert "![distortion vs K](fm_distortion_vs_k.png)" in table
+  assert (tmp / "results" / "fm_distortion_vs_k.png").exists()
 
 
 def test_mass_weights_are_no_further_than_uniform_in_w2(finished):
@@ -295,6 +301,22 @@ def test_table_only_rewrites_the_same_table_and_runs_nothing(finished,
                 f"--workroot={tmp_path / 'work'}"])
   assert table.read_text() == (tmp / "results" / "fm.md").read_text()
   assert not (tmp_path / "work").exists()
+
+
+def test_tables_in_one_directory_keep_their_own_images(finished, tmp_path):
+  bench, args, tmp = finished
+  theirs = {tmp_path / "main_distortion_vs_k.png": b"main plot",
+            tmp_path / "main_grid_ddoq.png": b"main grid"}
+  for path, content in theirs.items():
+    path.write_bytes(content)
+  other = tmp_path / "other.md"
+  bench.main([a for a in args if not a.startswith("--table=")]
+             + ["--table-only", f"--table={other}"])
+  bench.copy_grid(str(tmp / "work"), "ddoq_ipc2_soft", "ddoq", str(other))
+  assert all(path.read_bytes() == content for path, content in theirs.items())
+  assert (tmp_path / "other_distortion_vs_k.png").exists()
+  assert (tmp_path / "other_grid_ddoq.png").read_bytes() == (
+      tmp / "work" / "ddoq_ipc2_soft" / "synthetic" / "grid.png").read_bytes()
 
 
 def test_publish_copy_copies_a_directory_that_is_not_there(tmp_path):
