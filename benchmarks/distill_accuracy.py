@@ -49,7 +49,10 @@ import numpy as np
 from pqd_jax import pipeline
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
+from pqd_jax.autoencoder import train as ae_train
 from pqd_jax.configs import fashion_mnist
+from pqd_jax.data import pipeline as data_pipeline
+from pqd_jax.data import sources
 from pqd_jax.quantization import api as quantize_api
 from pqd_jax.quantization import metrics
 
@@ -414,6 +417,25 @@ def sweep_cell(base_config, workroot: str, ks) -> dict:
           "dim": int(np.prod(z.shape[1:])), "fitted_slope": slope}
 
 
+def autoencoder_cell(base_config, workroot: str) -> dict:
+  """The shared autoencoder: its latent shape and test-split PSNR.
+
+  PSNR (dB, peak = the [0, 1] range) of decode(encode(x)) with the
+  posterior mean, over the whole test split.
+  """
+  c = base_config
+  test = sources.open_source(c.dataset, c.test_split,
+                             data_dir=c.data_dir or None,
+                             image_size=c.image_size, channels=c.channels)
+  x = data_pipeline.to_unit_range(test.read())
+  ae = ae_lib.load_pretrained(os.path.join(workroot, "_base", "autoencoder",
+                                           "final"))
+  shape = ae_lib.encode(ae, x[:1]).shape[1:]
+  return {"latent_shape": [int(n) for n in shape],
+          "test_psnr": ae_train.psnr(x, ae_train.reconstruct(ae, x)),
+          "test_images": len(x)}
+
+
 def _fmt(row: dict | None) -> str:
   if row is None:
     return "…"
@@ -449,7 +471,15 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
       + "; hard labels " + ", ".join(
           f"IPC {i}: {HARD_BUDGET[i][0]:,} steps of {HARD_BUDGET[i][1]}"
           for i in sorted(HARD_BUDGET))
-      + " (a cell's own steps are in the results file).", "",
+      + " (a cell's own steps are in the results file).", ""]
+  ae = rows.get("autoencoder")
+  if ae:
+    shape = "×".join(map(str, ae["latent_shape"]))
+    lines += [
+        f"Autoencoder: latents {shape} ({math.prod(ae['latent_shape'])} "
+        f"numbers per image); test PSNR {ae['test_psnr']:.2f} dB on the "
+        f"{ae['test_images']:,} test images.", ""]
+  lines += [
       "| method | labels | " + " | ".join(f"IPC {i}" for i in ipcs)
       + " | source |",
       "|---|---|" + "---|" * len(ipcs) + "---|"]
@@ -678,6 +708,11 @@ def main(argv=None) -> None:
   os.makedirs(args.workroot, exist_ok=True)
   pipeline.run(base, os.path.join(args.workroot, "_base"),
                stages=("encode",), progress=False, log=lambda line: None)
+  if "autoencoder" not in rows:
+    row = {"cell": "autoencoder", "date": time.strftime("%Y-%m-%d"),
+           **autoencoder_cell(base, args.workroot)}
+    append(args.out, row)
+    rows["autoencoder"] = row
   if "sweep" not in rows:  # minutes, on the shared latents: first
     t0 = time.perf_counter()
     row = {"cell": "sweep", "date": time.strftime("%Y-%m-%d"),

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
+from pqd_jax.autoencoder import model as ae_lib
+from pqd_jax.data import sources
 from tests.conftest import ROOT
 from tests.tiny_pipeline_config import write_folder
 
@@ -46,9 +48,10 @@ def _rows(tmp):
 def test_every_cell_is_recorded(finished):
   _, _, tmp = finished
   cells = [r["cell"] for r in _rows(tmp)]
-  assert cells == ["sweep", "random_ipc2_soft", "decode_ipc2_soft",
-                   "ddoq_ipc2_soft", "w2_ipc2", "random_ipc2_hard",
-                   "ddoq_ipc2_hard", "ddoq_ipc2_soft_strength0.9_guidance4"]
+  assert cells == ["autoencoder", "sweep", "random_ipc2_soft",
+                   "decode_ipc2_soft", "ddoq_ipc2_soft", "w2_ipc2",
+                   "random_ipc2_hard", "ddoq_ipc2_hard",
+                   "ddoq_ipc2_soft_strength0.9_guidance4"]
 
 
 def test_the_table_has_our_rows_and_the_published_ones(finished):
@@ -64,6 +67,7 @@ def test_the_table_has_our_rows_and_the_published_ones(finished):
   assert all(ln.count("|") == header.count("|") for ln in rows)
   assert "## W2: cell-mass versus uniform weights" in table
   assert "## How far each distilled set is from its class" in table
+  assert "Autoencoder: latents " in table and " dB on the " in table
 
 
 def test_the_sweep_plot_is_named_after_its_table(finished):
@@ -71,6 +75,25 @@ def test_the_sweep_plot_is_named_after_its_table(finished):
   table = (tmp / "results" / "fm.md").read_text()
   assert "![distortion vs K](fm_distortion_vs_k.png)" in table
   assert (tmp / "results" / "fm_distortion_vs_k.png").exists()
+
+
+def test_the_autoencoder_row_is_its_test_psnr_and_latent_shape(finished):
+  bench, args, tmp = finished
+  row = next(r for r in _rows(tmp) if r["cell"] == "autoencoder")
+  c = bench.load_config(next(a for a in args if a.startswith("--config="))
+                        .split("=", 1)[1])
+  test = sources.open_source(c.dataset, c.test_split,
+                             data_dir=c.data_dir or None,
+                             image_size=c.image_size, channels=c.channels)
+  x = test.read().astype(np.float64) / 127.5 - 1.0  # uint8 → [-1, 1]
+  ae = ae_lib.load_pretrained(str(tmp / "work" / "_base" / "autoencoder"
+                                  / "final"))
+  z = ae_lib.encode(ae, x.astype(np.float32))
+  recon = np.clip(np.asarray(ae_lib.decode(ae, z), np.float64), -1, 1)
+  mse = np.mean(((recon - x) / 2) ** 2)  # on the [0, 1] scale
+  assert row["test_psnr"] == pytest.approx(10 * np.log10(1 / mse), abs=1e-3)
+  assert row["latent_shape"] == list(z.shape[1:])
+  assert row["test_images"] == len(x)
 
 
 def test_mass_weights_are_no_further_than_uniform_in_w2(finished):
