@@ -52,7 +52,6 @@ from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
 from pqd_jax.configs import fashion_mnist
 from pqd_jax.data import pipeline as data_pipeline
-from pqd_jax.data import sources
 from pqd_jax.quantization import api as quantize_api
 from pqd_jax.quantization import metrics
 
@@ -423,16 +422,13 @@ def autoencoder_cell(base_config, workroot: str) -> dict:
   PSNR (dB, peak = the [0, 1] range) of decode(encode(x)) with the
   posterior mean, over the whole test split.
   """
-  c = base_config
-  test = sources.open_source(c.dataset, c.test_split,
-                             data_dir=c.data_dir or None,
-                             image_size=c.image_size, channels=c.channels)
-  x = data_pipeline.to_unit_range(test.read())
+  x = data_pipeline.to_unit_range(
+      pipeline.open_split(base_config, "test").read())
   ae = ae_lib.load_pretrained(os.path.join(workroot, "_base", "autoencoder",
                                            "final"))
-  shape = ae_lib.encode(ae, x[:1]).shape[1:]
-  return {"latent_shape": [int(n) for n in shape],
-          "test_psnr": ae_train.psnr(x, ae_train.reconstruct(ae, x)),
+  z = ae_lib.encode(ae, x)
+  return {"latent_shape": [int(n) for n in z.shape[1:]],
+          "test_psnr": ae_train.psnr(x, ae_lib.decode(ae, z)),
           "test_images": len(x)}
 
 

@@ -64,7 +64,7 @@ from pqd_jax.quantization.stream import quantize_stream
 from pqd_jax.train import steps, trainer
 
 __all__ = ["STAGES", "Artefact", "RunResult", "build_classifier",
-           "check_config", "run"]
+           "check_config", "open_split", "run"]
 
 STAGES = ("encode", "quantize", "decode", "relabel", "train", "eval")
 _STAGE_FILE = "stage.json"
@@ -241,6 +241,29 @@ def _aug(config: Any) -> tuple:
   return tuple(aug)
 
 
+def open_split(config, split: str,
+               image_size: int | None = None) -> sources.ImageSource:
+  """The config's ``"train"`` or ``"test"`` split, as the pipeline reads it.
+
+  Args:
+    config: a pipeline config (its dataset, splits, data_dir, image_size
+      and channels).
+    split: ``"train"`` or ``"test"``.
+    image_size: instead of ``config.image_size``.
+
+  Raises:
+    ValueError: for another ``split``.
+  """
+  c = config
+  splits = {"train": c.train_split, "test": c.test_split}
+  if split not in splits:
+    raise ValueError(f"split {split!r} is not 'train' or 'test'.")
+  return sources.open_source(c.dataset, splits[split],
+                             data_dir=c.data_dir or None,
+                             image_size=image_size or c.image_size,
+                             channels=c.channels)
+
+
 class _Context:
   """The run's config, workdir, sources and logging."""
 
@@ -257,10 +280,7 @@ class _Context:
     c = self.config
     size = image_size or c.image_size
     if (split, size) not in self._sources:
-      name = {"train": c.train_split, "test": c.test_split}[split]
-      self._sources[split, size] = sources.open_source(
-          c.dataset, name, data_dir=c.data_dir or None, image_size=size,
-          channels=c.channels)
+      self._sources[split, size] = open_split(c, split, size)
     return self._sources[split, size]
 
   def path(self, name: str) -> str:

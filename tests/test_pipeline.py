@@ -185,6 +185,19 @@ def test_stream_quantizer_reads_the_class_files(data_root, tmp_path):
   assert centroids.shape[:2] == (len(sizes), config.ipc)
 
 
+def test_open_split_reads_the_config_split_at_its_image_size(data_root):
+  config = get_config(data_root)
+  test = pipeline.open_split(config, "test", image_size=16)
+  assert test.read().shape[1:] == (16, 16, config.channels)
+  assert len(test) == len(sources.open_source(
+      config.dataset, config.test_split, data_dir=config.data_dir or None))
+
+
+def test_open_split_refuses_another_split_naming_it(data_root):
+  with pytest.raises(ValueError, match="split 'val' is not 'train' or 'test'"):
+    pipeline.open_split(get_config(data_root), "val")
+
+
 def test_unknown_stage_is_refused(data_root, tmp_path):
   with pytest.raises(ValueError, match=r"Unknown stages \['distill'\]"):
     pipeline.run(get_config(data_root), str(tmp_path), stages=("distill",))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
+from pqd_jax import pipeline
 from pqd_jax.autoencoder import model as ae_lib
-from pqd_jax.data import sources
 from tests.conftest import ROOT
 from tests.tiny_pipeline_config import write_folder
 
@@ -82,10 +82,7 @@ def test_the_autoencoder_row_is_its_test_psnr_and_latent_shape(finished):
   row = next(r for r in _rows(tmp) if r["cell"] == "autoencoder")
   c = bench.load_config(next(a for a in args if a.startswith("--config="))
                         .split("=", 1)[1])
-  test = sources.open_source(c.dataset, c.test_split,
-                             data_dir=c.data_dir or None,
-                             image_size=c.image_size, channels=c.channels)
-  x = test.read().astype(np.float64) / 127.5 - 1.0  # uint8 → [-1, 1]
+  x = pipeline.open_split(c, "test").read().astype(np.float64) / 127.5 - 1.0
   ae = ae_lib.load_pretrained(str(tmp / "work" / "_base" / "autoencoder"
                                   / "final"))
   z = ae_lib.encode(ae, x.astype(np.float32))
