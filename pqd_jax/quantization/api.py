@@ -19,9 +19,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pqd_jax import checks, sharding
+from pqd_jax.quantization import cells, inputs, seeding
 from pqd_jax.quantization import clvq as clvq_lib
 from pqd_jax.quantization import lloyd as lloyd_lib
 from pqd_jax.quantization import weights as weights_lib
+
+# Re-exported: the input checks keep their ``api.X`` names.
+from pqd_jax.quantization.inputs import check_labels, check_latents
 
 __all__ = ["METHODS", "INITS", "QuantizeResult", "quantize"]
 
@@ -56,94 +60,6 @@ class QuantizeResult(NamedTuple):
   classes: np.ndarray
   iterations: jax.Array
   converged: jax.Array
-
-
-def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
-  """Validates latents and returns them as a host array ``[n, ...]``.
-
-  With ``keep_lazy``, :class:`~pqd_jax.sharding.LazyRows` are returned
-  unread (their rows are checked for NaN/Inf as they are read); otherwise
-  they are read into memory.
-
-  Raises:
-    ValueError: if they are empty, of rank < 2, not floating point, hold
-      NaN/Inf, or values so large that float32 squared distances overflow.
-  """
-  lazy = keep_lazy and isinstance(latents, sharding.LazyRows)
-  try:
-    arr = (latents if isinstance(latents, np.ndarray) or lazy
-           else np.asarray(latents))
-  except (TypeError, ValueError) as e:
-    raise ValueError(
-        f"latents must be an array [n, *latent_shape], got an object that "
-        f"numpy cannot read as one ({e}).") from None
-  if arr.ndim < 2:
-    raise ValueError(
-        "latents must have shape [n, *latent_shape] (rank >= 2), got shape "
-        f"{arr.shape}."
-    )
-  if arr.shape[0] == 0 or math.prod(arr.shape) == 0:
-    raise ValueError(f"latents is empty (shape {arr.shape}).")
-  if not jnp.issubdtype(arr.dtype, jnp.floating):
-    raise ValueError(
-        "latents must be floating point (float32, bfloat16 or float16), got "
-        f"dtype {arr.dtype}."
-    )
-  if not lazy:  # lazy rows are checked as they are read (_Grouped)
-    _check_values(arr, 0)
-  return arr
-
-
-# Latent dtypes quantized as they are; any other float is cast to float32.
-_COMPUTE_DTYPES = (np.float32, jnp.bfloat16, np.float16)
-
-
-def _compute_dtype(dtype: Any) -> Any:
-  return dtype if dtype in _COMPUTE_DTYPES else np.float32
-
-
-def _check_values(rows: np.ndarray, first: int) -> None:
-  """Rows ``[b, ...]`` must be finite and small enough for float32 distances.
-
-  Squared distances between two such rows sum ``d`` terms of up to
-  ``(2 max|x|)²``; they must stay below float32's largest value.
-  """
-  flat = rows.reshape(rows.shape[0], -1)
-  finite = np.isfinite(flat).all(axis=1)
-  if not finite.all():
-    bad = np.flatnonzero(~finite) + first
-    raise ValueError(
-        f"latents contain NaN or Inf in {bad.size} rows (first rows: "
-        f"{bad[:5].tolist()})."
-    )
-  limit = math.sqrt(float(np.finfo(np.float32).max) / (4 * flat.shape[1]))
-  # max and -min instead of abs(): no copy of a large array.
-  largest = max(float(flat.max()), -float(flat.min())) if flat.size else 0.0
-  if largest >= limit:
-    raise ValueError(
-        f"latents hold values up to {largest:.3g} in absolute value; "
-        f"squared distances between {flat.shape[1]}-dimensional points "
-        f"overflow float32 unless |x| < {limit:.3g}. Rescale the latents."
-    )
-
-
-def check_labels(labels: Any, n: int) -> np.ndarray:
-  """Validates integer labels of length ``n`` and returns them on the host.
-
-  Raises:
-    ValueError: if they are not a 1-D integer array of length ``n``.
-  """
-  lab = np.asarray(labels)
-  if lab.ndim != 1:
-    raise ValueError(f"labels must be 1-D, got shape {lab.shape}.")
-  if not jnp.issubdtype(lab.dtype, jnp.integer):
-    raise ValueError(f"labels must be integers, got dtype {lab.dtype}.")
-  if lab.shape[0] != n:
-    raise ValueError(
-        f"labels has length {lab.shape[0]} but latents has {n} rows; they "
-        "must match."
-    )
-  return lab
 
 
 class _Layout(NamedTuple):
@@ -226,8 +142,8 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
   axis = sharding.DATA_AXIS
 
   def prepare(x, mask):
-    x = lloyd_lib.chunk_points(x, chunk)
-    mask = lloyd_lib.chunk_points(mask, chunk)
+    x = cells.chunk_points(x, chunk)
+    mask = cells.chunk_points(mask, chunk)
     xf = x.astype(jnp.float32)
     return x, jnp.sum(xf * xf, axis=-1), mask
 
@@ -236,7 +152,7 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     d = x.shape[-1]
     x, x_sq, mask = prepare(x, mask)
     seed = functools.partial(
-        lloyd_lib.initial_centroids, x=x.reshape(-1, d),
+        seeding.initial_centroids, x=x.reshape(-1, d),
         x_sq=x_sq.reshape(-1), mask=mask.reshape(-1), k=k, init=init,
         n_local_trials=n_local_trials, axis_name=axis)
     keys = jax.random.split(jax.random.fold_in(key, 0), n_init)
@@ -368,18 +284,18 @@ def quantize(
 
   latent_shape = arr.shape[1:]
   if isinstance(arr, sharding.LazyRows):
-    dtype = _compute_dtype(arr.dtype)
+    dtype = inputs.compute_dtype(arr.dtype)
 
     def read_flat(start, stop, rows=arr):
       out = np.asarray(rows.read(start, stop), dtype)
-      _check_values(out, start)
+      inputs.check_values(out, start)
       return out.reshape(stop - start, -1)
 
     flat = sharding.LazyRows(read_flat,
                              (arr.shape[0], math.prod(arr.shape[1:])), dtype)
   else:
-    flat = arr.reshape(arr.shape[0], -1).astype(_compute_dtype(arr.dtype),
-                                                copy=False)
+    flat = arr.reshape(arr.shape[0], -1).astype(
+        inputs.compute_dtype(arr.dtype), copy=False)
   layout = _layout(lab, k, shards, chunk_size)
   grouped = _Grouped(flat, lab, layout)
   points = sharding.global_array(

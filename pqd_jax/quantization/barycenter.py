@@ -16,7 +16,7 @@ from ott.problems.linear import barycenter_problem
 from ott.solvers.linear import continuous_barycenter, sinkhorn
 
 from pqd_jax import checks
-from pqd_jax.quantization import api as api_lib
+from pqd_jax.quantization import inputs
 
 __all__ = ["BarycenterResult", "barycenter"]
 
@@ -62,7 +62,7 @@ def barycenter(
   Raises:
     ValueError: on bad input, or points that are all equal.
   """
-  arr = api_lib.check_latents(points)
+  arr = inputs.check_latents(points)
   k = checks.integer("k", k, maximum=len(arr))
   epsilon = checks.number("epsilon", epsilon, positive=True)
   num_iters = checks.integer("num_iters", num_iters)

@@ -13,12 +13,70 @@ depends on the number of devices (it is still deterministic for a seed and a
 device count).
 """
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
+from pqd_jax.quantization import cells
 from pqd_jax.quantization import lloyd as lloyd_lib
 
-__all__ = ["clvq"]
+__all__ = ["ClvqState", "Codebook", "absorb", "clvq"]
+
+
+class Codebook(NamedTuple):
+  """Centroids learnt online, with the step count of each.
+
+  Also the state of the mini-batch loop of :func:`clvq`.
+
+  Attributes:
+    centroids: ``[..., k, d]`` float32 centroids (``[k, d]`` for one class,
+      ``[c, k, d]`` for the stream quantizer's classes).
+    absorbed: ``[..., k]`` int32 number of points each centroid has absorbed
+      so far; its next step is ``1 / absorbed`` per point.
+  """
+
+  centroids: jnp.ndarray
+  absorbed: jnp.ndarray
+
+
+class ClvqState(NamedTuple):
+  """The epoch ``while_loop`` state of :func:`clvq`.
+
+  Attributes:
+    codebook: ``[k, d]`` float32 centroids after the last epoch and the
+      ``[k]`` int32 points each has absorbed so far.
+    epoch: scalar int32 epochs run.
+    converged: scalar bool, whether the last epoch moved the centroids by at
+      most the tolerance.
+  """
+
+  codebook: Codebook
+  epoch: jnp.ndarray
+  converged: jnp.ndarray
+
+
+def absorb(book: Codebook, sums: jnp.ndarray,
+           counts: jnp.ndarray) -> Codebook:
+  """One mini-batch k-means step (CLVQ with the step 1/count).
+
+  Centroid ``j`` moves to ``(c_j·N_j + s_j) / (N_j + n_j)``, written as
+  ``c_j + (s_j − n_j c_j) / (N_j + n_j)``, where the mini-batch put ``n_j``
+  points of sum ``s_j`` in its cell and it had absorbed ``N_j`` before.
+
+  Args:
+    book: the centroids ``[..., k, d]`` and their ``absorbed`` ``[..., k]``.
+    sums: ``[..., k, d]`` float32 sum of the mini-batch's points per cell.
+    counts: ``[..., k]`` int32 number of the mini-batch's points per cell.
+
+  Returns:
+    The updated ``Codebook``; cells the mini-batch missed are unchanged.
+  """
+  absorbed = book.absorbed + counts
+  n = counts.astype(jnp.float32)[..., None]
+  rate = 1.0 / jnp.maximum(absorbed, 1).astype(jnp.float32)[..., None]
+  return Codebook(book.centroids + (sums - n * book.centroids) * rate,
+                  absorbed)
 
 
 def clvq(
@@ -63,42 +121,37 @@ def clvq(
       flat_x, flat_sq, flat_mask, tol, axis_name=axis_name
   )
 
-  def minibatch(s, carry, order):
-    c, absorbed = carry
+  def minibatch(s, book: Codebook, order) -> Codebook:
     idx = jax.lax.dynamic_slice_in_dim(order, s * batch, batch)
     valid = idx < n_local
     idx = jnp.minimum(idx, n_local - 1)
-    stats, _ = lloyd_lib.assign_stats(
+    stats, _ = cells.assign_stats(
         flat_x[idx][None], flat_sq[idx][None], (flat_mask[idx] & valid)[None],
-        c, axis_name=axis_name,
+        book.centroids, axis_name=axis_name,
     )
-    absorbed = absorbed + stats.counts
-    n_b = stats.counts.astype(jnp.float32)[:, None]
-    rate = 1.0 / jnp.maximum(absorbed, 1).astype(jnp.float32)[:, None]
-    c = c + (stats.sums - n_b * c) * rate
-    return c, absorbed
+    return absorb(book, stats.sums, stats.counts)
 
-  def cond(state):
-    _, _, epoch, converged = state
-    return (epoch < num_iters) & ~converged
+  def cond(state: ClvqState) -> jnp.ndarray:
+    return (state.epoch < num_iters) & ~state.converged
 
-  def epoch_body(state):
-    c, absorbed, epoch, _ = state
-    order = jax.random.permutation(jax.random.fold_in(device_key, epoch),
-                                   n_local)
+  def epoch_body(state: ClvqState) -> ClvqState:
+    order = jax.random.permutation(
+        jax.random.fold_in(device_key, state.epoch), n_local)
     order = jnp.concatenate(
         [order, jnp.full((steps * batch - n_local,), n_local, order.dtype)]
     )
-    new, absorbed = jax.lax.fori_loop(
-        0, steps, lambda s, carry: minibatch(s, carry, order), (c, absorbed)
-    )
-    converged = jnp.sum((new - c) ** 2) <= tol_abs
-    return new, absorbed, epoch + 1, converged
+    book = jax.lax.fori_loop(
+        0, steps, lambda s, book: minibatch(s, book, order), state.codebook)
+    shift = jnp.sum((book.centroids - state.codebook.centroids) ** 2)
+    return ClvqState(book, state.epoch + 1, shift <= tol_abs)
 
-  state = (c0, jnp.zeros((k,), jnp.int32), jnp.zeros((), jnp.int32),
-           jnp.zeros((), bool))
-  c, _, epochs, converged = jax.lax.while_loop(cond, epoch_body, state)
-  final, _ = lloyd_lib.assign_stats(x, x_sq, mask, c, axis_name=axis_name)
+  state = ClvqState(
+      codebook=Codebook(c0, jnp.zeros((k,), jnp.int32)),
+      epoch=jnp.zeros((), jnp.int32), converged=jnp.zeros((), bool),
+  )
+  state = jax.lax.while_loop(cond, epoch_body, state)
+  c = state.codebook.centroids
+  final, _ = cells.assign_stats(x, x_sq, mask, c, axis_name=axis_name)
   n = jax.lax.psum(jnp.sum(flat_mask, dtype=jnp.int32), axis_name)
-  return lloyd_lib.ClassQuantizer(c, final.counts, final.sse / n, epochs,
-                                  converged)
+  return lloyd_lib.ClassQuantizer(c, final.counts, final.sse / n, state.epoch,
+                                  state.converged)

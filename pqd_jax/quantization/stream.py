@@ -24,9 +24,9 @@ O(batch + C·K·D + C·init_size·D) (the sample kept in the input's dtype, so
 half for float16 latents), independent of the stream length.
 """
 
-import functools
+import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -35,16 +35,54 @@ from jax.sharding import Mesh
 
 from pqd_jax import checks
 from pqd_jax.quantization import api as api_lib
+from pqd_jax.quantization import clvq as clvq_lib
+from pqd_jax.quantization import inputs
+from pqd_jax.quantization import stream_steps as steps
 from pqd_jax.quantization import weights as weights_lib
 
-__all__ = ["quantize_stream"]
-
-# Per-point centroid gathers are [sub, k, d]: at most this many floats.
-_GATHER_ELEMENTS = 1 << 22
+__all__ = ["StreamState", "quantize_stream"]
 
 
-def _batches(make_batches, d_expected=None):
-  """Validates and yields ``(flat [b, d] float, labels [b] int)``."""
+class StreamState(NamedTuple):
+  """What :func:`quantize_stream` knows after each pass over the stream.
+
+  ``C`` classes, ``k`` centroids per class, ``d`` the flattened latent size.
+  The counting pass sets the first five fields, the seeding the codebook,
+  each CLVQ pass the codebook and ``shift``, the final pass ``counts`` and
+  ``sse``; fields not set yet are ``None``.
+
+  Attributes:
+    latent_shape: shape of one latent (``d`` entries in all).
+    classes: ``[C]`` the sorted distinct labels.
+    sizes: ``[C]`` int64 points per class.
+    tol_abs: ``[C]`` float64 tolerance on a pass's summed squared centroid
+      shift: ``tol`` times the class's mean per-dimension variance.
+    sample: label → ``[≤ init_size, d]`` uniform sample of the class
+      (float16 or float32), for the seeds; ``None`` once seeded.
+    codebook: ``[C, k, d]`` float32 centroids and ``[C, k]`` int32 points
+      each has absorbed (the seeding sample's cells count).
+    shift: ``[C]`` float32 summed squared centroid shift of the last CLVQ
+      pass.
+    counts: ``[C, k]`` int32 exact cell counts of the final centroids.
+    sse: ``[C]`` float32 summed squared distance to them.
+  """
+
+  latent_shape: tuple[int, ...]
+  classes: np.ndarray
+  sizes: np.ndarray
+  tol_abs: np.ndarray
+  sample: dict[int, np.ndarray] | None
+  codebook: clvq_lib.Codebook | None = None
+  shift: np.ndarray | None = None
+  counts: jax.Array | None = None
+  sse: jax.Array | None = None
+
+
+def _batches(make_batches, latent_shape=None):
+  """Validates and yields ``(latent_shape, flat [b, d], labels [b] int)``.
+
+  With ``latent_shape``, a batch of another latent shape is refused.
+  """
   it = make_batches()
   if not isinstance(it, Iterable):
     raise ValueError(
@@ -58,13 +96,13 @@ def _batches(make_batches, d_expected=None):
       raise ValueError(
           f"batch {i} is not a (latents, labels) pair: {type(batch)}."
       ) from None
-    arr = api_lib.check_latents(latents)
-    lab = api_lib.check_labels(labels, arr.shape[0])
+    arr = inputs.check_latents(latents)
+    lab = inputs.check_labels(labels, arr.shape[0])
     flat = arr.reshape(arr.shape[0], -1)
-    if d_expected is not None and arr.shape[1:] != d_expected[1]:
+    if latent_shape is not None and arr.shape[1:] != latent_shape:
       raise ValueError(
           f"batch {i} has latents of shape {arr.shape[1:]} but the first "
-          f"batch had {d_expected[1]}."
+          f"batch had {latent_shape}."
       )
     yield arr.shape[1:], flat, lab
 
@@ -95,116 +133,8 @@ class _Reservoir:
       self.points[int(c)], self.prios[int(c)] = pts, pr
 
 
-def _stream_kernel(cents, x, cls, *, sub):
-  """Nearest own-class centroid of every point, and the cell sums.
-
-  Args:
-    cents: ``[C, k, d]`` float32.
-    x: ``[b, d]`` points, ``b`` a multiple of ``sub``.
-    cls: ``[b]`` int32 class index, ``C`` on padding.
-    sub: points per gather.
-
-  Returns:
-    ``(sums [C*k, d], counts [C*k] int32, sse [C])``.
-  """
-  num_classes, k, d = cents.shape
-  c_sq = jnp.sum(cents * cents, axis=-1)  # [C, k]
-  xs = x.reshape(-1, sub, d)
-  cs = cls.reshape(-1, sub)
-
-  def body(carry, chunk):
-    sums, counts, sse = carry
-    xc, cc = chunk
-    xc = xc.astype(jnp.float32)
-    safe = jnp.minimum(cc, num_classes - 1)
-    dist = c_sq[safe] - 2.0 * jnp.einsum("sd,skd->sk", xc, cents[safe])
-    dmin = jnp.min(dist, axis=1)
-    iota = jax.lax.broadcasted_iota(jnp.int32, dist.shape, 1)
-    a = jnp.min(jnp.where(dist == dmin[:, None], iota, k), axis=1)
-    seg = jnp.where(cc < num_classes, cc * k + a, num_classes * k)
-    sums = sums + jax.ops.segment_sum(xc, seg, num_classes * k)
-    counts = counts + jax.ops.segment_sum(
-        jnp.ones_like(seg), seg, num_classes * k)
-    err = jnp.maximum(dmin + jnp.sum(xc * xc, axis=-1), 0.0)
-    sse = sse + jax.ops.segment_sum(err, cc, num_classes)
-    return (sums, counts, sse), None
-
-  init = (jnp.zeros((num_classes * k, d), jnp.float32),
-          jnp.zeros((num_classes * k,), jnp.int32),
-          jnp.zeros((num_classes,), jnp.float32))
-  out, _ = jax.lax.scan(body, init, (xs, cs))
-  return out
-
-
-@functools.partial(jax.jit, donate_argnums=(0, 1))
-def _update(cents, absorbed, present, x, local):
-  """One mini-batch k-means step on the classes ``present`` in the batch.
-
-  Only their centroids are read and written (the rest of ``cents`` is
-  donated and updated in place), so a step costs O(batch + |present|·K·D)
-  rather than O(C·K·D).
-
-  Args:
-    cents: ``[C, k, d]`` float32 (donated).
-    absorbed: ``[C, k]`` points absorbed so far (donated).
-    present: ``[u]`` distinct class indices: those in the batch, then absent
-      ones as padding.
-    x: ``[b, d]`` points.
-    local: ``[b]`` position of each point's class in ``present``, ``u`` on
-      padding rows.
-  """
-  sub_cents = cents[present]
-  u, k, d = sub_cents.shape
-  sums, counts, _ = _stream_kernel(sub_cents, x, local,
-                                   sub=_sub_size(x.shape[0], k, d))
-  sums = sums.reshape(u, k, d)
-  counts = counts.reshape(u, k)
-  sub_absorbed = absorbed[present] + counts
-  rate = 1.0 / jnp.maximum(sub_absorbed, 1).astype(jnp.float32)
-  n = counts.astype(jnp.float32)[..., None]
-  new = sub_cents + (sums - n * sub_cents) * rate[..., None]
-  # Padding entries of ``present`` are distinct absent classes: they get
-  # zero counts and are written back unchanged.
-  return cents.at[present].set(new), absorbed.at[present].set(sub_absorbed)
-
-
-@functools.partial(jax.jit, donate_argnums=(0, 1))
-def _recount(counts, sse, cents, present, x, local):
-  """Adds a batch's exact cell counts and squared errors (present classes)."""
-  sub_cents = cents[present]
-  u, k, d = sub_cents.shape
-  _, c, e = _stream_kernel(sub_cents, x, local,
-                           sub=_sub_size(x.shape[0], k, d))
-  return counts.at[present].add(c.reshape(u, k)), sse.at[present].add(e)
-
-
-def _present(cs, num_classes):
-  """``(present [u], local [b])`` for a batch.
-
-  ``present`` lists the batch's classes (sorted), padded with distinct absent
-  classes to ``u`` = the next power of two (at most ``num_classes``), so few
-  shapes are compiled; ``local`` is each row's position in it (``u`` on
-  padding rows).
-  """
-  real = cs[cs < num_classes]
-  present = np.unique(real)
-  u = min(1 << int(np.ceil(np.log2(max(len(present), 1)))), num_classes)
-  local = np.searchsorted(present, np.minimum(cs, num_classes - 1))
-  local = np.where(cs < num_classes, local, u).astype(np.int32)
-  absent = np.setdiff1d(np.arange(num_classes), present)[:u - len(present)]
-  return np.concatenate([present, absent]).astype(np.int32), local
-
-
-def _sub_size(b: int, k: int, d: int) -> int:
-  """Largest divisor of ``b`` with ``sub * k * d <= _GATHER_ELEMENTS``."""
-  cap = max(1, _GATHER_ELEMENTS // (k * d))
-  for sub in range(min(b, cap), 0, -1):
-    if b % sub == 0:
-      return sub
-  return 1
-
-
 def _class_index(labels, classes):
+  """``[b]`` int32 position of each label in ``classes``."""
   idx = np.searchsorted(classes, labels)
   idx = np.minimum(idx, len(classes) - 1)
   unknown = classes[idx] != labels
@@ -216,13 +146,13 @@ def _class_index(labels, classes):
   return idx.astype(np.int32)
 
 
-def _fixed_batches(make_batches, shape, classes, batch):
+def _fixed_batches(make_batches, latent_shape, classes, batch):
   """``(x [batch, d], class index [batch])`` across chunk boundaries.
 
   The last batch is padded with class index ``C`` (ignored).
   """
   xs, cs, held = [], [], 0
-  for _, flat, lab in _batches(make_batches, shape):
+  for _, flat, lab in _batches(make_batches, latent_shape):
     xs.append(flat)
     cs.append(_class_index(lab, classes))
     held += len(lab)
@@ -238,6 +168,128 @@ def _fixed_batches(make_batches, shape, classes, batch):
     pad = batch - held
     yield (np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)]),
            np.concatenate([c, np.full(pad, len(classes), np.int32)]))
+
+
+def _count_pass(make_batches, k, init_size, seed, tol) -> StreamState:
+  """Pass 0: the classes, their sizes and moments, a uniform sample of each.
+
+  Raises:
+    ValueError: on a batch of another latent shape, an empty stream, or a
+      class of fewer than ``k`` points.
+  """
+  reservoir = _Reservoir(init_size, seed)
+  stats: dict[int, np.ndarray] = {}
+  shape = None
+  for latent_shape, flat, lab in _batches(make_batches):
+    if shape is None:
+      shape = latent_shape
+    elif latent_shape != shape:
+      raise ValueError(
+          f"a batch has latents of shape {latent_shape} but the first batch "
+          f"had {shape}."
+      )
+    reservoir.add(flat, lab)
+    f64 = flat.astype(np.float64)
+    for c in np.unique(lab):
+      sel = lab == c
+      row = np.array([sel.sum(), *f64[sel].sum(0), (f64[sel] ** 2).sum()])
+      stats[int(c)] = stats[int(c)] + row if int(c) in stats else row
+  if shape is None:
+    raise ValueError("make_batches() yielded no batch; the stream is empty.")
+  classes = np.array(sorted(stats))
+  sizes = np.array([stats[c][0] for c in classes], np.int64)
+  if k > sizes.min():
+    raise ValueError(
+        f"k={k} is larger than the number of points of class(es) "
+        f"{classes[sizes < k][:10].tolist()}; k must be <= every class size."
+    )
+  d = math.prod(shape)
+  mean = np.stack([stats[c][1:1 + d] / stats[c][0] for c in classes])
+  sq = np.array([stats[c][-1] / stats[c][0] for c in classes])
+  return StreamState(
+      latent_shape=shape, classes=classes, sizes=sizes,
+      tol_abs=tol * np.maximum(sq - (mean ** 2).sum(1), 0.0) / d,
+      sample=reservoir.points)
+
+
+def _seed(state: StreamState, k: int, *, group_size: int,
+          **quantize_kwargs) -> StreamState:
+  """Seeds: Lloyd on the sample, ``group_size`` classes at a time.
+
+  Class ``y`` uses ``fold_in(rng, y)`` whatever its group. The seeds' cell
+  counts in the sample start the step counts, so the first batch refines
+  the seeds instead of overwriting them.
+  """
+  d = math.prod(state.latent_shape)
+  seed_cents, seed_counts = [], []
+  for g in range(0, len(state.classes), group_size):
+    group = state.classes[g:g + group_size]
+    sample_x = np.concatenate([state.sample[c] for c in group])
+    sample_y = np.concatenate(
+        [np.full(len(state.sample[c]), c) for c in group])
+    seeds = api_lib.quantize(sample_x, sample_y, k, **quantize_kwargs)
+    seed_cents.append(np.asarray(seeds.centroids, np.float32).reshape(
+        len(group), k, d))
+    seed_counts.append(np.asarray(seeds.counts))
+    del sample_x, sample_y
+  book = clvq_lib.Codebook(
+      jnp.asarray(np.concatenate(seed_cents)),
+      jnp.asarray(np.concatenate(seed_counts), jnp.int32))
+  return state._replace(sample=None, codebook=book)
+
+
+def _clvq_pass(state: StreamState, make_batches,
+               batch_size: int) -> StreamState:
+  """One CLVQ pass: a mini-batch k-means step per batch of the stream."""
+  before = np.asarray(state.codebook.centroids)  # a copy: steps donate it
+  book = state.codebook
+  for xs, cs in _fixed_batches(make_batches, state.latent_shape,
+                               state.classes, batch_size):
+    present, local = steps.present_classes(cs, len(state.classes))
+    book = steps.update(book, present, xs, local)
+  shift = np.asarray(jnp.sum((book.centroids - before) ** 2, axis=(1, 2)))
+  return state._replace(codebook=book, shift=shift)
+
+
+def _recount_pass(state: StreamState, make_batches,
+                  batch_size: int) -> StreamState:
+  """The exact pass: every point to its nearest final centroid.
+
+  Raises:
+    ValueError: if the stream's class sizes changed since the first pass.
+  """
+  num_classes, k = state.codebook.absorbed.shape
+  counts = jnp.zeros((num_classes, k), jnp.int32)
+  sse = jnp.zeros((num_classes,), jnp.float32)
+  for xs, cs in _fixed_batches(make_batches, state.latent_shape,
+                               state.classes, batch_size):
+    present, local = steps.present_classes(cs, num_classes)
+    counts, sse = steps.recount(counts, sse, state.codebook.centroids,
+                                present, xs, local)
+  total = np.asarray(counts).sum(1)
+  if not np.array_equal(total, state.sizes):
+    raise ValueError(
+        "make_batches() yielded different data on the recount pass "
+        f"({total.tolist()[:10]} points per class vs "
+        f"{state.sizes.tolist()[:10]})."
+    )
+  return state._replace(counts=counts, sse=sse)
+
+
+def _result(state: StreamState, weights: str,
+            num_passes: int) -> api_lib.QuantizeResult:
+  """The ``QuantizeResult`` of the final state."""
+  num_classes, k = state.counts.shape
+  return api_lib.QuantizeResult(
+      centroids=state.codebook.centroids.reshape(
+          (num_classes, k) + state.latent_shape),
+      weights=weights_lib.cell_weights(state.counts, weights),
+      counts=state.counts,
+      distortion=state.sse / jnp.asarray(state.sizes, jnp.float32),
+      classes=state.classes,
+      iterations=jnp.full((num_classes,), num_passes, jnp.int32),
+      converged=jnp.asarray(state.shift <= state.tol_abs),
+  )
 
 
 def quantize_stream(
@@ -306,82 +358,10 @@ def quantize_stream(
     checks.mesh(mesh)
   seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
 
-  # Pass 0: sizes, moments and a uniform sample per class.
-  reservoir = _Reservoir(init_size, seed)
-  stats: dict[int, np.ndarray] = {}
-  shape = None
-  for latent_shape, flat, lab in _batches(make_batches):
-    if shape is None:
-      shape = (flat.shape[1], latent_shape)
-    elif latent_shape != shape[1]:
-      raise ValueError(
-          f"a batch has latents of shape {latent_shape} but the first batch "
-          f"had {shape[1]}."
-      )
-    reservoir.add(flat, lab)
-    f64 = flat.astype(np.float64)
-    for c in np.unique(lab):
-      sel = lab == c
-      row = np.array([sel.sum(), *f64[sel].sum(0), (f64[sel] ** 2).sum()])
-      stats[int(c)] = stats[int(c)] + row if int(c) in stats else row
-  if shape is None:
-    raise ValueError("make_batches() yielded no batch; the stream is empty.")
-  classes = np.array(sorted(stats))
-  sizes = np.array([stats[c][0] for c in classes], np.int64)
-  if k > sizes.min():
-    raise ValueError(
-        f"k={k} is larger than the number of points of class(es) "
-        f"{classes[sizes < k][:10].tolist()}; k must be <= every class size."
-    )
-  d = shape[0]
-  # Seeds: Lloyd on the sample, a group of classes at a time (class ``y``
-  # uses ``fold_in(rng, y)`` whatever its group).
-  seed_cents, seed_counts = [], []
-  for g in range(0, len(classes), seed_classes):
-    group = classes[g:g + seed_classes]
-    sample_x = np.concatenate([reservoir.points[c] for c in group])
-    sample_y = np.concatenate(
-        [np.full(len(reservoir.points[c]), c) for c in group])
-    seeds = api_lib.quantize(sample_x, sample_y, k, init=init, n_init=n_init,
-                             rng=rng, tol=tol, mesh=mesh)
-    seed_cents.append(np.asarray(seeds.centroids, np.float32).reshape(
-        len(group), k, d))
-    seed_counts.append(np.asarray(seeds.counts))
-    del sample_x, sample_y
-  del reservoir
-  cents = jnp.asarray(np.concatenate(seed_cents))
-  mean = np.stack([stats[c][1:1 + d] / stats[c][0] for c in classes])
-  sq = np.array([stats[c][-1] / stats[c][0] for c in classes])
-  tol_abs = tol * np.maximum(sq - (mean ** 2).sum(1), 0.0) / d
-
-  # The seeds already summarise the sample: start the step counts there, so
-  # the first batch refines them instead of overwriting them.
-  absorbed = jnp.asarray(np.concatenate(seed_counts), jnp.int32)
-  shift = None
+  state = _count_pass(make_batches, k, init_size, seed, tol)
+  state = _seed(state, k, group_size=seed_classes, init=init, n_init=n_init,
+                rng=rng, tol=tol, mesh=mesh)
   for _ in range(num_passes):
-    before = np.asarray(cents)  # a copy: cents is donated to the steps
-    for xs, cs in _fixed_batches(make_batches, shape, classes, batch_size):
-      present, local = _present(cs, len(classes))
-      cents, absorbed = _update(cents, absorbed, present, xs, local)
-    shift = np.asarray(jnp.sum((cents - before) ** 2, axis=(1, 2)))
-
-  counts = jnp.zeros((len(classes), k), jnp.int32)
-  sse = jnp.zeros((len(classes),), jnp.float32)
-  for xs, cs in _fixed_batches(make_batches, shape, classes, batch_size):
-    present, local = _present(cs, len(classes))
-    counts, sse = _recount(counts, sse, cents, present, xs, local)
-  total = np.asarray(counts).sum(1)
-  if not np.array_equal(total, sizes):
-    raise ValueError(
-        "make_batches() yielded different data on the recount pass "
-        f"({total.tolist()[:10]} points per class vs {sizes.tolist()[:10]})."
-    )
-  return api_lib.QuantizeResult(
-      centroids=cents.reshape((len(classes), k) + shape[1]),
-      weights=weights_lib.cell_weights(counts, weights),
-      counts=counts,
-      distortion=sse / jnp.asarray(sizes, jnp.float32),
-      classes=classes,
-      iterations=jnp.full((len(classes),), num_passes, jnp.int32),
-      converged=jnp.asarray(shift <= tol_abs),
-  )
+    state = _clvq_pass(state, make_batches, batch_size)
+  state = _recount_pass(state, make_batches, batch_size)
+  return _result(state, weights, num_passes)

@@ -1,0 +1,177 @@
+"""Seeds of one class's quantizer: greedy k-means++ or distinct random points.
+
+Like :mod:`pqd_jax.quantization.cells`, every function works on the local
+shard of one class's points (``[n, d]``, padding rows masked out) and reduces
+across the mesh axis ``axis_name``; the seeds are identical on every device.
+"""
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from pqd_jax.quantization import cells
+
+__all__ = ["initial_centroids", "kmeans_plusplus", "random_init"]
+
+
+class PlusPlusState(NamedTuple):
+  """The ``fori_loop`` state of :func:`kmeans_plusplus`.
+
+  Attributes:
+    seeds: ``[k, d]`` float32 seeds, rows past the current one still zero.
+    closest: ``[n]`` float32 squared distance of each local point to its
+      nearest seed so far (0 on padding).
+  """
+
+  seeds: jnp.ndarray
+  closest: jnp.ndarray
+
+
+class RandomInitState(NamedTuple):
+  """The ``fori_loop`` state of :func:`random_init`.
+
+  Attributes:
+    seeds: ``[k, d]`` float32 seeds, rows past the current one still zero.
+    available: ``[n]`` float32 1 for the local points that may still be
+      drawn, 0 for padding and points equal to a seed.
+  """
+
+  seeds: jnp.ndarray
+  available: jnp.ndarray
+
+
+def _sample_points(key, x, weight, num, *, axis_name):
+  """Draws ``num`` points with probability ∝ ``weight`` across all devices.
+
+  Every device draws the same uniforms; the device whose slice of the global
+  cumulative sum holds a draw contributes the point, the others zeros, and a
+  ``psum`` hands the points to everyone. With one device or many, the same
+  uniforms select the same global point (up to float rounding of the sums).
+
+  Args:
+    key: PRNG key, identical on every device.
+    x: ``[n, d]`` local points.
+    weight: ``[n]`` non-negative local weights (0 on padding).
+    num: number of draws.
+    axis_name: mesh axis.
+
+  Returns:
+    ``[num, d]`` float32 points, identical on every device.
+  """
+  n = x.shape[0]
+  local_total = jnp.sum(weight)
+  totals = cells.all_gather(local_total, axis_name)  # [devices]
+  me = jax.lax.axis_index(axis_name)
+  ends = jnp.cumsum(totals)
+  dev_ids = jnp.arange(totals.shape[0])
+  last_dev = jnp.max(jnp.where(totals > 0, dev_ids, 0))
+  u = jax.random.uniform(key, (num,)) * ends[-1]
+  owner = jnp.minimum(jnp.searchsorted(ends, u, side="right"), last_dev)
+  offset = ends[me] - local_total
+  cum = jnp.cumsum(weight) + offset
+  last_valid = jnp.max(jnp.where(weight > 0, jnp.arange(n), 0))
+  j = jnp.minimum(jnp.searchsorted(cum, u, side="right"), last_valid)
+  mine = (owner == me)[:, None]
+  picked = jnp.where(mine, x[j].astype(jnp.float32), 0.0)
+  return jax.lax.psum(picked, axis_name)
+
+
+def _sq_dist_to(points, x, x_sq):
+  """Squared distances ``[m, n]`` from ``points [m, d]`` to ``x [n, d]``.
+
+  For the few points of a k-means++ step, ``x @ points.T`` runs up to 3×
+  faster on CPU than ``points @ x.T`` (measured at D=1024, N=6000).
+  """
+  p_sq = jnp.sum(points * points, axis=-1)
+  dots = (x.astype(jnp.float32) @ points.T).T
+  return jnp.maximum(p_sq[:, None] - 2.0 * dots + x_sq[None, :], 0.0)
+
+
+def kmeans_plusplus(
+    key: jax.Array,
+    x: jnp.ndarray,
+    x_sq: jnp.ndarray,
+    mask: jnp.ndarray,
+    k: int,
+    *,
+    n_local_trials: int | None = None,
+    axis_name: str,
+) -> jnp.ndarray:
+  """Greedy k-means++ seeds (Arthur & Vassilvitskii; the scikit-learn variant).
+
+  The first seed is a uniformly drawn point. Each further seed is the best of
+  ``n_local_trials`` candidates drawn with probability ∝ D², the one that
+  lowers the total potential most.
+
+  Args:
+    key: PRNG key, identical on every device.
+    x: ``[n, d]`` local points.
+    x_sq: ``[n]`` float32 squared norms.
+    mask: ``[n]`` bool, False on padding.
+    k: number of seeds.
+    n_local_trials: candidates per seed; default ``2 + ⌊ln k⌋`` as
+      scikit-learn.
+    axis_name: mesh axis.
+
+  Returns:
+    ``[k, d]`` float32 seeds, identical on every device.
+  """
+  if n_local_trials is None:
+    n_local_trials = 2 + int(math.log(k))
+  maskf = mask.astype(jnp.float32)
+  first_key, loop_key = jax.random.split(key)
+  first = _sample_points(first_key, x, maskf, 1, axis_name=axis_name)
+  closest = _sq_dist_to(first, x, x_sq)[0] * maskf  # [n]
+  seeds = jnp.zeros((k, x.shape[1]), jnp.float32).at[0].set(first[0])
+
+  def body(i, state: PlusPlusState) -> PlusPlusState:
+    cands = _sample_points(
+        jax.random.fold_in(loop_key, i), x, state.closest, n_local_trials,
+        axis_name=axis_name,
+    )
+    new = jnp.minimum(state.closest[None, :],
+                      _sq_dist_to(cands, x, x_sq)) * maskf
+    potentials = jax.lax.psum(jnp.sum(new, axis=1), axis_name)
+    best = jnp.argmin(potentials)
+    return PlusPlusState(seeds=state.seeds.at[i].set(cands[best]),
+                         closest=new[best])
+
+  state = jax.lax.fori_loop(1, k, body, PlusPlusState(seeds, closest))
+  return state.seeds
+
+
+def random_init(key: jax.Array, x: jnp.ndarray, x_sq: jnp.ndarray,
+                mask: jnp.ndarray, k: int, *, axis_name: str) -> jnp.ndarray:
+  """``k`` distinct points drawn uniformly without replacement as seeds.
+
+  Args and returns as :func:`kmeans_plusplus`.
+  """
+
+  def body(i, state: RandomInitState) -> RandomInitState:
+    p = _sample_points(jax.random.fold_in(key, i), x, state.available, 1,
+                       axis_name=axis_name)
+    # Remove the drawn point (distance 0 to it) from the pool.
+    taken = _sq_dist_to(p, x, x_sq)[0]
+    return RandomInitState(
+        seeds=state.seeds.at[i].set(p[0]),
+        available=jnp.where(taken == 0.0, 0.0, state.available))
+
+  state = RandomInitState(seeds=jnp.zeros((k, x.shape[1]), jnp.float32),
+                          available=mask.astype(jnp.float32))
+  return jax.lax.fori_loop(0, k, body, state).seeds
+
+
+def initial_centroids(key: jax.Array, x: jnp.ndarray, x_sq: jnp.ndarray,
+                      mask: jnp.ndarray, k: int, *, init: str,
+                      n_local_trials: int | None,
+                      axis_name: str) -> jnp.ndarray:
+  """Seeds by name: ``"kmeans++"`` (greedy) or ``"random"`` (distinct points).
+
+  Args and returns as :func:`kmeans_plusplus`; ``init`` names the method.
+  """
+  if init == "kmeans++":
+    return kmeans_plusplus(key, x, x_sq, mask, k,
+                           n_local_trials=n_local_trials, axis_name=axis_name)
+  return random_init(key, x, x_sq, mask, k, axis_name=axis_name)

@@ -1,0 +1,152 @@
+"""The compiled per-batch steps of :func:`pqd_jax.quantize_stream`.
+
+A batch holds points of a few of the ``C`` classes; each point is assigned to
+the nearest of its own class's ``k`` centroids. A step reads and writes only
+the centroids of the classes present in the batch, padded to a power of two
+of them (:func:`present_classes`) so that few shapes are compiled.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pqd_jax.quantization import cells
+from pqd_jax.quantization import clvq as clvq_lib
+
+__all__ = ["cell_stats", "present_classes", "recount", "sub_size", "update"]
+
+# Per-point centroid gathers are [sub, k, d]: at most this many floats.
+_GATHER_ELEMENTS = 1 << 22
+
+
+def cell_stats(cents: jnp.ndarray, x: jnp.ndarray, cls: jnp.ndarray, *,
+               sub: int) -> cells.CellStats:
+  """Nearest own-class centroid of every point, and the cell sums.
+
+  Args:
+    cents: ``[C, k, d]`` float32.
+    x: ``[b, d]`` points, ``b`` a multiple of ``sub``.
+    cls: ``[b]`` int32 class index, ``C`` on padding.
+    sub: points per gather.
+
+  Returns:
+    The ``CellStats`` of all classes' cells, flattened: ``sums [C*k, d]``,
+    ``counts [C*k]`` int32 and ``sse [C]``.
+  """
+  num_classes, k, d = cents.shape
+  c_sq = jnp.sum(cents * cents, axis=-1)  # [C, k]
+  xs = x.reshape(-1, sub, d)
+  cs = cls.reshape(-1, sub)
+
+  def body(stats: cells.CellStats, chunk):
+    xc, cc = chunk
+    xc = xc.astype(jnp.float32)
+    safe = jnp.minimum(cc, num_classes - 1)
+    dist = c_sq[safe] - 2.0 * jnp.einsum("sd,skd->sk", xc, cents[safe])
+    dmin, a = cells.first_argmin(dist, axis=1)
+    seg = jnp.where(cc < num_classes, cc * k + a, num_classes * k)
+    sums = stats.sums + jax.ops.segment_sum(xc, seg, num_classes * k)
+    counts = stats.counts + jax.ops.segment_sum(
+        jnp.ones_like(seg), seg, num_classes * k)
+    err = jnp.maximum(dmin + jnp.sum(xc * xc, axis=-1), 0.0)
+    sse = stats.sse + jax.ops.segment_sum(err, cc, num_classes)
+    return cells.CellStats(sums, counts, sse), None
+
+  init = cells.CellStats(jnp.zeros((num_classes * k, d), jnp.float32),
+                         jnp.zeros((num_classes * k,), jnp.int32),
+                         jnp.zeros((num_classes,), jnp.float32))
+  out, _ = jax.lax.scan(body, init, (xs, cs))
+  return out
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def update(book: clvq_lib.Codebook, present: jnp.ndarray, x: jnp.ndarray,
+           local: jnp.ndarray) -> clvq_lib.Codebook:
+  """One mini-batch k-means step on the classes ``present`` in the batch.
+
+  Only their centroids are read and written (the rest of the codebook is
+  donated and updated in place), so a step costs O(batch + |present|·K·D)
+  rather than O(C·K·D).
+
+  Args:
+    book: ``[C, k, d]`` centroids and ``[C, k]`` absorbed counts (donated).
+    present: ``[u]`` distinct class indices: those in the batch, then absent
+      ones as padding.
+    x: ``[b, d]`` points.
+    local: ``[b]`` position of each point's class in ``present``, ``u`` on
+      padding rows.
+
+  Returns:
+    The updated codebook.
+  """
+  sub_book = clvq_lib.Codebook(book.centroids[present],
+                               book.absorbed[present])
+  u, k, d = sub_book.centroids.shape
+  stats = cell_stats(sub_book.centroids, x, local,
+                     sub=sub_size(x.shape[0], k, d))
+  new = clvq_lib.absorb(sub_book, stats.sums.reshape(u, k, d),
+                        stats.counts.reshape(u, k))
+  # Padding entries of ``present`` are distinct absent classes: they get
+  # zero counts and are written back unchanged.
+  return clvq_lib.Codebook(book.centroids.at[present].set(new.centroids),
+                           book.absorbed.at[present].set(new.absorbed))
+
+
+@functools.partial(jax.jit, donate_argnums=(0, 1))
+def recount(counts: jnp.ndarray, sse: jnp.ndarray, cents: jnp.ndarray,
+            present: jnp.ndarray, x: jnp.ndarray,
+            local: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Adds a batch's exact cell counts and squared errors (present classes).
+
+  Args:
+    counts: ``[C, k]`` int32 counts so far (donated).
+    sse: ``[C]`` float32 summed squared errors so far (donated).
+    cents: ``[C, k, d]`` float32 centroids.
+    present: ``[u]`` as for :func:`update`.
+    x: ``[b, d]`` points.
+    local: ``[b]`` as for :func:`update`.
+
+  Returns:
+    ``(counts, sse)`` with the batch added.
+  """
+  sub_cents = cents[present]
+  u, k, d = sub_cents.shape
+  stats = cell_stats(sub_cents, x, local, sub=sub_size(x.shape[0], k, d))
+  return (counts.at[present].add(stats.counts.reshape(u, k)),
+          sse.at[present].add(stats.sse))
+
+
+def present_classes(cs: np.ndarray,
+                    num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+  """``(present [u], local [b])`` for a batch.
+
+  ``present`` lists the batch's classes (sorted), padded with distinct absent
+  classes to ``u`` = the next power of two (at most ``num_classes``), so few
+  shapes are compiled; ``local`` is each row's position in it (``u`` on
+  padding rows).
+
+  Args:
+    cs: ``[b]`` int32 class index of each row, ``num_classes`` on padding.
+    num_classes: ``C``.
+
+  Returns:
+    ``(present, local)``, both int32.
+  """
+  real = cs[cs < num_classes]
+  present = np.unique(real)
+  u = min(1 << int(np.ceil(np.log2(max(len(present), 1)))), num_classes)
+  local = np.searchsorted(present, np.minimum(cs, num_classes - 1))
+  local = np.where(cs < num_classes, local, u).astype(np.int32)
+  absent = np.setdiff1d(np.arange(num_classes), present)[:u - len(present)]
+  return np.concatenate([present, absent]).astype(np.int32), local
+
+
+def sub_size(b: int, k: int, d: int) -> int:
+  """Largest divisor of ``b`` with ``sub * k * d <= _GATHER_ELEMENTS``."""
+  cap = max(1, _GATHER_ELEMENTS // (k * d))
+  for sub in range(min(b, cap), 0, -1):
+    if b % sub == 0:
+      return sub
+  return 1
