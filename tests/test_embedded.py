@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from pqd_jax import embedded, models
+from pqd_jax.configs import fashion_mnist as fashion_mnist_config
 from pqd_jax.data import fashion_mnist
 
 pytestmark = pytest.mark.skipif(
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _teacher():
-  return models.ConvNet(num_classes=10, width=128, depth=3, norm="instance")
+  return models.build_classifier(fashion_mnist_config.get_config().teacher,
+                                 10)
 
 
 @pytest.fixture(scope="module")

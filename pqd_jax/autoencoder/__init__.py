@@ -1,21 +1,7 @@
 """The KL autoencoder: build or load, encode/decode, train a small one."""
 
-from pqd_jax.autoencoder.model import (
-    Autoencoder,
-    build,
-    decode,
-    encode,
-    init_autoencoder,
-    load_pretrained,
-    save_pretrained,
-)
+from pqd_jax.autoencoder import model
+from pqd_jax.autoencoder.model import *  # noqa: F403
 
-__all__ = [
-    "Autoencoder",
-    "build",
-    "decode",
-    "encode",
-    "init_autoencoder",
-    "load_pretrained",
-    "save_pretrained",
-]
+# The package exports its model module's API, listed once in model.__all__.
+__all__ = list(model.__all__)

@@ -9,7 +9,7 @@ dataset-distillation tables (DSA, Zhao & Bilen 2021).
 import jax
 import jax.numpy as jnp
 
-__all__ = ["cutmix", "dsa", "random_flip", "random_resized_crop"]
+__all__ = ["affine", "cutmix", "dsa", "random_flip", "random_resized_crop"]
 
 
 def random_flip(rng: jax.Array, images: jnp.ndarray) -> jnp.ndarray:
@@ -94,12 +94,20 @@ def cutmix(rng: jax.Array, images: jnp.ndarray, weights: jnp.ndarray, *,
   return mixed, perm, lam, lam * weights + (1.0 - lam) * weights[perm]
 
 
-def _affine(images: jnp.ndarray, theta: jnp.ndarray) -> jnp.ndarray:
+def affine(images: jnp.ndarray, theta: jnp.ndarray) -> jnp.ndarray:
   """Warps ``[b, h, w, c]`` images by ``theta [b, 2, 3]``, zeros outside.
 
   ``theta`` maps output to input coordinates normalised to [-1, 1] with the
   corners on the corner pixels (``affine_grid``/``grid_sample`` with
-  ``align_corners=True``); sampling is bilinear.
+  ``align_corners=True``); sampling is bilinear. The geometric DSA
+  transforms (crop, scale, rotate) are such warps.
+
+  Args:
+    images: ``[b, h, w, c]``.
+    theta: ``[b, 2, 3]``, one affine map per image.
+
+  Returns:
+    ``[b, h, w, c]`` warped images.
   """
   _, h, w, _ = images.shape
   yn, xn = jnp.meshgrid(jnp.linspace(-1.0, 1.0, h), jnp.linspace(-1.0, 1.0, w),
@@ -140,7 +148,7 @@ def _dsa_crop(rng, x, p):
   theta = jnp.stack([
       jnp.stack([one, zero, 2.0 * dx / (w - 1)], -1),
       jnp.stack([zero, one, 2.0 * dy / (h - 1)], -1)], 1)
-  return _affine(x, theta)
+  return affine(x, theta)
 
 
 def _dsa_cutout(rng, x, p):
@@ -170,7 +178,7 @@ def _dsa_scale(rng, x, p):
   zero = jnp.zeros(b)
   theta = jnp.stack([jnp.stack([sx, zero, zero], -1),
                      jnp.stack([zero, sy, zero], -1)], 1)
-  return _affine(x, theta)
+  return affine(x, theta)
 
 
 def _dsa_rotate(rng, x, p):
@@ -180,7 +188,7 @@ def _dsa_rotate(rng, x, p):
   zero, cos, sin = jnp.zeros(b), jnp.cos(angle), jnp.sin(angle)
   theta = jnp.stack([jnp.stack([cos, sin, zero], -1),
                      jnp.stack([-sin, cos, zero], -1)], 1)
-  return _affine(x, theta)
+  return affine(x, theta)
 
 
 DSA_TRANSFORMS = ("color", "crop", "cutout", "flip", "scale", "rotate")

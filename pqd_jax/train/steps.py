@@ -27,6 +27,8 @@ from pqd_jax.train import augment, losses
 
 __all__ = [
     "TrainState",
+    "aug_from_config",
+    "augmented_views",
     "accuracy",
     "apply_gradients",
     "ce_step",
@@ -147,8 +149,38 @@ def check_aug(aug: Any) -> dict:
   return settings
 
 
-def _views(rng, images, weights, aug):
-  """Augmented views (flip, crop, DSA, then CutMix) and their mixed weights."""
+def aug_from_config(config: Any) -> tuple:
+  """The ``aug`` tuple of a teacher or student config section.
+
+  ``flip`` always; ``crop_scale`` when non-empty; ``dsa`` and ``cutmix``
+  when on (a section without ``cutmix``, the teacher's, has it off).
+  """
+  aug = [("flip", bool(config.flip))]
+  if config.crop_scale:
+    aug.append(("crop_scale", tuple(config.crop_scale)))
+  if config.dsa:
+    aug.append(("dsa", True))
+  if config.get("cutmix", False):
+    aug.append(("cutmix", True))
+  return tuple(aug)
+
+
+def augmented_views(rng: jax.Array, images: jnp.ndarray, weights: jnp.ndarray,
+                    aug: dict) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Augmented views (flip, crop, DSA, then CutMix) and their mixed weights.
+
+  The views a train step computes its loss on; an unlisted setting is off.
+
+  Args:
+    rng: key of the augmentations.
+    images: ``[b, h, w, c]``.
+    weights: ``[b]`` per-image weights.
+    aug: the settings as :func:`check_aug` returns them.
+
+  Returns:
+    ``(views [b, h, w, c], weights [b])``: the weights are the inputs', or
+    with CutMix the mixed ``λ·w_a + (1−λ)·w_b``.
+  """
   k_flip, k_crop, k_dsa, k_mix = jax.random.split(rng, 4)
   x = augment.random_flip(k_flip, images) if aug.get("flip") else images
   if aug.get("crop_scale") is not None:
@@ -188,7 +220,7 @@ def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
     ``(new_state, {"loss": scalar})``.
   """
   aug = check_aug(aug)
-  views, weights = _views(rng, batch["image"], batch["weight"], aug)
+  views, weights = augmented_views(rng, batch["image"], batch["weight"], aug)
   teacher_logits = jax.lax.stop_gradient(
       teacher.apply(teacher_variables, views, train=False))
 
@@ -223,7 +255,7 @@ def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
     ``(new_state, {"loss": scalar})``.
   """
   aug = dict(check_aug(aug), cutmix=False)
-  views, weights = _views(rng, batch["image"], batch["weight"], aug)
+  views, weights = augmented_views(rng, batch["image"], batch["weight"], aug)
 
   def loss_fn(params):
     logits, stats = _apply_train(model, state, params, views)

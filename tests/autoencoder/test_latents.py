@@ -151,8 +151,8 @@ def test_quantize_of_lazy_latents_equals_in_memory(tmp_path):
 def test_nan_in_lazy_latents_is_refused_with_its_row(tmp_path):
   _, labels = _saved(tmp_path)
   # save() refuses NaN; a class file corrupted on disk has it: row 17 is
-  # row 3 of class 1.
-  stored = np.load(latents._class_file(str(tmp_path), 1), mmap_mode="r+")
+  # row 3 of class 1, in class_00001.npy of the documented layout.
+  stored = np.load(tmp_path / "class_00001.npy", mmap_mode="r+")
   stored[3, 1, 0] = np.nan
   stored.flush()
   del stored

@@ -61,14 +61,14 @@ def _dsa_only(transform, x, key=0, **kw):
 def test_affine_identity_keeps_the_image():
   x = _images()
   theta = jnp.tile(jnp.array([[1.0, 0, 0], [0, 1.0, 0]]), (8, 1, 1))
-  np.testing.assert_allclose(np.asarray(augment._affine(x, theta)),
+  np.testing.assert_allclose(np.asarray(augment.affine(x, theta)),
                              np.asarray(x), atol=1e-5)
 
 
 def test_affine_quarter_turn_matches_rot90():
   x = _images(h=9, w=9)
   theta = jnp.tile(jnp.array([[0.0, 1.0, 0], [-1.0, 0.0, 0]]), (8, 1, 1))
-  out = np.asarray(augment._affine(x, theta))
+  out = np.asarray(augment.affine(x, theta))
   rotated = [np.rot90(np.asarray(x)[:, :, :, 0], k, axes=(1, 2))
              for k in (1, 3)]
   assert any(np.allclose(out[..., 0], r, atol=1e-5) for r in rotated)

@@ -121,8 +121,8 @@ def test_bad_crop_scale_is_refused():
 
 def test_unlisted_augmentations_are_off():
   student, _, _, tx, _, batch = _setup()
-  views, weights = steps._views(jax.random.key(0), batch["image"],
-                                batch["weight"], steps.check_aug(()))
+  views, weights = steps.augmented_views(
+      jax.random.key(0), batch["image"], batch["weight"], steps.check_aug(()))
   np.testing.assert_array_equal(np.asarray(views), np.asarray(batch["image"]))
   np.testing.assert_array_equal(np.asarray(weights),
                                 np.asarray(batch["weight"]))
