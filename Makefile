@@ -44,7 +44,7 @@ test-slow: venv data
 # ruff check only: `ruff format` would rewrite the Google/yapf-style 4-space
 # continuation indents (as in ott-jax) into 2-space ones.
 lint: venv
-	$(VENV)/bin/ruff check pqd_jax tests benchmarks
+	$(VENV)/bin/ruff check pqd_jax tests benchmarks tools
 
 bench: venv data
 	$(PY) benchmarks/quantize_speed.py $(ARGS)

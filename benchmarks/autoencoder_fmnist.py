@@ -21,15 +21,14 @@ import json
 import os
 import time
 
+import harness
 import numpy as np
 
-from pqd_jax import visualize
+from pqd_jax import visualize, workdir
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.autoencoder import train as train_lib
 from pqd_jax.configs import fashion_mnist as fmnist_config
 from pqd_jax.data import pipeline, sources
-
-RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
 def nearest_centroid_accuracy(xtr, ytr, xte, yte):
@@ -60,19 +59,15 @@ def main():
   train_src = sources.open_source("fashion_mnist", "train")
   test_src = sources.open_source("fashion_mnist", "test")
   test_all = pipeline.to_unit_range(test_src.read())
-  t0 = time.perf_counter()
-  ae = train_lib.train_autoencoder(
-      config, train_src, args.workdir, test_images=test_all[:2000],
-      eval_every=args.eval_every)
-  train_wall = time.perf_counter() - t0
+  ae, train_wall = harness.timed(
+      train_lib.train_autoencoder, config, train_src, args.workdir,
+      test_images=test_all[:2000], eval_every=args.eval_every)
 
   full_psnr = train_lib.psnr(test_all, train_lib.reconstruct(ae, test_all))
   train_all = pipeline.to_unit_range(train_src.read())
   model_lib.encode(ae, train_all[:512])  # warm up the compiled encoder
-  t0 = time.perf_counter()
-  z_train = model_lib.encode(ae, train_all)
-  z_test = model_lib.encode(ae, test_all)
-  encode_s = time.perf_counter() - t0
+  (z_train, z_test), encode_s = harness.timed(
+      lambda: (model_lib.encode(ae, train_all), model_lib.encode(ae, test_all)))
 
   ytr, yte = train_src.labels, test_src.labels
   flat = lambda a: a.reshape(len(a), -1).astype(np.float32)
@@ -87,21 +82,23 @@ def main():
       "one_nn_pixels": one_nn_accuracy(flat(train_all), ytr, flat(test_all),
                                        yte),
   }
-  os.makedirs(RESULTS, exist_ok=True)
+  os.makedirs(harness.RESULTS_DIR, exist_ok=True)
   pick = np.concatenate([np.flatnonzero(yte == c)[:8] for c in range(10)])
   rec = train_lib.reconstruct(ae, test_all[pick])
   both = np.stack([test_all[pick], rec], 1).reshape(-1, 28, 28, 1)
-  visualize.image_grid(both, 10).save(
-      os.path.join(RESULTS, "autoencoder_reconstructions.png"))
+  workdir.save_atomic(
+      os.path.join(harness.RESULTS_DIR, "autoencoder_reconstructions.png"),
+      visualize.image_grid(both, 10).save)
   means = np.stack([z_train[ytr == c].mean(0) for c in range(10)])
-  visualize.image_grid(model_lib.decode(ae, means), 1).save(
-      os.path.join(RESULTS, "autoencoder_class_means.png"))
+  workdir.save_atomic(
+      os.path.join(harness.RESULTS_DIR, "autoencoder_class_means.png"),
+      visualize.image_grid(model_lib.decode(ae, means), 1).save)
 
-  with open(os.path.join(args.workdir, "metrics.jsonl")) as f:
-    curve = [json.loads(line) for line in f]
+  curve = workdir.read_jsonl(os.path.join(args.workdir, "metrics.jsonl"))
   summary = {
       "date": time.strftime("%Y-%m-%d"),
-      "config": train_lib._config_dict(config),
+      "config": {k: workdir.to_jsonable(config[k])
+                 for k in train_lib.CONFIG_KEYS},
       "train_wall_s_this_run": train_wall,
       "curve": [r for r in curve if "test_psnr" in r and "final" not in r],
       "test_psnr_full": full_psnr,
@@ -110,10 +107,8 @@ def main():
       "scaling_factor": ae.scaling_factor,
       **probe,
   }
-  path = os.path.join(RESULTS, "autoencoder_fmnist.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(path + ".tmp", path)
+  workdir.write_json(
+      os.path.join(harness.RESULTS_DIR, "autoencoder_fmnist.json"), summary)
   print(json.dumps({k: v for k, v in summary.items() if k != "curve"},
                    indent=2))
 

@@ -43,16 +43,16 @@ import os
 import shutil
 import time
 
-import jax
+import harness
 import numpy as np
 
-from pqd_jax import pipeline
+from pqd_jax import pipeline, report, workdir
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
 from pqd_jax.configs import fashion_mnist
 from pqd_jax.data import pipeline as data_pipeline
-from pqd_jax.quantization import api as quantize_api
+from pqd_jax.data import sources, synthetic
 from pqd_jax.quantization import metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -175,41 +175,6 @@ def load_config(spec: str):
   return module.get_config(arg) if arg else module.get_config()
 
 
-def done_rows(path: str) -> dict[str, dict]:
-  """Finished cells of the results file, the last line of a cell winning.
-
-  A line cut by a kill, or one that is not a cell's JSON object, is skipped.
-  """
-  rows = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        if isinstance(row, dict) and isinstance(row.get("cell"), str):
-          rows[row["cell"]] = row
-  return rows
-
-
-def append(path: str, row: dict) -> None:
-  """Appends ``row`` as one line, in one ``write`` (processes may share it).
-
-  A last line cut by a kill gets its newline first, so this row stays whole.
-  """
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  data = (json.dumps(row) + "\n").encode()
-  fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-  try:
-    size = os.fstat(fd).st_size
-    if size and os.pread(fd, 1, size - 1) != b"\n":
-      data = b"\n" + data
-    os.write(fd, data)
-  finally:
-    os.close(fd)
-
-
 def cell_config(base, method: str, ipc: int, labels: str, seeds: int,
                 steps_scale: float,
                 prior_knob: tuple[float, float] | None = None):
@@ -274,15 +239,13 @@ def run_cell(name: str, config, workroot: str) -> dict:
     src, dst = os.path.join(base, artefact), os.path.join(workdir, artefact)
     if os.path.exists(src) and not os.path.exists(dst):
       shutil.copytree(src, dst)
-  t0 = time.perf_counter()
-  pipeline.run(config, workdir, progress=False,
-               log=lambda line: print(f"  [{name}] {line.strip()}",
-                                      flush=True))
-  seconds = time.perf_counter() - t0
+  _, seconds = harness.timed(
+      pipeline.run, config, workdir, progress=False,
+      log=lambda line: print(f"  [{name}] {line.strip()}", flush=True))
   for artefact in shared:  # (``decode`` cells, strength 0, have no prior)
     src, dst = os.path.join(workdir, artefact), os.path.join(base, artefact)
     if os.path.exists(src) and not os.path.exists(dst):
-      publish_copy(src, dst)
+      harness.publish_copy(src, dst)
   with open(os.path.join(workdir, "results.json")) as f:
     results = json.load(f)
   return {"accuracies": results["accuracies"],
@@ -292,24 +255,6 @@ def run_cell(name: str, config, workroot: str) -> dict:
           "student_steps": config.student.num_steps,
           "student_batch": config.student.batch_size,
           "seconds": seconds}
-
-
-def publish_copy(src: str, dst: str) -> None:
-  """Copies the directory ``src`` to ``dst`` atomically, unless it is there.
-
-  The copy goes to a temporary name of this process and is renamed onto
-  ``dst``; if another process (a second copy of the script, e.g. one per
-  core) published ``dst`` in the meantime, this copy is dropped.
-  """
-  tmp = f"{dst}.{os.getpid()}.tmp"
-  shutil.rmtree(tmp, ignore_errors=True)
-  shutil.copytree(src, tmp)
-  try:
-    os.replace(tmp, dst)
-  except OSError:
-    if not os.path.isdir(dst):
-      raise
-    shutil.rmtree(tmp)
 
 
 def w2_cell(workroot: str, cell: str) -> dict:
@@ -379,7 +324,7 @@ def set_stats(workroot: str, cell: str,
       os.path.join(workroot, "_base", "autoencoder", "final"))
   with open(os.path.join(workdir, "config.json")) as f:
     student_weights = json.load(f)["student"]["weights"]
-  images, labels, weights = pipeline.student_set(
+  images, labels, weights = synthetic.load_set(
       os.path.join(workdir, "synthetic"), student_weights)
   latents = ae_lib.encode(ae, images)
   measure = {
@@ -394,26 +339,22 @@ def set_stats(workroot: str, cell: str,
 
 
 def sweep_cell(base_config, workroot: str, ks) -> dict:
-  """Distortion of the mass-weighted quantizer for each K."""
-  z, y = latents_lib.load(os.path.join(workroot, "_base", "latents"))
-  z = z.astype(np.float32)
-  smallest = int(np.bincount(y).min())
-  q = base_config.quantize
-  rows, used = [], []
-  for k in ks:
-    if k > smallest:
-      continue
-    out = quantize_api.quantize(
-        z, y, k, method=q.method, weights="mass", init=q.init,
-        n_init=q.n_init, num_iters=q.num_iters, tol=q.tol,
-        batch_size=q.batch_size, rng=jax.random.key(base_config.seed))
-    rows.append(np.asarray(out.distortion, np.float64).tolist())
-    used.append(int(k))
-  dist = np.asarray(rows)
-  slope = (pipeline.fitted_slope(np.asarray(used), dist)
-           if len(used) >= 2 else None)
-  return {"ks": used, "distortion": rows,
-          "dim": int(np.prod(z.shape[1:])), "fitted_slope": slope}
+  """Distortion of the mass-weighted quantizer for each K.
+
+  The pipeline's own ``quantization_sweep`` stage on the shared latents
+  (``_base``), with ``report.sweep_ks = ks``.
+  """
+  c = base_config.copy_and_resolve_references()
+  c.report.sweep_ks = tuple(ks)
+  c.quantize.weights = "mass"
+  base = os.path.join(workroot, "_base")
+  pipeline.run(c, base, stages=("encode", "quantize"), progress=False,
+               log=lambda line: None)
+  with np.load(os.path.join(base, "quantization_sweep", "sweep.npz")) as s:
+    used, dist, dim = s["ks"], s["distortion"], int(s["dim"])
+  slope = report.fitted_slope(used, dist) if len(used) >= 2 else None
+  return {"ks": used.tolist(), "distortion": dist.tolist(), "dim": dim,
+          "fitted_slope": slope}
 
 
 def autoencoder_cell(base_config, workroot: str) -> dict:
@@ -423,7 +364,7 @@ def autoencoder_cell(base_config, workroot: str) -> dict:
   posterior mean, over the whole test split.
   """
   x = data_pipeline.to_unit_range(
-      pipeline.open_split(base_config, "test").read())
+      sources.open_split(base_config, "test").read())
   ae = ae_lib.load_pretrained(os.path.join(workroot, "_base", "autoencoder",
                                            "final"))
   z = ae_lib.encode(ae, x)
@@ -554,7 +495,7 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
         + " |", ""]
     if sweep["fitted_slope"] is not None:
       lines += [
-          pipeline.slope_sentence(sweep["fitted_slope"], sweep["dim"]), "",
+          report.slope_sentence(sweep["fitted_slope"], sweep["dim"]), "",
           "![distortion vs K]("
           f"{os.path.basename(table_image(path, 'distortion_vs_k'))})", ""]
   grids = [m for m in methods if rows.get(f"{m}_ipc10_soft")
@@ -564,10 +505,7 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
     lines += [f"**{m}**\n\n"
               f"![{m}]({os.path.basename(table_image(path, f'grid_{m}'))})\n"
               for m in grids]
-  tmp = f"{path}.{os.getpid()}.tmp"  # two processes may share the table
-  with open(tmp, "w") as f:
-    f.write("\n".join(lines))
-  os.replace(tmp, path)
+  workdir.write_text(path, "\n".join(lines))
 
 
 def _set_stat_table(measured, ipcs, stat: str) -> list[str]:
@@ -613,7 +551,7 @@ def _prior_knob_lines(rows: dict[str, dict],
 def plot_sweep(sweep: dict, path: str) -> None:
   dist = np.asarray(sweep["distortion"])
   if dist.shape[0] >= 2:
-    pipeline._plot_sweep(np.asarray(sweep["ks"]), dist, sweep["dim"], path)
+    report.plot_sweep(np.asarray(sweep["ks"]), dist, sweep["dim"], path)
 
 
 def main(argv=None) -> None:
@@ -675,7 +613,7 @@ def main(argv=None) -> None:
     parser.error(f"--prior-knobs: {prior_default[0]:g}:{prior_default[1]:g} "
                  "is the table's own ddoq setting (its cell is "
                  f"ddoq_ipc{args.prior_knobs_ipc}_soft).")
-  rows = done_rows(args.out)
+  rows = harness.finished_rows(args.out)
   if args.table_only:
     _write_outputs(args, ipcs, methods, prior_default)
     return
@@ -707,14 +645,13 @@ def main(argv=None) -> None:
   if "autoencoder" not in rows:
     row = {"cell": "autoencoder", "date": time.strftime("%Y-%m-%d"),
            **autoencoder_cell(base, args.workroot)}
-    append(args.out, row)
+    workdir.append_jsonl(args.out, row)
     rows["autoencoder"] = row
   if "sweep" not in rows:  # minutes, on the shared latents: first
-    t0 = time.perf_counter()
-    row = {"cell": "sweep", "date": time.strftime("%Y-%m-%d"),
-           **sweep_cell(base, args.workroot, ks),
-           "seconds": time.perf_counter() - t0}
-    append(args.out, row)
+    sweep, seconds = harness.timed(sweep_cell, base, args.workroot, ks)
+    row = {"cell": "sweep", "date": time.strftime("%Y-%m-%d"), **sweep,
+           "seconds": seconds}
+    workdir.append_jsonl(args.out, row)
     rows["sweep"] = row
     print(f"sweep: K = {row['ks']} in {row['seconds']:.0f} s", flush=True)
 
@@ -731,7 +668,7 @@ def main(argv=None) -> None:
         # A row from before the set was measured: measure it now.
         rows[name] = {**rows[name],
                       **set_stats(args.workroot, name, missing)}
-        append(args.out, rows[name])
+        workdir.append_jsonl(args.out, rows[name])
         appended = True
     else:
       row = {"cell": name, "method": method, "ipc": ipc, "labels": labels,
@@ -741,7 +678,7 @@ def main(argv=None) -> None:
       row.update(run_cell(name, configs[name], args.workroot))
       if labels == "soft":
         row.update(set_stats(args.workroot, name))
-      append(args.out, row)
+      workdir.append_jsonl(args.out, row)
       rows[name] = row
       print(f"{name}: {_fmt(row)} in {row['seconds']:.0f} s", flush=True)
     if ipc == 10 and labels == "soft" and knob is None:
@@ -749,11 +686,11 @@ def main(argv=None) -> None:
     if name == w2_source and w2_name not in rows:  # as soon as it can
       row = {"cell": w2_name, "date": time.strftime("%Y-%m-%d"),
              **w2_cell(args.workroot, w2_source)}
-      append(args.out, row)
+      workdir.append_jsonl(args.out, row)
       rows[w2_name] = row
       appended = True
     if appended:  # with the other processes' cells: the file, not ``rows``
-      table_rows = done_rows(args.out)
+      table_rows = harness.finished_rows(args.out)
       write_table(table_rows, args.table,
                   *table_view(table_rows, ipcs, methods),
                   os.path.basename(args.out), w2_ipc=args.w2_ipc,
@@ -762,7 +699,7 @@ def main(argv=None) -> None:
   if w2_source in rows and w2_name not in rows:
     row = {"cell": w2_name, "date": time.strftime("%Y-%m-%d"),
            **w2_cell(args.workroot, w2_source)}
-    append(args.out, row)
+    workdir.append_jsonl(args.out, row)
     rows[w2_name] = row
   _write_outputs(args, ipcs, methods, prior_default)
 
@@ -796,14 +733,12 @@ def copy_grid(workroot: str, cell: str, method: str, table: str) -> None:
   if not os.path.exists(grid):
     return
   dst = table_image(table, f"grid_{method}")
-  tmp = f"{dst}.{os.getpid()}.tmp"
-  shutil.copyfile(grid, tmp)
-  os.replace(tmp, dst)
+  workdir.save_atomic(dst, lambda tmp: shutil.copyfile(grid, tmp))
 
 
 def _write_outputs(args, ipcs, methods, prior_default) -> None:
   """The table and the sweep's plot, from the results file as it is now."""
-  rows = done_rows(args.out)
+  rows = harness.finished_rows(args.out)
   if "sweep" in rows:
     plot_sweep(rows["sweep"], table_image(args.table, "distortion_vs_k"))
   write_table(rows, args.table, *table_view(rows, ipcs, methods),

@@ -16,52 +16,50 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 
+import harness
 import jax
 import numpy as np
 
-from pqd_jax import pipeline
+from pqd_jax import models
 from pqd_jax.configs import fashion_mnist
-from pqd_jax.data import pipeline as data_pipeline
-from pqd_jax.data import sources
-from pqd_jax.train import trainer
+from pqd_jax.data import pipeline, sources
+from pqd_jax.train import steps, trainer
 
 WARM_STEPS = 20
 
 
-def seconds_per_step(steps: int, workroot: str) -> float:
-  """(time of ``steps`` steps − time of 20) / (``steps`` − 20)."""
-  if steps <= WARM_STEPS:
-    raise ValueError(f"steps={steps}; expected more than {WARM_STEPS}.")
+def seconds_per_step(num_steps: int, workroot: str) -> float:
+  """(time of ``num_steps`` steps − time of 20) / (``num_steps`` − 20)."""
+  if num_steps <= WARM_STEPS:
+    raise ValueError(f"num_steps={num_steps}; expected more than "
+                     f"{WARM_STEPS}.")
   config = fashion_mnist.get_config()
   src = sources.open_source("fashion_mnist", "train")
   idx = trainer.random_subset(src.labels, 10, 0)
-  x = data_pipeline.to_unit_range(src.read()[idx])
-  teacher = pipeline.build_classifier(config.teacher, 10)
+  x = pipeline.to_unit_range(src.read()[idx])
+  teacher = models.build_classifier(config.teacher, 10)
   teacher_variables = teacher.init(jax.random.PRNGKey(1), x[:2])
   times = {}
-  for n in (WARM_STEPS, steps):
+  for n in (WARM_STEPS, num_steps):
     workdir = os.path.join(workroot, str(n))
     shutil.rmtree(workdir, ignore_errors=True)
-    t0 = time.perf_counter()
-    trainer.train_student(
-        pipeline.build_classifier(config.student, 10), x, src.labels[idx],
-        np.ones(len(idx)), workdir, num_classes=10, num_steps=n,
-        batch_size=config.student.batch_size, teacher=teacher,
+    _, times[n] = harness.timed(
+        trainer.train_student, models.build_classifier(config.student, 10),
+        x, src.labels[idx], np.ones(len(idx)), workdir, num_classes=10,
+        num_steps=n, batch_size=config.student.batch_size, teacher=teacher,
         teacher_variables=teacher_variables,
         temperature=config.student.temperature,
-        aug=pipeline._aug(config.student),  # the pipeline's own mapping
-        progress=False, checkpoint_every=10 * steps)
-    times[n] = time.perf_counter() - t0
-  return (times[steps] - times[WARM_STEPS]) / (steps - WARM_STEPS)
+        aug=steps.aug_from_config(config.student), progress=False,
+        checkpoint_every=10 * num_steps)
+  return (times[num_steps] - times[WARM_STEPS]) / (num_steps - WARM_STEPS)
 
 
 def main() -> None:
-  steps = int(sys.argv[1]) if len(sys.argv) > 1 else 120
+  num_steps = int(sys.argv[1]) if len(sys.argv) > 1 else 120
   tag = sys.argv[2] if len(sys.argv) > 2 else "run"
   with tempfile.TemporaryDirectory() as workroot:
-    print(tag, "s/step", seconds_per_step(steps, workroot), flush=True)
+    print(tag, "s/step", seconds_per_step(num_steps, workroot), flush=True)
 
 
 if __name__ == "__main__":

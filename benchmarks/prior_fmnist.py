@@ -30,6 +30,7 @@ import json
 import os
 import time
 
+import harness
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,7 +38,7 @@ import numpy as np
 import optax
 
 import pqd_jax
-from pqd_jax import models, prior, visualize
+from pqd_jax import prior, visualize, workdir
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
@@ -46,26 +47,11 @@ from pqd_jax.data import pipeline, sources
 from pqd_jax.prior import sample as sample_lib
 from pqd_jax.prior import train as prior_train
 from pqd_jax.quantization import metrics
-from pqd_jax.train import steps, trainer
+from pqd_jax.train import steps
 
-HERE = os.path.dirname(__file__)
-RESULTS = os.path.join(HERE, "results", "prior_fmnist.jsonl")
-DEFAULT_WORKDIR = os.path.expanduser("~/.cache/pqd_jax/bench/prior_fmnist")
-TEACHER_DIR = os.path.expanduser(
-    "~/.cache/pqd_jax/bench/student_fmnist/teacher")
-
-
-def done_cells(path):
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return {r["cell"]: r for r in map(json.loads, filter(str.strip, f))}
-
-
-def append(path, row):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(row) + "\n")
+RESULTS = os.path.join(harness.RESULTS_DIR, "prior_fmnist.jsonl")
+GRID = os.path.join(harness.RESULTS_DIR, "prior_fmnist_grid.png")
+DEFAULT_WORKDIR = os.path.join(harness.CACHE_DIR, "prior_fmnist")
 
 
 def _measure(config, channels, x, y):
@@ -84,23 +70,15 @@ def _measure(config, channels, x, y):
       s, {"latent": x, "label": y}, jax.random.key(i), unet=unet,
       scheduler=scheduler, tx=tx, num_classes=10, cond_dropout=0.1,
       ema_decay=0.999)
-  state, _ = step(state, 0)
-  jax.block_until_ready(state.params)
-  t0 = time.perf_counter()
-  for i in range(10):
-    state, _ = step(state, i)
-  jax.block_until_ready(state.params)
-  train_rate = 10 * x.shape[0] / (time.perf_counter() - t0)
+  state, seconds = harness.time_steps(lambda s, i: step(s, i)[0], state, 10)
+  train_rate = 10 * x.shape[0] / seconds
   d = cfg.cross_attention_dim
   fwd = jax.jit(lambda p, xx: sample_lib.guided_prediction(
       unet, p, xx, jnp.full((xx.shape[0],), 500),
       jnp.zeros((xx.shape[0], 1, d)), jnp.zeros((1, d)), 2.0))
   xs = jnp.concatenate([x, x])
-  jax.block_until_ready(fwd(state.params["unet"], xs))
-  t0 = time.perf_counter()
-  for _ in range(5):
-    jax.block_until_ready(fwd(state.params["unet"], xs))
-  fwd_rate = 5 * 2 * xs.shape[0] / (time.perf_counter() - t0)
+  timing = harness.time_calls(lambda: fwd(state.params["unet"], xs), 5)
+  fwd_rate = 5 * 2 * xs.shape[0] / sum(timing.times)
   return {"params_m": sum(v.size for v in jax.tree.leaves(params["unet"]))
                       / 1e6,
           "train_latents_per_s": train_rate,
@@ -151,7 +129,7 @@ def main():
   parser.add_argument("--cells", default="all")
   parser.add_argument("--workdir", default=DEFAULT_WORKDIR)
   parser.add_argument("--autoencoder-dir", default="runs/autoencoder_fmnist")
-  parser.add_argument("--teacher-dir", default=TEACHER_DIR)
+  parser.add_argument("--teacher-dir", default=harness.TEACHER_DIR)
   parser.add_argument("--num-steps", type=int, default=None,
                       help="prior training steps (default: the config's)")
   parser.add_argument("--eval-every", type=int, default=1000)
@@ -160,9 +138,7 @@ def main():
                       "recorded runs used 2; the pipeline default is 4)")
   parser.add_argument("--out", default=RESULTS)
   args = parser.parse_args()
-  done = done_cells(args.out)
-  wanted = None if args.cells == "all" else set(args.cells.split(","))
-  run = lambda cell: (wanted is None or cell in wanted) and cell not in done
+  results = harness.Results(args.out, cells=args.cells)
 
   config = fmnist_config.get_config()
   if args.num_steps:
@@ -176,40 +152,34 @@ def main():
   z, y = latents_lib.load(latent_dir)
   z = z.astype(np.float32)
 
-  if run("throughput"):
-    append(args.out, {"cell": "throughput", "date": time.strftime("%Y-%m-%d"),
-                      **throughput(config.prior, z)})
-  if wanted is not None and wanted <= {"throughput"}:
+  if results.todo("throughput"):
+    results.append({"cell": "throughput", "date": time.strftime("%Y-%m-%d"),
+                    **throughput(config.prior, z)})
+  if results.only("throughput"):
     return
 
-  teacher = models.ConvNet(num_classes=10, width=128, depth=3,
-                           norm="instance")
-  judge = Judge(ae, teacher, trainer.restore_variables(
-      teacher, args.teacher_dir, (28, 28, 1)))
+  judge = Judge(ae, *harness.fmnist_teacher(args.teacher_dir))
   steps_ = config.decode.num_steps
 
   def eval_fn(p):
     zs, ys = pure_samples(p, 20, args.guidance, 0, steps_)
     return {"consistency_strength1": judge.consistency(zs, ys)}
 
-  t0 = time.perf_counter()
-  trained = prior.train_prior(
-      z, y, os.path.join(args.workdir, "prior"), config=config.prior,
+  prior_dir = os.path.join(args.workdir, "prior")
+  trained, train_s = harness.timed(
+      prior.train_prior, z, y, prior_dir, config=config.prior,
       class_names=train_src.class_names, seed=config.prior.seed,
       eval_fn=eval_fn, eval_every=args.eval_every)
-  if run("train"):
-    with open(os.path.join(args.workdir, "prior", "metrics.jsonl")) as f:
-      rows = [json.loads(line) for line in f]
-    append(args.out, {
+  if results.todo("train"):
+    results.append({
         "cell": "train", "date": time.strftime("%Y-%m-%d"),
         "num_steps": config.prior.num_steps,
         "batch_size": config.prior.batch_size,
-        "wall_s_this_run": time.perf_counter() - t0,
-        "curve": [{k: r[k] for k in ("step", "seconds", "loss",
-                                     "consistency_strength1")}
-                  for r in rows if "consistency_strength1" in r]})
+        "wall_s_this_run": train_s,
+        "curve": harness.training_curve(prior_dir, "step", "seconds", "loss",
+                                        "consistency_strength1")})
 
-  if run("centroid_guidance"):
+  if results.todo("centroid_guidance"):
     cents, cy = centroids(z, y)
     row = {"cell": "centroid_guidance", "date": time.strftime("%Y-%m-%d"),
            "strength": 0.7, "ddim_steps": steps_}
@@ -218,8 +188,8 @@ def main():
                              guidance_scale=g, num_steps=steps_,
                              rng=jax.random.key(2))
       row[f"consistency_g{g:g}"] = judge.consistency(pushed, cy)
-    append(args.out, row)
-  if not run("final"):
+    results.append(row)
+  if not results.todo("final"):
     return
   row = {"cell": "final", "date": time.strftime("%Y-%m-%d"),
          "num_steps": config.prior.num_steps, "ddim_steps": steps_}
@@ -232,10 +202,9 @@ def main():
   jax.block_until_ready(prior.img2img(
       trained, cents[:8], cy[:8], strength=0.7, guidance_scale=g,
       num_steps=steps_, rng=jax.random.key(2)))  # compile
-  t0 = time.perf_counter()
-  pushed = prior.img2img(trained, cents, cy, strength=0.7, guidance_scale=g,
-                         num_steps=steps_, rng=jax.random.key(2))
-  row["img2img_500_centroids_s"] = time.perf_counter() - t0
+  pushed, row["img2img_500_centroids_s"] = harness.timed(
+      prior.img2img, trained, cents, cy, strength=0.7, guidance_scale=g,
+      num_steps=steps_, rng=jax.random.key(2))
   row["consistency_centroids_img2img_s0.7"] = judge.consistency(pushed, cy)
   # Sinkhorn divergence per class (flattened latents, epsilon 10 ≈ 2.5% of
   # the mean squared distance between two latents).
@@ -264,9 +233,9 @@ def main():
     d = ((z[members] - cents[k]) ** 2).reshape(len(members), -1).sum(1)
     nearest.append(x_train[members[d.argmin()]])
   cols.append(np.stack(nearest))
-  visualize.image_grid(np.stack(cols, 1).reshape(-1, 28, 28, 1), 10).save(
-      os.path.join(HERE, "results", "prior_fmnist_grid.png"))
-  append(args.out, row)
+  grid = visualize.image_grid(np.stack(cols, 1).reshape(-1, 28, 28, 1), 10)
+  workdir.save_atomic(GRID, grid.save)
+  results.append(row)
   print(json.dumps(row, indent=1))
 
 

@@ -14,14 +14,13 @@ markdown tables recorded in ``benchmarks/RESULTS.md``.
 """
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count()))
 
+import harness  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
@@ -38,8 +37,7 @@ METHODS = ("sklearn_kmeans", "sklearn_minibatch_d4m", "faiss", "ott_kmeans",
            "pqd_lloyd", "pqd_clvq")
 TOL = 1e-4
 MAX_ITER = 100
-DEFAULT_OUT = os.path.join(os.path.dirname(__file__), "results",
-                           "quantize_speed.jsonl")
+DEFAULT_OUT = os.path.join(harness.RESULTS_DIR, "quantize_speed.jsonl")
 
 
 def make_data(c, n, d, seed=0):
@@ -71,19 +69,6 @@ def distortion64(x, centroids):
     d = ((xc * xc).sum(1)[:, None] - 2 * xc @ cc.T + (cc * cc).sum(1)[None])
     res.append(np.maximum(d.min(1), 0).mean())
   return float(np.mean(res))
-
-
-def timed(fn, repeats):
-  """Runs ``fn`` once to warm up (time reported as first), then ``repeats``."""
-  t0 = time.perf_counter()
-  out = fn()
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    out = fn()
-    times.append(time.perf_counter() - t0)
-  return out, first, times
 
 
 def run_sklearn_kmeans(x, k, seed):
@@ -163,48 +148,11 @@ def make_pqd(x, k, seed, method):
   return run
 
 
-def machine_limits():
-  """Measured sgemm peak (GFLOP/s, numpy and XLA) and copy bandwidth (GB/s)."""
-  a = np.random.default_rng(0).standard_normal((3072, 3072), np.float32)
-  best = min(timed(lambda: a @ a, 3)[2])
-  aj = jnp.asarray(a)
-  mm = jax.jit(lambda a: a @ a)
-  best_j = min(timed(lambda: mm(aj).block_until_ready(), 3)[2])
-  big = np.ones(1 << 28, np.float32)  # 1 GiB
-  dst = np.empty_like(big)
-  copy = min(timed(lambda: np.copyto(dst, big), 3)[2])
-  return {"numpy_gflops": 2 * 3072**3 / best / 1e9,
-          "xla_gflops": 2 * 3072**3 / best_j / 1e9,
-          "copy_gbs": 2 * big.nbytes / copy / 1e9}
-
-
 def per_iteration_ms(x, k, seed):
   """Slope of pqd lloyd wall time between 1 and 11 assignment passes."""
   c, n, d = x.shape
-  flat = x.reshape(c * n, d)
-  labels = np.repeat(np.arange(c), n)
-
-  def at(iters):
-    fn = lambda: jax.block_until_ready(pqd_jax.quantize(
-        flat, labels, k, num_iters=iters, tol=0.0,
-        rng=jax.random.key(seed)).centroids)
-    return statistics.median(timed(fn, 3)[2])
-  return (at(11) - at(1)) / 10 * 1e3
-
-
-def load(path):
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
-
-
-def append(path, row):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(row) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
+  return 1e3 * harness.lloyd_seconds_per_iteration(
+      x.reshape(c * n, d), np.repeat(np.arange(c), n), k, seed=seed)
 
 
 def run_cell(name, spec, method, x, repeats, seed):
@@ -216,12 +164,14 @@ def run_cell(name, spec, method, x, repeats, seed):
   else:
     runner = globals()[f"run_{method}"]
     fn = lambda: runner(x, k, seed)
-  (cents, iters), first, times = timed(fn, repeats)
-  wall = statistics.median(times)
+  timing = harness.time_calls(fn, repeats)
+  cents, iters = timing.result
+  wall = timing.median
   is_jax = method == "ott_kmeans" or method.startswith("pqd_")
   return {
       "workload": name, "method": method, **spec, "wall_s": wall,
-      "times_s": times, "compile_s": (first - wall) if is_jax else None,
+      "times_s": timing.times,
+      "compile_s": (timing.first - wall) if is_jax else None,
       "iters_mean": float(np.mean(iters)), "iters_max": int(np.max(iters)),
       "distortion": distortion64(x, cents),
   }
@@ -267,7 +217,7 @@ def report(rows, limits_rows):
   return "\n".join(lines)
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workloads", default=",".join(WORKLOADS))
   parser.add_argument("--methods", default=",".join(METHODS))
@@ -275,31 +225,30 @@ def main():
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=DEFAULT_OUT)
   parser.add_argument("--report", action="store_true")
-  args = parser.parse_args()
-  limits_path = args.out.replace(".jsonl", "_limits.jsonl")
+  args = parser.parse_args(argv)
+  results = harness.Results(args.out, key=("workload", "method"))
+  limits_results = harness.Results(
+      args.out.replace(".jsonl", "_limits.jsonl"), key="workload")
   if args.report:
-    print(report(load(args.out), load(limits_path)))
+    print(report(results.rows.values(), limits_results.rows.values()))
     return
-  done = {(r["workload"], r["method"]) for r in load(args.out)}
-  done_limits = {r["workload"] for r in load(limits_path)}
-  print(f"# {platform.node()} {platform.processor()} cpus={os.cpu_count()} "
-        f"jax={jax.__version__} devices={jax.devices()}")
+  print(f"# {platform.node()} {harness.machine()} jax={jax.__version__} "
+        f"devices={jax.devices()}")
   limits = None
   for name in args.workloads.split(","):
     spec = WORKLOADS[name]
     x = make_data(spec["c"], spec["n"], spec["d"], seed=args.seed)
     for method in args.methods.split(","):
-      if (name, method) in done:
-        print(f"skip {name} {method} (done)")
+      if not results.todo((name, method)):
         continue
       row = run_cell(name, spec, method, x, args.repeats, args.seed)
       row["date"] = time.strftime("%Y-%m-%d")
-      append(args.out, row)
+      results.append(row)
       print(f"{name} {method}: {row['wall_s']:.3f} s, distortion "
             f"{row['distortion']:.4f}, iters {row['iters_mean']:.1f}",
             flush=True)
-    if name not in done_limits:
-      limits = limits or machine_limits()
+    if name not in limits_results:
+      limits = limits or harness.machine_limits()
       flops = 2 * spec["c"] * spec["n"] * spec["d"] * spec["k"]
       nbytes = 4 * spec["c"] * spec["n"] * spec["d"]
       peak = max(limits["numpy_gflops"], limits["xla_gflops"])
@@ -308,10 +257,9 @@ def main():
           x, spec["k"], args.seed), "floor_ms": floor_ms, "flops": flops,
              "bytes": nbytes, "peak_gflops": peak, **limits,
              "date": time.strftime("%Y-%m-%d")}
-      append(limits_path, row)
+      limits_results.append(row)
       print(f"{name} per-iteration {row['per_iter_ms']:.1f} ms, floor "
             f"{floor_ms:.1f} ms", flush=True)
-
 
 if __name__ == "__main__":
   main()

@@ -25,38 +25,22 @@ appended to a JSON-lines file when it finishes and skipped on a re-run:
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 
+import harness
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_OUT = os.path.join(ROOT, "benchmarks", "results",
-                           "stream_quantize.jsonl")
-DEFAULT_DATA = os.path.join(os.path.expanduser("~"), ".cache", "pqd_jax",
-                            "bench", "stream_imagenet_shaped")
+from pqd_jax import workdir
+
+ROOT = os.path.dirname(harness.BENCHMARKS_DIR)
+DEFAULT_OUT = os.path.join(harness.RESULTS_DIR, "stream_quantize.jsonl")
+DEFAULT_DATA = os.path.join(harness.CACHE_DIR, "stream_imagenet_shaped")
 LATENT_SHAPE = (32, 32, 4)  # D = 4096
 K = 10
 CHUNK = 4096
 BATCH = 1024
-
-
-def load(path: str) -> dict:
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    return {row["cell"]: row for row in map(json.loads, f) if row}
-
-
-def append(path: str, row: dict) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  row = {**row, "date": time.strftime("%Y-%m-%d %H:%M"),
-         "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
-  with open(path, "a") as f:
-    f.write(json.dumps(row) + "\n")
-  print(json.dumps(row), flush=True)
 
 
 def class_points(c: int, n: int, d: int) -> np.ndarray:
@@ -84,16 +68,12 @@ def write_data(directory: str, classes: int, n: int) -> dict:
     path = os.path.join(directory, f"class_{c:05d}.npy")
     if os.path.exists(path):
       continue
-    tmp = path + ".tmp.npy"
-    np.save(tmp, class_points(c, n, d).reshape((n,) + LATENT_SHAPE))
-    os.replace(tmp, path)
-  index = {"class_names": [f"c{c}" for c in range(classes)],
-           "latent_shape": list(LATENT_SHAPE), "dtype": "float16",
-           "counts": [n] * classes, "scaling_factor": 0.18215}
-  tmp = os.path.join(directory, "index.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(index, f)
-  os.replace(tmp, os.path.join(directory, "index.json"))
+    points = class_points(c, n, d).reshape((n,) + LATENT_SHAPE)
+    workdir.save_atomic(path, lambda tmp, x=points: np.save(tmp, x))
+  workdir.write_json(os.path.join(directory, "index.json"), {
+      "class_names": [f"c{c}" for c in range(classes)],
+      "latent_shape": list(LATENT_SHAPE), "dtype": "float16",
+      "counts": [n] * classes, "scaling_factor": 0.18215})
   size = sum(os.path.getsize(os.path.join(directory, f))
              for f in os.listdir(directory) if f.endswith(".npy"))
   return {"seconds": time.perf_counter() - t0, "bytes": size,
@@ -101,20 +81,9 @@ def write_data(directory: str, classes: int, n: int) -> dict:
 
 
 _LIMITS = """
-import json, os, time
-import numpy as np, jax, jax.numpy as jnp
-def best(fn, r=3):
-  fn(); ts = []
-  for _ in range(r):
-    t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
-  return min(ts)
-a = np.random.default_rng(0).standard_normal((3072, 3072), np.float32)
-aj = jnp.asarray(a); mm = jax.jit(lambda a: a @ a)
-big = np.ones(1 << 28, np.float32); dst = np.empty_like(big)
-print(json.dumps({
-    "numpy_gflops": 2 * 3072**3 / best(lambda: a @ a) / 1e9,
-    "xla_gflops": 2 * 3072**3 / best(lambda: mm(aj).block_until_ready()) / 1e9,
-    "copy_gbs": 2 * big.nbytes / best(lambda: np.copyto(dst, big)) / 1e9}))
+import json
+import harness
+print(json.dumps(harness.machine_limits()))
 """
 
 _STREAM = """
@@ -177,30 +146,23 @@ print(json.dumps({
 """
 
 _LLOYD = """
-import json, statistics, sys, time
-import jax, numpy as np
-import pqd_jax
-from pqd_jax.autoencoder import latents
+import json, sys
+import numpy as np
+import harness
 directory, classes, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 z = np.concatenate([np.load(f"{directory}/class_{c:05d}.npy")
                     for c in range(classes)]).astype(np.float32)
 y = np.repeat(np.arange(classes), len(z) // classes)
-def at(iters):
-  ts = []
-  for r in range(3):
-    t0 = time.perf_counter()
-    jax.block_until_ready(pqd_jax.quantize(
-        z, y, k, num_iters=iters, tol=0.0, rng=jax.random.key(0)).centroids)
-    ts.append(time.perf_counter() - t0)
-  return statistics.median(ts[1:])
-per_iter = (at(11) - at(1)) / 10
+per_iter = harness.lloyd_seconds_per_iteration(z, y, k, repeats=2)
 print(json.dumps({"seconds_per_iteration": per_iter, "points": len(z),
                   "dim": int(np.prod(z.shape[1:])), "k": k}))
 """
 
 
 def child(script: str, *args, **subs) -> dict:
-  env = dict(os.environ, PYTHONPATH=ROOT)
+  # The scripts import pqd_jax from this checkout, and harness.
+  env = dict(os.environ,
+             PYTHONPATH=os.pathsep.join([ROOT, harness.BENCHMARKS_DIR]))
   proc = subprocess.run([sys.executable, "-c", script % subs if subs
                          else script, *map(str, args)],
                         capture_output=True, text=True, env=env, cwd=ROOT)
@@ -225,7 +187,7 @@ def main(argv=None) -> None:
   parser.add_argument("--cells", default="limits,data,stream_full,"
                       "stream_subset,minibatch_subset,lloyd_efficiency")
   args = parser.parse_args(argv)
-  done = load(args.out)
+  results = harness.Results(args.out)
   tag = f"{args.classes}x{args.points}"
   data_dir = f"{args.data}_{tag}"
   d = int(np.prod(LATENT_SHAPE))
@@ -239,8 +201,7 @@ def main(argv=None) -> None:
             "minibatch_subset": f"minibatch_{args.subset}x{args.points}"
                                 f"_p{args.passes}",
             "lloyd_efficiency": "lloyd_10x1300_k50"}[cell]
-    if name in done:
-      print(f"{name}: done")
+    if not results.todo(name):
       continue
     if cell == "limits":
       row = child(_LIMITS)
@@ -262,8 +223,10 @@ def main(argv=None) -> None:
       row.update(points=args.subset * args.points, batch=BATCH)
     else:
       row = child(_LLOYD, data_dir, 10, 50)
-    append(args.out, {"cell": name, **row, "total_points": n})
-    done[name] = row
+    row = results.append({
+        "cell": name, **row, "total_points": n,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "machine": harness.machine()})
+    print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":

@@ -22,46 +22,38 @@ checkpoints in ``--workdir``, so a cell can span sessions):
 """
 
 import argparse
-import json
 import os
 import time
 
+import harness
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pqd_jax import models
 from pqd_jax.data import pipeline, sources
 from pqd_jax.train import steps, trainer
 
-RESULTS = os.path.join(os.path.dirname(__file__), "results",
-                       "student_fmnist.jsonl")
-DEFAULT_WORKDIR = os.path.expanduser("~/.cache/pqd_jax/bench/student_fmnist")
-# Forward FLOPs of ConvNet-3 w128 on 28x28x1 (3x3 convs at 28, 14, 7 + head).
-CONVNET_FWD_FLOPS = 2 * (28 * 28 * 9 * 128 + (14 * 14 + 7 * 7) * 9 * 128
-                         * 128 + 1152 * 10)
+RESULTS = os.path.join(harness.RESULTS_DIR, "student_fmnist.jsonl")
+DEFAULT_WORKDIR = os.path.join(harness.CACHE_DIR, "student_fmnist")
+# The fields of a training curve.
+CURVE = ("step", "seconds", "test_accuracy")
 
 
-def done_cells(path):
-  if not os.path.exists(path):
-    return {}
-  with open(path) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  return {r["cell"]: r for r in rows}
+def convnet_forward_flops(model, side: int = 28, channels: int = 1) -> int:
+  """Multiply-adds × 2 of a ConvNet's 3x3 convs and head on one image.
 
-
-def append(path, row):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path, "a") as f:
-    f.write(json.dumps(row) + "\n")
-
-
-def convnet():
-  return models.ConvNet(num_classes=10, width=128, depth=3, norm="instance")
+  The convs run at ``side``, ``side // 2``, ... (a 2x2 pool after each);
+  norms, activations and pools are left out.
+  """
+  flops, c_in = 0, channels
+  for _ in range(model.depth):
+    flops += side * side * 9 * c_in * model.width
+    c_in, side = model.width, side // 2
+  return 2 * (flops + side * side * model.width * model.num_classes)
 
 
 def throughput():
-  model = convnet()
+  model, _ = harness.fmnist_teacher()
   tx = steps.make_optimizer("adamw", 1e-3, 1000)
   b = {"image": jax.random.normal(jax.random.key(1), (128, 28, 28, 1)),
        "label": jnp.arange(128) % 10, "weight": jnp.ones(128)}
@@ -79,18 +71,15 @@ def throughput():
           s, b, k, model=model, teacher=model, teacher_variables=tvars,
           tx=tx, temperature=4.0,
           aug=(("flip", True), ("crop_scale", (0.5, 1.0)), ("cutmix", True)))
-    state, _ = fn(state, jax.random.key(0))
-    jax.block_until_ready(state.params)
-    t0 = time.perf_counter()
-    for i in range(20):
-      state, _ = fn(state, jax.random.key(i))
-    jax.block_until_ready(state.params)
-    out[name + "_images_per_s"] = 20 * 128 / (time.perf_counter() - t0)
-  train_flops = 3 * CONVNET_FWD_FLOPS
+    _, seconds = harness.time_steps(
+        lambda s, i, fn=fn: fn(s, jax.random.key(i))[0], state, 20)
+    out[name + "_images_per_s"] = 20 * 128 / seconds
+  forward_flops = convnet_forward_flops(model)
+  train_flops = 3 * forward_flops
   out["train_step_mflops_per_image"] = train_flops / 1e6
   out["teacher_ce_gflops"] = out["teacher_ce_images_per_s"] * train_flops / 1e9
   out["student_kd_gflops"] = (out["student_kd_images_per_s"]
-                              * (train_flops + CONVNET_FWD_FLOPS) / 1e9)
+                              * (train_flops + forward_flops) / 1e9)
   return out
 
 
@@ -103,39 +92,34 @@ def main():
   parser.add_argument("--ipc10-steps", type=int, default=2400)
   parser.add_argument("--out", default=RESULTS)
   args = parser.parse_args()
-  done = done_cells(args.out)
-  wanted = None if args.cells == "all" else set(args.cells.split(","))
-  run = lambda cell: (wanted is None or cell in wanted) and cell not in done
+  results = harness.Results(args.out, cells=args.cells)
 
-  if run("throughput"):
-    append(args.out, {"cell": "throughput", "date": time.strftime("%Y-%m-%d"),
-                      **throughput()})
+  if results.todo("throughput"):
+    results.append({"cell": "throughput", "date": time.strftime("%Y-%m-%d"),
+                    **throughput()})
 
   train_src = sources.open_source("fashion_mnist", "train")
   test_src = sources.open_source("fashion_mnist", "test")
   test_x = pipeline.to_unit_range(test_src.read())
   test_y = test_src.labels
-  model = convnet()
+  model, _ = harness.fmnist_teacher()
   test_acc = lambda s: {"test_accuracy": steps.accuracy(model, s, test_x,
                                                         test_y)}
 
   teacher_dir = os.path.join(args.workdir, "teacher")
-  if wanted is not None and wanted <= {"throughput"}:
+  if results.only("throughput"):
     return
-  t0 = time.perf_counter()
-  teacher_state = trainer.train_teacher(
-      model, train_src, teacher_dir, num_steps=args.teacher_steps,
-      batch_size=128, eval_fn=test_acc, eval_every=940)
-  if run("teacher"):
-    with open(os.path.join(teacher_dir, "metrics.jsonl")) as f:
-      curve = [json.loads(line) for line in f]
-    append(args.out, {
+  teacher_state, teacher_s = harness.timed(
+      trainer.train_teacher, model, train_src, teacher_dir,
+      num_steps=args.teacher_steps, batch_size=128, eval_fn=test_acc,
+      eval_every=940)
+  if results.todo("teacher"):
+    results.append({
         "cell": "teacher", "date": time.strftime("%Y-%m-%d"),
         "steps": args.teacher_steps, "batch": 128,
         "test_accuracy": test_acc(teacher_state)["test_accuracy"],
-        "wall_s_this_run": time.perf_counter() - t0,
-        "curve": [{k: r[k] for k in ("step", "seconds", "test_accuracy")}
-                  for r in curve if "test_accuracy" in r]})
+        "wall_s_this_run": teacher_s,
+        "curve": harness.training_curve(teacher_dir, *CURVE)})
   tvars = trainer.variables_of(teacher_state)
 
   train_x_all = train_src.read()
@@ -145,7 +129,7 @@ def main():
     for ipc in ipcs:
       for seed in range(3):
         cell = f"random_{kind}_ipc{ipc}_seed{seed}"
-        if not run(cell):
+        if not results.todo(cell):
           continue
         idx = trainer.random_subset(train_src.labels, ipc, seed)
         images = pipeline.to_unit_range(train_x_all[idx])
@@ -155,23 +139,20 @@ def main():
         else:
           num_steps = 300
         workdir = os.path.join(args.workdir, cell)
-        t0 = time.perf_counter()
-        state = trainer.train_student(
-            convnet(), images, labels, np.ones(len(idx)), workdir,
-            num_classes=10, num_steps=num_steps, batch_size=100, seed=seed,
-            warmup_steps=num_steps // 20,
+        state, seconds = harness.timed(
+            trainer.train_student, model, images, labels, np.ones(len(idx)),
+            workdir, num_classes=10, num_steps=num_steps, batch_size=100,
+            seed=seed, warmup_steps=num_steps // 20,
             teacher=model if kind == "kd" else None,
             teacher_variables=tvars if kind == "kd" else None,
             aug=kd_aug if kind == "kd" else (("dsa", True),),
             eval_fn=test_acc, eval_every=num_steps // 8)
-        with open(os.path.join(workdir, "metrics.jsonl")) as f:
-          curve = [{k: r[k] for k in ("step", "seconds", "test_accuracy")}
-                   for r in map(json.loads, f) if "test_accuracy" in r]
-        append(args.out, {
+        results.append({
             "cell": cell, "date": time.strftime("%Y-%m-%d"),
             "steps": num_steps, "batch": min(100, len(idx)),
             "test_accuracy": test_acc(state)["test_accuracy"],
-            "wall_s": time.perf_counter() - t0, "curve": curve})
+            "wall_s": seconds,
+            "curve": harness.training_curve(workdir, *CURVE)})
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ Each variant (a JSON object: ``name``, ``ipc``, ``seeds``, ``aug`` and any
 keyword of :func:`pqd_jax.train.trainer.train_student`) trains students on
 IPC random real images per class with online KD from the teacher of
 ``benchmarks/student_fmnist.py`` and appends one row per seed to
-``benchmarks/results/student_knobs.jsonl`` (test accuracy, curve, seconds).
+``benchmarks/results/student_knobs.jsonl`` (test accuracy, curve, seconds);
+a (name, seed) already there is skipped.
 
   python benchmarks/student_knobs.py '[{"name": "b4800dsa", "ipc": 1,
     "seeds": [0], "num_steps": 4800, "batch_size": 10, "warmup_steps": 240,
@@ -18,30 +19,24 @@ import shutil
 import sys
 import time
 
+import harness
 import numpy as np
 
-from pqd_jax import models
 from pqd_jax.data import pipeline, sources
 from pqd_jax.train import steps, trainer
 
-OUT = os.path.join(os.path.dirname(__file__), "results", "student_knobs.jsonl")
-TEACHER_DIR = os.path.expanduser(
-    "~/.cache/pqd_jax/bench/student_fmnist/teacher")
+OUT = os.path.join(harness.RESULTS_DIR, "student_knobs.jsonl")
+WORKROOT = os.path.join(harness.CACHE_DIR, "student_knobs")
 DEFAULT_AUG = (("flip", True), ("crop_scale", (0.5, 1.0)), ("cutmix", True))
-
-
-def convnet():
-  return models.ConvNet(num_classes=10, width=128, depth=3, norm="instance")
 
 
 def main():
   variants = json.loads(sys.argv[1])
-  workroot = os.path.expanduser("~/.cache/pqd_jax/bench/student_knobs")
+  results = harness.Results(OUT, key=("name", "seed"))
   train_src = sources.open_source("fashion_mnist", "train")
   test_src = sources.open_source("fashion_mnist", "test")
   test_x = pipeline.to_unit_range(test_src.read())
-  model = convnet()
-  tvars = trainer.restore_variables(model, TEACHER_DIR, (28, 28, 1))
+  model, tvars = harness.fmnist_teacher(harness.TEACHER_DIR)
   x_all = train_src.read()
   acc = lambda st: {"acc": steps.accuracy(model, st, test_x, test_src.labels)}
   for v in variants:
@@ -50,24 +45,23 @@ def main():
     aug = tuple((a, tuple(b) if isinstance(b, list) else b)
                 for a, b in v.pop("aug", DEFAULT_AUG))
     for seed in seeds:
+      if not results.todo((name, seed)):
+        continue
       idx = trainer.random_subset(train_src.labels, ipc, seed)
-      workdir = os.path.join(workroot, f"{name}_{seed}")
+      workdir = os.path.join(WORKROOT, f"{name}_{seed}")
       shutil.rmtree(workdir, ignore_errors=True)
-      t0 = time.perf_counter()
-      state = trainer.train_student(
-          convnet(), pipeline.to_unit_range(x_all[idx]),
+      state, seconds = harness.timed(
+          trainer.train_student, model, pipeline.to_unit_range(x_all[idx]),
           train_src.labels[idx], np.ones(len(idx)), workdir, num_classes=10,
           seed=seed, teacher=model, teacher_variables=tvars, aug=aug,
           progress=False, eval_fn=acc, **v)
-      with open(os.path.join(workdir, "metrics.jsonl")) as f:
-        curve = [(r["step"], r["acc"]) for r in map(json.loads, f)
-                 if "acc" in r]
+      curve = [(r["step"], r["acc"])
+               for r in harness.training_curve(workdir, "step", "acc")]
       row = dict(name=name, seed=seed, ipc=ipc, aug=aug,
-                 acc=acc(state)["acc"], s=time.perf_counter() - t0,
-                 curve=curve, date=time.strftime("%Y-%m-%d"), **v)
+                 acc=acc(state)["acc"], s=seconds, curve=curve,
+                 date=time.strftime("%Y-%m-%d"), **v)
       print(row, flush=True)
-      with open(OUT, "a") as f:
-        f.write(json.dumps(row) + "\n")
+      results.append(row)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,18 @@ import importlib.util
 import json
 import os
 
+import harness
 import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-from pqd_jax import pipeline
+from pqd_jax import workdir
 from pqd_jax.autoencoder import model as ae_lib
+from pqd_jax.data import sources
 from tests.conftest import ROOT
-from tests.tiny_pipeline_config import write_folder
+from tests.tiny_folders import write_folder
 
-CONFIG_FILE = os.path.join(ROOT, "tests", "tiny_pipeline_config.py")
+CONFIG_FILE = os.path.join(ROOT, "pqd_jax", "configs", "tiny.py")
 
 
 def _load_benchmark():
@@ -82,7 +84,7 @@ def test_the_autoencoder_row_is_its_test_psnr_and_latent_shape(finished):
   row = next(r for r in _rows(tmp) if r["cell"] == "autoencoder")
   c = bench.load_config(next(a for a in args if a.startswith("--config="))
                         .split("=", 1)[1])
-  x = pipeline.open_split(c, "test").read().astype(np.float64) / 127.5 - 1.0
+  x = sources.open_split(c, "test").read().astype(np.float64) / 127.5 - 1.0
   ae = ae_lib.load_pretrained(str(tmp / "work" / "_base" / "autoencoder"
                                   / "final"))
   z = ae_lib.encode(ae, x.astype(np.float32))
@@ -166,7 +168,7 @@ def test_a_rerun_measures_the_set_statistics_a_row_lacks(finished, tmp_path):
       for r in rows))
   bench.main([a for a in args if not a.startswith(("--out=", "--table="))]
              + [f"--out={out}", f"--table={tmp_path / 'fm.md'}"])
-  new = bench.done_rows(str(out))["ddoq_ipc2_soft"]
+  new = harness.finished_rows(str(out))["ddoq_ipc2_soft"]
   assert new["set_w2"] == pytest.approx(old["set_w2"], rel=1e-5)
   assert new["set_spread"] == pytest.approx(old["set_spread"], rel=1e-5)
 
@@ -180,7 +182,7 @@ def test_a_rerun_measures_only_the_statistics_a_row_lacks(finished, tmp_path):
       for r in _rows(tmp)))
   bench.main([a for a in args if not a.startswith(("--out=", "--table="))]
              + [f"--out={out}", f"--table={tmp_path / 'fm.md'}"])
-  new = bench.done_rows(str(out))["ddoq_ipc2_soft"]
+  new = harness.finished_rows(str(out))["ddoq_ipc2_soft"]
   assert new["set_w2"] == [-1.0] and len(new["set_spread"]) > 1
 
 
@@ -284,32 +286,17 @@ def test_a_run_tables_the_cells_another_process_finished_meanwhile(
   run_cell = bench.run_cell
 
   def run_cell_while_another_process_appends(name, config, workroot):
-    bench.append(str(out), theirs)
+    workdir.append_jsonl(str(out), theirs)
     return run_cell(name, config, workroot)
 
   monkeypatch.setattr(bench, "run_cell", run_cell_while_another_process_appends)
   bench.main([a for a in args if not a.startswith(("--out=", "--table=",
                                                    "--methods="))]
              + ["--methods=random", f"--out={out}", f"--table={table}"])
-  assert "random_ipc2_hard" in bench.done_rows(str(out))
+  assert "random_ipc2_hard" in harness.finished_rows(str(out))
   ddoq = next(ln for ln in table.read_text().splitlines()
               if ln.startswith("| **pqd_jax ddoq** | soft"))
   assert ddoq.endswith("| 12.3 (1 seed) | this run |")
-
-
-def test_append_keeps_a_row_after_a_line_cut_by_a_kill(tmp_path):
-  bench = _load_benchmark()
-  out = tmp_path / "fm.jsonl"
-  out.write_text('{"cell": "a", "accur')
-  bench.append(str(out), {"cell": "b"})
-  assert bench.done_rows(str(out)) == {"b": {"cell": "b"}}
-
-
-def test_done_rows_skips_lines_that_are_not_cells(tmp_path):
-  bench = _load_benchmark()
-  out = tmp_path / "fm.jsonl"
-  out.write_text('[1, 2]\n"x"\n{"no": 1}\n{"cell": "b"}\n')
-  assert bench.done_rows(str(out)) == {"b": {"cell": "b"}}
 
 
 def test_table_only_rewrites_the_same_table_and_runs_nothing(finished,
@@ -337,23 +324,3 @@ def test_tables_in_one_directory_keep_their_own_images(finished, tmp_path):
   assert (tmp_path / "other_distortion_vs_k.png").exists()
   assert (tmp_path / "other_grid_ddoq.png").read_bytes() == (
       tmp / "work" / "ddoq_ipc2_soft" / "synthetic" / "grid.png").read_bytes()
-
-
-def test_publish_copy_copies_a_directory_that_is_not_there(tmp_path):
-  bench = _load_benchmark()
-  (tmp_path / "src").mkdir()
-  (tmp_path / "src" / "a.txt").write_text("mine")
-  bench.publish_copy(str(tmp_path / "src"), str(tmp_path / "dst"))
-  assert (tmp_path / "dst" / "a.txt").read_text() == "mine"
-  assert sorted(os.listdir(tmp_path)) == ["dst", "src"]
-
-
-def test_publish_copy_keeps_what_another_process_published(tmp_path):
-  bench = _load_benchmark()
-  (tmp_path / "src").mkdir()
-  (tmp_path / "src" / "a.txt").write_text("mine")
-  (tmp_path / "dst").mkdir()
-  (tmp_path / "dst" / "a.txt").write_text("theirs")
-  bench.publish_copy(str(tmp_path / "src"), str(tmp_path / "dst"))
-  assert (tmp_path / "dst" / "a.txt").read_text() == "theirs"
-  assert sorted(os.listdir(tmp_path)) == ["dst", "src"]

@@ -1,0 +1,31 @@
+"""tools/export_embedded.py: what it exports matches the shipped assets."""
+
+import importlib.util
+import os
+
+from pqd_jax import embedded
+from tests.conftest import ROOT
+
+
+def _load_tool():
+  spec = importlib.util.spec_from_file_location(
+      "export_embedded", os.path.join(ROOT, "tools", "export_embedded.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_the_teacher_model_loads_the_shipped_teacher():
+  tool = _load_tool()
+  embedded.load_teacher_variables("fashion_mnist", tool.teacher_model(),
+                                  (28, 28, 1))
+
+
+def test_the_records_match_the_shipped_provenance():
+  records = _load_tool().records("2000-01-01")
+  for name, record in records.items():
+    shipped = embedded.provenance("fashion_mnist", name)
+    assert record["command"] == shipped["command"]
+    assert record["exported"] == "2000-01-01"
+  assert records["teacher"]["model"] == embedded.provenance(
+      "fashion_mnist", "teacher")["model"]
