@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import serialization
 
-from pqd_jax import io
+from pqd_jax import workdir
 
 __all__ = [
     "EMBEDDED",
@@ -39,6 +39,16 @@ __all__ = [
 EMBEDDED = "embedded"
 _ROOT = os.path.join(os.path.dirname(__file__), "assets")
 _TEACHER_FILE = "variables.msgpack"
+
+
+def dataset_read(name: str) -> tuple[str, ...]:
+  """``("dataset",)`` when ``name`` is :data:`EMBEDDED`, else ``()``.
+
+  A pipeline stage that loads a shipped checkpoint picks it by
+  ``config.dataset``; one that trains or loads another depends on the data
+  through its fingerprint, not on the dataset's name or location.
+  """
+  return ("dataset",) if name == EMBEDDED else ()
 
 
 def asset_dir(dataset: str, name: str) -> str:
@@ -155,7 +165,7 @@ def slice_metrics(dataset: str, teacher: Any) -> dict[str, dict]:
 
 def write_provenance(dataset: str, name: str, record: dict) -> None:
   """Replaces the provenance record of an exported checkpoint."""
-  io.write_json_atomic(
+  workdir.write_json(
       os.path.join(_ROOT, dataset, name, "provenance.json"), record)
 
 
@@ -177,11 +187,11 @@ def export(dataset: str, *, autoencoder_dir: str | None = None,
 
   records = records or {}
   if autoencoder_dir:
-    with io.atomic_directory(os.path.join(_ROOT, dataset,
+    with workdir.atomic_directory(os.path.join(_ROOT, dataset,
                                           "autoencoder")) as tmp:
       for name in ("config.json", "diffusion_flax_model.msgpack"):
         shutil.copy(os.path.join(autoencoder_dir, name), tmp)
-      io.write_json_atomic(os.path.join(tmp, "provenance.json"),
+      workdir.write_json(os.path.join(tmp, "provenance.json"),
                            records.get("autoencoder", {}))
   if prior_dir:
     prior = prior_lib.load_prior(prior_dir)
@@ -190,11 +200,12 @@ def export(dataset: str, *, autoencoder_dir: str | None = None,
     target = os.path.join(_ROOT, dataset, "prior")
     prior_lib.save_prior(half, target,
                          metadata=prior_lib.read_metadata(prior_dir))
-    io.write_json_atomic(os.path.join(target, "provenance.json"),
+    workdir.write_json(os.path.join(target, "provenance.json"),
                          records.get("prior", {}))
   if teacher_variables is not None:
-    with io.atomic_directory(os.path.join(_ROOT, dataset, "teacher")) as tmp:
+    teacher_dir = os.path.join(_ROOT, dataset, "teacher")
+    with workdir.atomic_directory(teacher_dir) as tmp:
       with open(os.path.join(tmp, _TEACHER_FILE), "wb") as f:
         f.write(serialization.to_bytes(jax.device_get(teacher_variables)))
-      io.write_json_atomic(os.path.join(tmp, "provenance.json"),
+      workdir.write_json(os.path.join(tmp, "provenance.json"),
                            records.get("teacher", {}))

@@ -26,10 +26,10 @@ def main(argv):
   import numpy as np
 
   import pqd_jax
-  from pqd_jax import models, pipeline, sharding
+  from pqd_jax import models, sharding
   from pqd_jax.autoencoder import latents
-  from pqd_jax.configs import fashion_mnist
   from pqd_jax.data import sources
+  from pqd_jax.quantization import class_files
   from pqd_jax.train import steps, trainer
   from tests.conftest import labelled_blobs
 
@@ -63,11 +63,9 @@ def main(argv):
     return stream(directory, *args, classes=classes, **kw)
 
   latents.stream = recording_stream
-  pipeline.STREAM_CLASS_GROUP = 1
-  qc = fashion_mnist.get_config().quantize
-  qc.method, qc.num_iters = "stream", 1
-  q_stream = pipeline._quantizer(latent_dir, qc, 0,
-                                 os.path.join(workdir, "scratch"))(3)
+  q_stream = class_files.quantize_class_files(
+      latent_dir, 3, num_passes=1, rng=jax.random.key(0),
+      scratch=os.path.join(workdir, "scratch"), class_group=1)
   latents.stream = stream
 
   # Batched inference (as the encoder's) on lazy rows: the same.

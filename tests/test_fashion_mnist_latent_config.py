@@ -1,21 +1,12 @@
-"""benchmarks/latent_size_config.py: the table's config, another latent."""
-
-import importlib.util
-import os
+"""configs/fashion_mnist_latent.py: the default config, another latent."""
 
 import pytest
 
-from pqd_jax.configs import fashion_mnist
-from tests.conftest import ROOT
+from pqd_jax.configs import fashion_mnist, fashion_mnist_latent
 
 
 def _load_config_module():
-  spec = importlib.util.spec_from_file_location(
-      "latent_size_config", os.path.join(ROOT, "benchmarks",
-                                         "latent_size_config.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return fashion_mnist_latent
 
 
 def test_only_the_latent_channels_and_the_trained_models_differ():

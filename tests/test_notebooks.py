@@ -7,12 +7,12 @@ import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import ROOT
-from tests.tiny_pipeline_config import write_folder
+from tests.tiny_folders import write_folder
 
 
 def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
   root = write_folder(str(tmp_path / "folder"))
-  config = os.path.join(ROOT, "tests", "tiny_pipeline_config.py")
+  config = os.path.join(ROOT, "pqd_jax", "configs", "tiny.py")
   monkeypatch.setenv("PQD_NOTEBOOK_CONFIG", f"{config}:{root}")
   monkeypatch.setenv("PQD_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
@@ -35,11 +35,11 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
 def test_imagenet_notebook_runs_end_to_end_on_a_tiny_sd(tmp_path,
                                                         monkeypatch):
   pytest.importorskip("transformers")
-  from tests import tiny_imagenet_config, tiny_sd
+  from tests import tiny_folders, tiny_sd
 
-  root = tiny_imagenet_config.write_folder(str(tmp_path / "folder"))
+  root = tiny_folders.write_imagenet_folder(str(tmp_path / "folder"))
   sd_dir = tiny_sd.write_tiny_sd(str(tmp_path / "sd"), with_vae=True)
-  config = os.path.join(ROOT, "tests", "tiny_imagenet_config.py")
+  config = os.path.join(ROOT, "pqd_jax", "configs", "tiny_imagenet.py")
   monkeypatch.setenv("PQD_NOTEBOOK_CONFIG", f"{config}:{root},{sd_dir}")
   monkeypatch.setenv("PQD_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from pqd_jax import pipeline
-from pqd_jax.data import sources
+from pqd_jax.configs.tiny import get_config
 from tests.conftest import ROOT
-from tests.tiny_pipeline_config import get_config, write_folder
+from tests.tiny_folders import write_folder
 
-CONFIG_FILE = os.path.join(ROOT, "tests", "tiny_pipeline_config.py")
+CONFIG_FILE = os.path.join(ROOT, "pqd_jax", "configs", "tiny.py")
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,8 @@ def test_every_artefact_is_written(finished):
                "prior/final/prior.json", "synthetic/images.npz",
                "synthetic/grid.png", "synthetic/folder/weights.csv",
                "student/seed0/stage.json", "student/seed1/stage.json",
-               "teacher/stage.json", "results.json", "report.md"):
+               "teacher/stage.json", "eval/results.json", "results.json",
+               "report.md"):
     assert os.path.exists(os.path.join(workdir, name)), name
   with np.load(os.path.join(workdir, "synthetic", "images.npz")) as s:
     assert s["images"].shape == (6, 8, 8, 1)
@@ -92,28 +93,6 @@ def test_a_second_ipc_adds_accuracy_versus_ipc_to_the_report(finished,
   assert "## Accuracy versus IPC" in report
   assert "| 1 | " in report and "| 2 | " in report
   assert os.path.exists(os.path.join(workdir, "accuracy_vs_ipc.png"))
-
-
-def test_accuracy_by_ipc_keeps_the_latest_row_of_the_same_setting():
-  setting = {"dataset": "d", "baseline": "distilled", "weights": "mass",
-             "student_weights": "quantizer", "strength": 0.7}
-  rows = [dict(setting, ipc=1, accuracy_mean=0.5),
-          dict(setting, ipc=1, accuracy_mean=0.6),
-          dict(setting, ipc=10, weights="uniform", accuracy_mean=0.9)]
-  by_ipc = pipeline.accuracy_by_ipc(rows, setting)
-  assert list(by_ipc) == [1]
-  assert by_ipc[1]["accuracy_mean"] == 0.6
-
-
-def test_a_history_line_cut_by_a_kill_is_skipped(tmp_path):
-  results = {"dataset": "d", "baseline": "distilled", "weights": "mass",
-             "student_weights": "quantizer", "strength": 0.7, "ipc": 1,
-             "accuracies": [0.5], "accuracy_mean": 0.5, "accuracy_std": 0.0}
-  (tmp_path / "results_history.jsonl").write_text('{"dataset": "d", "ip')
-  rows = pipeline._append_history(str(tmp_path), results)
-  assert rows == [results]
-  lines = (tmp_path / "results_history.jsonl").read_text().splitlines()
-  assert json.loads(lines[-1]) == results
 
 
 def test_a_second_run_skips_every_stage(finished, tmp_path):
@@ -183,19 +162,6 @@ def test_stream_quantizer_reads_the_class_files(data_root, tmp_path):
     sizes = json.load(f)["counts"]
   assert counts.sum(axis=1).tolist() == sizes
   assert centroids.shape[:2] == (len(sizes), config.ipc)
-
-
-def test_open_split_reads_the_config_split_at_its_image_size(data_root):
-  config = get_config(data_root)
-  test = pipeline.open_split(config, "test", image_size=16)
-  assert test.read().shape[1:] == (16, 16, config.channels)
-  assert len(test) == len(sources.open_source(
-      config.dataset, config.test_split, data_dir=config.data_dir or None))
-
-
-def test_open_split_refuses_another_split_naming_it(data_root):
-  with pytest.raises(ValueError, match="split 'val' is not 'train' or 'test'"):
-    pipeline.open_split(get_config(data_root), "val")
 
 
 def test_unknown_stage_is_refused(data_root, tmp_path):
@@ -332,27 +298,28 @@ def test_random_baseline_needs_no_latent_space(data_root, tmp_path):
   assert len(result.accuracies) == 2
 
 
-def test_fitted_slope_recovers_a_power_law():
-  ks = np.array([1, 2, 5, 10, 50])
-  distortion = np.stack([3.0 * ks ** -0.4, 5.0 * ks ** -0.4], axis=1)
-  assert pipeline.fitted_slope(ks, distortion) == pytest.approx(-0.4)
+def test_a_deleted_results_file_is_written_again_from_the_eval_artefact(
+    finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  os.remove(os.path.join(workdir, "results.json"))
+  result = pipeline.run(get_config(finished_root(finished)), workdir,
+                        progress=False, log=lambda line: None)
+  assert result.seconds == {}
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["accuracies"] == list(finished[1].accuracies)
 
 
-def test_slope_sentence_names_the_effective_dimension():
-  text = pipeline.slope_sentence(-0.5, 196)
-  assert "-2/d = -0.0102" in text and "4.0-dimensional" in text
-
-
-def test_folder_names_give_every_class_its_own_directory():
-  names = pipeline.folder_names(["T-shirt/top", "Trouser", "..", "a", "a"])
-  assert names == ["T-shirt_top", "Trouser", "class_2", "a_3", "a_4"]
-
-
-def test_the_synthetic_folder_reads_back_as_an_image_folder(tmp_path):
-  images = np.linspace(-1, 1, 4 * 8 * 8).reshape(4, 8, 8, 1)
-  pipeline._write_folder(str(tmp_path / "folder"), images,
-                         np.array([0, 0, 1, 1]), np.ones(4),
-                         ["T-shirt/top", "Trouser"])
-  src = sources.FolderSource(str(tmp_path), "folder")
-  assert src.class_names == ("T-shirt_top", "Trouser")
-  np.testing.assert_array_equal(src.labels, [0, 0, 1, 1])
+def test_a_truncated_synthetic_set_is_made_again(finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  images = os.path.join(workdir, "synthetic", "images.npz")
+  with open(images, "rb") as f:
+    data = f.read()
+  with open(images, "wb") as f:
+    f.write(data[:len(data) // 2])
+  result = pipeline.run(get_config(finished_root(finished)), workdir,
+                        progress=False, log=lambda line: None)
+  assert set(result.seconds) == {"synthetic"}  # the same set: students kept
+  with np.load(images) as s, np.load(os.path.join(
+      finished[0], "synthetic", "images.npz")) as original:
+    np.testing.assert_array_equal(s["images"], original["images"])
+  assert result.accuracies == finished[1].accuracies

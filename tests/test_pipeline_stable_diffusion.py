@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pqd_jax import pipeline
-from tests import tiny_imagenet_config
+from pqd_jax.configs import tiny_imagenet
+from tests import tiny_folders
 
 pytest.importorskip("transformers")
 from tests import tiny_sd  # noqa: E402
@@ -20,12 +21,12 @@ from tests import tiny_sd  # noqa: E402
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-  root = tiny_imagenet_config.write_folder(
+  root = tiny_folders.write_imagenet_folder(
       str(tmp_path_factory.mktemp("folder")))
   sd_dir = tiny_sd.write_tiny_sd(str(tmp_path_factory.mktemp("sd")),
                                  with_vae=True)
   workdir = str(tmp_path_factory.mktemp("run"))
-  config = tiny_imagenet_config.get_config(f"{root},{sd_dir}")
+  config = tiny_imagenet.get_config(f"{root},{sd_dir}")
   result = pipeline.run(config, workdir, progress=False,
                         log=lambda line: None)
   return workdir, result
@@ -49,4 +50,4 @@ def test_resnet18_students_are_trained_and_evaluated(finished):
   assert results["test_images"] == 6
   assert len(result.accuracies) == 1
   with open(os.path.join(workdir, "student", "seed0", "stage.json")) as f:
-    assert json.load(f)["config"]["stem"] == "imagenet"
+    assert json.load(f)["reads"]["student.stem"] == "imagenet"

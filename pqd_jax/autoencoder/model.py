@@ -13,15 +13,13 @@ import json
 import os
 from typing import Any, NamedTuple
 
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+import jax
+import jax.numpy as jnp
+import numpy as np
+from diffusers import FlaxAutoencoderKL
+from jax.sharding import Mesh
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from diffusers import FlaxAutoencoderKL  # noqa: E402
-from jax.sharding import Mesh  # noqa: E402
-
-from pqd_jax import diffusers_compat, io, sharding  # noqa: E402
+from pqd_jax import diffusers_compat, sharding, workdir
 
 __all__ = [
     "Autoencoder",
@@ -143,7 +141,7 @@ def save_pretrained(ae: Autoencoder, path: str) -> None:
     with open(cfg_path) as f:
       cfg = json.load(f)
     cfg["scaling_factor"] = ae.scaling_factor
-    io.write_json_atomic(cfg_path, cfg)
+    workdir.write_json(cfg_path, cfg)
 
 
 def _check_images(ae: Autoencoder, images: Any) -> Any:

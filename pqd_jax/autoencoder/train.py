@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pqd_jax import io
+from pqd_jax import workdir as workdir_lib
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
 from pqd_jax.train import steps, trainer
@@ -31,14 +31,6 @@ CONFIG_KEYS = (
     "latent_channels", "norm_num_groups", "kl_weight", "learning_rate",
     "weight_decay", "warmup_steps", "batch_size", "num_steps", "seed",
 )
-
-
-def _config_dict(config: Any) -> dict[str, Any]:
-  out = {}
-  for key in CONFIG_KEYS:
-    value = config[key]
-    out[key] = list(value) if isinstance(value, (tuple, list)) else value
-  return out
 
 
 def psnr(reference: np.ndarray, reconstruction: np.ndarray) -> float:
@@ -89,7 +81,7 @@ def train_autoencoder(
     ValueError: for a workdir trained with a different config, or images
       that do not match the config.
   """
-  cfg = _config_dict(config)
+  cfg = workdir_lib.config_values(config, CONFIG_KEYS)
   os.makedirs(workdir, exist_ok=True)
   trainer.check_run_config(workdir, cfg)
   image, _ = source[0]
@@ -148,9 +140,9 @@ def train_autoencoder(
   z = model_lib.encode(trained, pipeline.to_unit_range(source.read(
       np.sort(sample_idx))))
   ae = model_lib.Autoencoder(model, state.params, float(1.0 / z.std()))
-  with io.atomic_directory(final) as tmp:
+  with workdir_lib.atomic_directory(final) as tmp:
     model_lib.save_pretrained(ae, tmp)
-    io.write_json_atomic(os.path.join(tmp, _TRAINING_FILE),
+    workdir_lib.write_json(os.path.join(tmp, _TRAINING_FILE),
                          {"num_steps": cfg["num_steps"]})
   if test_images is not None:
     with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:

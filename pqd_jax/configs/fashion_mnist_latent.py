@@ -1,11 +1,11 @@
-"""The Fashion-MNIST config with another latent size, for the distill table.
+"""The Fashion-MNIST config with another latent size.
 
-``benchmarks/distill_accuracy.py --config=benchmarks/latent_size_config.py:8``
-runs the table's cells with 7x7x8 latents (392 numbers) instead of the
-embedded 7x7x4 (196): the autoencoder and the prior are trained here with
-the embedded ones' recipes (benchmarks/RESULTS.md, autoencoder_fmnist and
-prior_fmnist), and only the number of latent channels differs. The teacher,
-the student and its budget are the table's.
+``--config=pqd_jax/configs/fashion_mnist_latent.py:8`` (for the CLI or
+``benchmarks/distill_accuracy.py``) uses 7x7x8 latents (392 numbers) instead
+of the embedded 7x7x4 (196): the autoencoder and the prior are trained here
+with the embedded ones' recipes (benchmarks/RESULTS.md, autoencoder_fmnist
+and prior_fmnist), and only the number of latent channels differs. The
+teacher, the student and its budget are the default's.
 """
 
 import ml_collections

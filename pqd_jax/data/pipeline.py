@@ -1,4 +1,4 @@
-"""grain pipelines over image sources: batches, per-class access.
+"""grain pipelines over image sources: batched records, per-class access.
 
 Images come out as float32 in ``[-1, 1]`` (the autoencoder's range), shape
 ``[b, h, w, c]``, with int32 labels. Every pipeline is deterministic for its
@@ -6,7 +6,7 @@ seed: the same seed gives the same order and the same augmentations,
 whatever the number of grain workers.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import grain
@@ -17,10 +17,8 @@ from pqd_jax.data import sources
 
 __all__ = [
     "batch_dataset",
-    "batches",
     "class_indices",
     "lazy_batch",
-    "random_flip",
     "record_dataset",
     "resize_images",
     "to_unit_range",
@@ -61,11 +59,6 @@ def resize_images(images: np.ndarray, size: int,
         chunk.astype(np.float32), (len(chunk), size, size, c), "linear",
         antialias=True))
   return out
-
-
-def random_flip(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-  """Horizontal flip with probability 1/2 (``[h, w, c]`` image)."""
-  return image[:, ::-1] if rng.random() < 0.5 else image
 
 
 def class_indices(source: sources.ImageSource) -> list[np.ndarray]:
@@ -157,64 +150,3 @@ def lazy_batch(records: grain.MapDataset, step: int, batch_size: int,
                                  (batch_size,), np.int32),
       "weight": np.ones(batch_size, np.float32),
   }
-
-
-def batches(
-    source: sources.ImageSource,
-    batch_size: int,
-    *,
-    seed: int = 0,
-    shuffle: bool = True,
-    num_epochs: int | None = 1,
-    drop_remainder: bool = False,
-    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray]
-    | None = None,
-    indices: np.ndarray | None = None,
-    worker_count: int = 0,
-) -> Iterator[dict[str, np.ndarray]]:
-  """Iterates over ``{"image": [b, h, w, c] float32, "label": [b] int32}``.
-
-  Args:
-    source: the image source.
-    batch_size: images per batch.
-    seed: seed of the shuffle and of the augmentations.
-    shuffle: shuffle the records (a fresh order each epoch).
-    num_epochs: passes over the data; None repeats forever.
-    drop_remainder: drop the last, smaller batch of each pass.
-    augment: ``f(image uint8 [h, w, c], rng) -> image`` applied per record
-      with a per-record generator derived from ``seed``.
-    indices: restrict to these records (e.g. one class).
-    worker_count: grain worker processes (0: in this process).
-
-  Returns:
-    An iterator of batches.
-
-  Raises:
-    ValueError: for a batch size < 1 or an empty selection.
-  """
-  batch_size = checks.integer("batch_size", batch_size)
-  seed = checks.integer("seed", seed, minimum=0)
-  if num_epochs is not None:
-    num_epochs = checks.integer("num_epochs", num_epochs)
-  ds = grain.MapDataset.source(source)
-  if indices is not None:
-    indices = np.asarray(indices)
-    if indices.size == 0:
-      raise ValueError("indices selects no record.")
-    ds = grain.MapDataset.source(indices).map(lambda i: source[int(i)])
-  if len(ds) == 0:
-    raise ValueError("the source is empty.")
-  if num_epochs != 1:
-    ds = ds.repeat(num_epochs)
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  if augment is not None:
-    ds = ds.random_map(lambda rec, rng: (augment(rec[0], rng), rec[1]),
-                       seed=seed)
-  ds = ds.map(lambda rec: {"image": to_unit_range(rec[0]),
-                           "label": np.int32(rec[1])})
-  ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-  it = ds.to_iter_dataset()
-  if worker_count > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count))
-  return iter(it)

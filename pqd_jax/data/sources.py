@@ -10,8 +10,10 @@ failure in the peers' trackers, so the names always travel with the data.
 picks the source.
 """
 
+import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -24,8 +26,10 @@ __all__ = [
     "ArraySource",
     "FolderSource",
     "ImageSource",
+    "Splits",
     "TfdsSource",
     "open_source",
+    "open_split",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -53,6 +57,30 @@ class ImageSource:
     if indices is None:
       indices = range(len(self))
     return np.stack([self[int(i)][0] for i in indices])
+
+  def fingerprint(self) -> str:
+    """A hash of the records that changes when the data changes.
+
+    Class names, labels and the stored data (its bytes, or for files their
+    names, sizes and modification times): cheap enough for ImageNet.
+    """
+    h = hashlib.sha256()
+    h.update(repr(self.class_names).encode())
+    h.update(np.ascontiguousarray(self.labels, np.int32).tobytes())
+    for part in self._stored():
+      h.update(part)
+    return h.hexdigest()[:16]
+
+  def _stored(self) -> Iterable[bytes]:
+    """What identifies the stored images, for :meth:`fingerprint`."""
+    raise NotImplementedError
+
+
+def _file_stats(paths: Iterable[str], root: str) -> Iterable[bytes]:
+  for path in paths:
+    st = os.stat(path)
+    yield f"{os.path.relpath(path, root)}:{st.st_size}:{st.st_mtime_ns}\n" \
+        .encode()
 
 
 def _check_index(index: int, n: int) -> int:
@@ -104,6 +132,10 @@ class ArraySource(ImageSource):
     if indices is None:
       return self.images
     return self.images[np.asarray(indices)]
+
+  def _stored(self) -> Iterable[bytes]:
+    yield repr(self.images.shape).encode()
+    yield np.ascontiguousarray(self.images).data
 
 
 def _convert(image: Image.Image, image_size: int | None,
@@ -158,6 +190,7 @@ class FolderSource(ImageSource):
           f"{split_dir}/<class>/."
       )
     self.files = files
+    self.split_dir = split_dir
     self.labels = np.asarray(labels, np.int32)
     self.class_names = tuple(names)
     self.image_size = image_size
@@ -168,6 +201,9 @@ class FolderSource(ImageSource):
     with Image.open(self.files[i]) as image:
       arr = _convert(image, self.image_size, self.channels)
     return arr, int(self.labels[i])
+
+  def _stored(self) -> Iterable[bytes]:
+    return _file_stats(self.files, self.split_dir)
 
 
 class TfdsSource(ImageSource):
@@ -216,6 +252,14 @@ class TfdsSource(ImageSource):
     self.class_names = tuple(getattr(feature, "names", None)
                              or [str(i) for i in range(feature.num_classes)])
     self._source = source
+    stored = sorted(os.listdir(builder.data_dir))
+    # The split's shards (``<name>-<split>.array_record-…``); all files for
+    # a sliced split such as ``train[:10%]``.
+    self._files = [os.path.join(builder.data_dir, f) for f in stored
+                   if f"-{split}." in f] or [
+                       os.path.join(builder.data_dir, f) for f in stored]
+    self._data_dir = builder.data_dir
+    self._name, self._version = name, str(builder.version)
     self._image_key = image_key
     self._label_key = label_key
     self.image_size = image_size
@@ -233,6 +277,10 @@ class TfdsSource(ImageSource):
     elif image.ndim == 2:
       image = image[..., None]
     return image, int(record[self._label_key])
+
+  def _stored(self) -> Iterable[bytes]:
+    yield f"{self._name}:{self._version}\n".encode()
+    yield from _file_stats(self._files, self._data_dir)
 
 
 def open_source(dataset: str, split: str, *, data_dir: str | None = None,
@@ -288,3 +336,65 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
     return ArraySource(images, labels, fashion_mnist.CLASS_NAMES)
   return TfdsSource(dataset, split, data_dir=data_dir, image_size=image_size,
                     channels=channels, download=download)
+
+
+class Splits:
+  """A config's data: its train and test splits, each opened once per size.
+
+  Args:
+    config: a pipeline config: ``dataset``, ``data_dir``, ``train_split``,
+      ``test_split``, ``image_size`` and ``channels``.
+  """
+
+  def __init__(self, config: Any):
+    self.dataset = config.dataset
+    self.data_dir = config.data_dir or None
+    self.names = {"train": config.train_split, "test": config.test_split}
+    self.image_size = config.image_size
+    self.channels = config.channels
+    self._sources: dict[tuple[str, int], ImageSource] = {}
+    self._fingerprints: dict[str, str] = {}
+
+  def source(self, split: str, image_size: int | None = None) -> ImageSource:
+    """``"train"`` or ``"test"`` at ``image_size`` (default the config's).
+
+    Raises:
+      ValueError: for another ``split``.
+    """
+    if split not in self.names:
+      raise ValueError(f"split {split!r} is not 'train' or 'test'.")
+    size = image_size or self.image_size
+    if (split, size) not in self._sources:
+      self._sources[split, size] = open_source(
+          self.dataset, self.names[split], data_dir=self.data_dir,
+          image_size=size, channels=self.channels)
+    return self._sources[split, size]
+
+  def fingerprint(self, split: str) -> str:
+    """The split's identity: its name, channels and records.
+
+    Not where it is stored: a copy of an image folder (with its files'
+    times, as ``cp -p`` or ``shutil.copytree`` keep them) has the same
+    fingerprint.
+    """
+    if split not in self._fingerprints:
+      self._fingerprints[split] = hashlib.sha256(repr((
+          self.names[split], self.channels,
+          self.source(split).fingerprint())).encode()).hexdigest()[:16]
+    return self._fingerprints[split]
+
+
+def open_split(config: Any, split: str,
+               image_size: int | None = None) -> ImageSource:
+  """The config's ``"train"`` or ``"test"`` split, as the pipeline reads it.
+
+  Args:
+    config: a pipeline config (its dataset, splits, data_dir, image_size
+      and channels).
+    split: ``"train"`` or ``"test"``.
+    image_size: instead of ``config.image_size``.
+
+  Raises:
+    ValueError: for another ``split``.
+  """
+  return Splits(config).source(split, image_size)

@@ -20,14 +20,12 @@ import json
 import os
 from typing import Any, NamedTuple
 
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+import jax
+import jax.numpy as jnp
+import numpy as np
+from diffusers import FlaxDDIMScheduler, FlaxUNet2DConditionModel
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from diffusers import FlaxDDIMScheduler, FlaxUNet2DConditionModel  # noqa: E402
-
-from pqd_jax import diffusers_compat, io  # noqa: E402
+from pqd_jax import diffusers_compat, workdir
 
 __all__ = [
     "Prior",
@@ -154,7 +152,7 @@ def save_prior(prior: Prior, directory: str,
     metadata: JSON-able facts stored in ``prior.json`` (e.g. the training
       steps), read back by :func:`read_metadata`.
   """
-  with io.atomic_directory(directory) as tmp:
+  with workdir.atomic_directory(directory) as tmp:
     prior.unet.save_pretrained(os.path.join(tmp, "unet"),
                                params=jax.device_get(prior.params))
     prior.scheduler.save_pretrained(os.path.join(tmp, "scheduler"))

@@ -14,14 +14,12 @@ sees the encoded prompts.
 import os
 from collections.abc import Sequence
 
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+import jax.numpy as jnp
+import numpy as np
+from diffusers import FlaxDDIMScheduler, FlaxUNet2DConditionModel
 
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-from diffusers import FlaxDDIMScheduler, FlaxUNet2DConditionModel  # noqa: E402
-
-from pqd_jax import diffusers_compat  # noqa: E402
-from pqd_jax.prior.model import Prior  # noqa: E402
+from pqd_jax import diffusers_compat
+from pqd_jax.prior.model import Prior
 
 __all__ = ["D4M_NEGATIVE_PROMPT", "encode_prompts", "load_stable_diffusion"]
 

@@ -21,10 +21,12 @@ import optax
 from flax import struct
 
 from pqd_jax import sharding
+from pqd_jax import workdir as workdir_lib
 from pqd_jax.prior import model as model_lib
 from pqd_jax.train import trainer
 
-__all__ = ["PriorState", "denoising_loss", "train_prior", "train_step"]
+__all__ = ["CONFIG_KEYS", "PriorState", "denoising_loss", "train_prior",
+           "train_step"]
 
 
 class PriorState(struct.PyTreeNode):
@@ -97,16 +99,12 @@ def train_step(state: PriorState, batch: dict, rng: jax.Array, *, unet: Any,
                        opt_state=opt_state), {"loss": loss}
 
 
-def _config_dict(config: Any) -> dict:
-  keys = ("block_out_channels", "layers_per_block", "attention_head_dim",
-          "cross_attention_dim", "attention", "num_train_timesteps",
-          "beta_schedule", "prediction_type", "batch_size", "learning_rate",
-          "warmup_steps", "weight_decay", "cond_dropout", "ema_decay")
-  out = {}
-  for k in keys:
-    v = getattr(config, k)
-    out[k] = list(v) if isinstance(v, tuple | list) else v
-  return out
+# The fields a checkpoint was trained with (resuming with others is refused).
+CONFIG_KEYS = (
+    "block_out_channels", "layers_per_block", "attention_head_dim",
+    "cross_attention_dim", "attention", "num_train_timesteps", "beta_schedule",
+    "prediction_type", "batch_size", "learning_rate", "warmup_steps",
+    "weight_decay", "cond_dropout", "ema_decay")
 
 
 def train_prior(latents: np.ndarray, labels: np.ndarray, workdir: str, *,
@@ -164,8 +162,9 @@ def train_prior(latents: np.ndarray, labels: np.ndarray, workdir: str, *,
   unet = model_lib.build_unet(config, latent_shape)
   scheduler = model_lib.build_scheduler(config)
   final = os.path.join(workdir, "final")
-  cfg = dict(_config_dict(config), latent_shape=list(latent_shape),
-             class_names=list(class_names), seed=seed)
+  cfg = dict(workdir_lib.config_values(config, CONFIG_KEYS),
+             latent_shape=list(latent_shape), class_names=list(class_names),
+             seed=seed)
   trainer.check_run_config(workdir, cfg, ignore=("num_steps",))
   if os.path.exists(os.path.join(final, "prior.json")):
     if model_lib.read_metadata(final).get("num_steps") == config.num_steps:

@@ -12,82 +12,11 @@ def source():
   return sources.ArraySource(images, labels, ("a", "b", "c"))
 
 
-def _collect(it):
-  return [b["label"].tolist() for b in it]
-
-
-def test_one_epoch_visits_every_record_once(source):
-  seen = np.concatenate([b["label"] for b in pipeline.batches(source, 5)])
-  np.testing.assert_array_equal(np.sort(seen), np.sort(source.labels))
-
-
-def test_same_seed_same_order(source):
-  assert (_collect(pipeline.batches(source, 4, seed=3))
-          == _collect(pipeline.batches(source, 4, seed=3)))
-
-
-def test_different_seed_different_order(source):
-  assert (_collect(pipeline.batches(source, 23, seed=3))
-          != _collect(pipeline.batches(source, 23, seed=4)))
-
-
-def test_images_are_in_minus_one_one(source):
-  batch = next(pipeline.batches(source, 23, shuffle=False))
-  assert batch["image"].dtype == np.float32
-  np.testing.assert_allclose(batch["image"],
-                             source.images / 127.5 - 1.0, atol=1e-6)
-
-
-def test_drop_remainder(source):
-  sizes = [len(b["label"]) for b in pipeline.batches(source, 5,
-                                                     drop_remainder=True)]
-  assert sizes == [5, 5, 5, 5]
-
-
-def test_augmentation_is_deterministic_for_a_seed(source):
-  a = next(pipeline.batches(source, 23, augment=pipeline.random_flip,
-                            seed=1))["image"]
-  b = next(pipeline.batches(source, 23, augment=pipeline.random_flip,
-                            seed=1))["image"]
-  np.testing.assert_array_equal(a, b)
-
-
-def test_flip_flips_some_but_not_all(source):
-  out = next(pipeline.batches(source, 23, augment=pipeline.random_flip,
-                              shuffle=False))["image"]
-  ref = source.images / 127.5 - 1.0
-  flipped = [np.allclose(o, r[:, ::-1]) and not np.allclose(o, r)
-             for o, r in zip(out, ref, strict=True)]
-  assert 0 < sum(flipped) < 23
-
-
 def test_class_indices_group_by_label(source):
   groups = pipeline.class_indices(source)
   assert [len(g) for g in groups] == [8, 8, 7]
   for label, g in enumerate(groups):
     assert np.all(source.labels[g] == label)
-
-
-def test_indices_restrict_to_one_class(source):
-  groups = pipeline.class_indices(source)
-  labels = np.concatenate([b["label"] for b in pipeline.batches(
-      source, 4, indices=groups[2])])
-  assert sorted(labels.tolist()) == [2] * 7
-
-
-def test_bad_batch_size(source):
-  with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
-    pipeline.batches(source, 0)
-
-
-def test_fractional_batch_size(source):
-  with pytest.raises(ValueError, match="batch_size must be an integer"):
-    pipeline.batches(source, 2.5)
-
-
-def test_negative_seed(source):
-  with pytest.raises(ValueError, match="seed must be >= 0, got -1"):
-    pipeline.batches(source, 2, seed=-1)
 
 
 def test_resize_keeps_a_constant_image_constant():

@@ -1,0 +1,68 @@
+"""Encode: the autoencoder (trained here or loaded) and the class latents."""
+
+import os
+
+import jax
+
+from pqd_jax import embedded, workdir
+from pqd_jax.autoencoder import latents as latents_lib
+from pqd_jax.autoencoder import model as ae_lib
+from pqd_jax.autoencoder import train as ae_train
+from pqd_jax.data import sources
+
+__all__ = ["AUTOENCODER", "LATENTS", "autoencoder", "latents"]
+
+AUTOENCODER = workdir.Stage(
+    "autoencoder", "encode",
+    reads=lambda c: ("image_size", "autoencoder") + embedded.dataset_read(
+        c.autoencoder.pretrained),
+    splits=("train",), outputs=("final",))
+
+
+def _latents_reads(config) -> tuple[str, ...]:
+  # The seed draws the posterior samples; the posterior mean needs none.
+  reads = ("image_size", "latents")
+  return reads + ("seed",) if config.latents.sample else reads
+
+
+LATENTS = workdir.Stage("latents", "encode", reads=_latents_reads,
+                        splits=("train",), outputs=("index.json",))
+
+
+def autoencoder(wd: workdir.Workdir, config,
+                data: sources.Splits) -> tuple[workdir.Artefact,
+                                               ae_lib.Autoencoder]:
+  """The autoencoder's artefact and the autoencoder itself."""
+
+  def make(path, c):
+    a = c.autoencoder
+    if a.pretrained:
+      if a.pretrained == embedded.EMBEDDED:
+        ae = embedded.load_autoencoder(c.dataset)
+      else:
+        ae = ae_lib.load_pretrained(a.pretrained,
+                                    subfolder=a.get("subfolder") or None,
+                                    revision=a.get("revision") or None)
+      with workdir.atomic_directory(os.path.join(path, "final")) as tmp:
+        ae_lib.save_pretrained(ae, tmp)
+    else:
+      ae_train.train_autoencoder(a, data.source("train", c.image_size), path,
+                                 progress=wd.progress)
+
+  art = wd.run(AUTOENCODER, config, make)
+  return art, ae_lib.load_pretrained(os.path.join(art.path, "final"))
+
+
+def latents(wd: workdir.Workdir, config, data: sources.Splits,
+            ae_art: workdir.Artefact,
+            ae: ae_lib.Autoencoder) -> workdir.Artefact:
+  """The training split encoded, one file per class (``latents/``)."""
+
+  def make(path, c):
+    latents_lib.encode_source(
+        ae, data.source("train", c.image_size), path, dtype=c.latents.dtype,
+        sample=c.latents.sample,
+        rng=jax.random.key(c.seed) if c.latents.sample else None,
+        progress=wd.progress)
+
+  return wd.run(LATENTS, config, make, upstream=(ae_art,))

@@ -1,0 +1,81 @@
+"""Eval: the students and the teacher on the real test split."""
+
+import os
+
+import numpy as np
+
+from pqd_jax import distributed, models, report, sharding, workdir
+from pqd_jax.data import pipeline as data_pipeline
+from pqd_jax.data import sources
+from pqd_jax.stages import relabel
+from pqd_jax.train import steps, trainer
+
+__all__ = ["EVAL", "RESULTS", "evaluate"]
+
+RESULTS = "results.json"
+EVAL = workdir.Stage(
+    "eval", "eval",
+    reads=("dataset", "ipc", "baseline", "quantize.weights", "decode.strength",
+           "student.weights", "student.arch", "student.width",
+           "student.depth", "student.norm", "student.stem") + relabel.IMAGE,
+    splits=("test",), outputs=(RESULTS,))
+
+
+def _sweep_summary(sweep_art: workdir.Artefact, root: str) -> dict:
+  with np.load(os.path.join(sweep_art.path, "sweep.npz")) as s:
+    ks, dist, dim = s["ks"], s["distortion"], int(s["dim"])
+  two = len(ks) >= 2
+  return {"ks": ks.tolist(), "mean_distortion": dist.mean(axis=1).tolist(),
+          "dim": dim,
+          "fitted_slope": report.fitted_slope(ks, dist) if two else None,
+          "plot": (os.path.relpath(os.path.join(
+              sweep_art.path, "distortion_vs_k.png"), root) if two else None)}
+
+
+def evaluate(wd: workdir.Workdir, config, data: sources.Splits,
+             student_arts: list[workdir.Artefact],
+             teacher_art: workdir.Artefact, teacher: relabel.Classifier,
+             q_art: workdir.Artefact | None,
+             sweep_art: workdir.Artefact | None, num_classes: int) -> dict:
+  """Test accuracy of every student and of the teacher: ``results.json``.
+
+  The results are also appended to the workdir's history (a JSON line).
+  """
+
+  def make(path, c):
+    shape = relabel.image_shape(c)
+    test = data.source("test", shape[0])
+    # Read when indexed: each process reads only its devices' test images,
+    # and no process holds the whole split (ImageNet: 50k × 224² × 3).
+    x = sharding.LazyRows(
+        lambda a, b: data_pipeline.to_unit_range(test.read(range(a, b))),
+        (len(test), *test[0][0].shape), np.float32)
+    model = models.build_classifier(c.student, num_classes)
+    accs = []
+    for art in student_arts:
+      variables = trainer.restore_variables(model, art.path, shape)
+      accs.append(float(np.mean(steps.predict(model, variables, x)
+                                == test.labels)))
+    teacher_acc = float(np.mean(
+        steps.predict(teacher.model, teacher.variables, x) == test.labels))
+    distortion = []
+    if q_art:
+      with np.load(os.path.join(q_art.path, "quantization.npz")) as q:
+        distortion = q["distortion"].tolist()
+    mean, std = trainer.mean_std(accs)
+    results = {
+        "dataset": c.dataset, "ipc": c.ipc,
+        "baseline": c.baseline or "distilled",
+        "weights": c.quantize.weights, "student_weights": c.student.weights,
+        "strength": c.decode.strength, "accuracies": accs,
+        "accuracy_mean": mean, "accuracy_std": std,
+        "teacher_accuracy": teacher_acc, "distortion": distortion,
+        "sweep": _sweep_summary(sweep_art, wd.root) if sweep_art else {},
+        "test_images": len(test)}
+    if distributed.is_coordinator():
+      workdir.write_json(os.path.join(path, RESULTS), results)
+      report.append_history(wd.root, results)
+
+  upstream = [*student_arts, teacher_art, *(a for a in (q_art, sweep_art) if a)]
+  art = wd.run(EVAL, config, make, upstream=upstream)
+  return workdir.read_json(os.path.join(art.path, RESULTS))

@@ -1,0 +1,69 @@
+"""Relabel: the teacher that gives the students their soft labels."""
+
+import os
+from typing import Any, NamedTuple
+
+from pqd_jax import distributed, embedded, models, workdir
+from pqd_jax.data import sources
+from pqd_jax.train import steps, trainer
+
+__all__ = ["TEACHER", "Classifier", "image_shape", "teacher"]
+
+# The classifiers' input: classifier_image_size (0: image_size), channels.
+IMAGE = ("image_size", "classifier_image_size", "channels")
+TEACHER = workdir.Stage(
+    "teacher", "relabel",
+    reads=lambda c: ("teacher",) + IMAGE + embedded.dataset_read(
+        c.teacher.checkpoint),
+    splits=("train",),
+    outputs=lambda c: ("source.json",) if c.teacher.checkpoint else ("ckpt",),
+    shared=True)
+
+
+def image_shape(c: Any) -> tuple[int, int, int]:
+  """``(h, w, c)`` of the classifiers' inputs."""
+  size = c.classifier_image_size or c.image_size
+  return (size, size, c.channels)
+
+
+class Classifier(NamedTuple):
+  """A trained classifier: its module and its variables."""
+
+  model: Any
+  variables: Any
+
+
+def teacher(wd: workdir.Workdir, config, data: sources.Splits,
+            num_classes: int) -> tuple[workdir.Artefact, Classifier]:
+  """The teacher: trained on the training split, or loaded."""
+  c = TEACHER.view(config)
+  t, shape = c.teacher, image_shape(c)
+  model = models.build_classifier(t, num_classes)
+
+  def make(path, _):
+    if t.checkpoint == embedded.EMBEDDED:
+      embedded.load_teacher_variables(c.dataset, model, shape)
+      if distributed.is_coordinator():
+        workdir.write_json(os.path.join(path, "source.json"), {
+            "embedded": embedded.provenance(c.dataset, "teacher")})
+    elif t.checkpoint:
+      trainer.restore_variables(model, t.checkpoint, shape)
+      if distributed.is_coordinator():
+        workdir.write_json(os.path.join(path, "source.json"),
+                           {"checkpoint": os.path.abspath(t.checkpoint)})
+    else:
+      trainer.train_teacher(
+          model, data.source("train", shape[0]), path,
+          num_steps=None if t.num_epochs else t.num_steps,
+          num_epochs=t.num_epochs or None, batch_size=t.batch_size,
+          optimizer=t.optimizer, learning_rate=t.learning_rate,
+          weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
+          aug=steps.aug_from_config(t), seed=t.seed, progress=wd.progress)
+
+  art = wd.run(TEACHER, config, make)
+  if t.checkpoint == embedded.EMBEDDED:
+    variables = embedded.load_teacher_variables(c.dataset, model, shape)
+  else:
+    variables = trainer.restore_variables(model, t.checkpoint or art.path,
+                                          shape)
+  return art, Classifier(model, variables)

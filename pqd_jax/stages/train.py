@@ -1,0 +1,52 @@
+"""Train: students from scratch on the weighted synthetic set."""
+
+from pqd_jax import models, workdir
+from pqd_jax.data import pipeline as data_pipeline
+from pqd_jax.data import synthetic
+from pqd_jax.stages import relabel
+from pqd_jax.train import steps, trainer
+
+__all__ = ["STUDENT_READS", "student", "student_stage"]
+
+# Every student field but ``num_seeds``: a student's seed does not depend on
+# how many there are, so a 3-seed run reuses a 1-seed run's seed 0.
+STUDENT_READS = tuple(f"student.{f}" for f in (
+    "arch", "width", "depth", "norm", "stem", "weights", "soft_labels",
+    "temperature", "num_steps", "num_epochs", "batch_size", "optimizer",
+    "learning_rate", "weight_decay", "warmup_fraction", "flip", "crop_scale",
+    "dsa", "cutmix")) + relabel.IMAGE
+
+
+def student_stage(seed: int) -> workdir.Stage:
+  """The stage of the student with this seed (``student/seed<seed>``)."""
+  return workdir.Stage(f"student/seed{seed}", "train", reads=STUDENT_READS,
+                       outputs=("ckpt",), shared=True)
+
+
+def student(wd: workdir.Workdir, config, seed: int,
+            syn_art: workdir.Artefact, teacher_art: workdir.Artefact,
+            teacher: relabel.Classifier,
+            num_classes: int) -> workdir.Artefact:
+  """One student (online KD from the teacher, or hard labels) on the set."""
+
+  def make(path, c):
+    s = c.student
+    images, labels, weights = synthetic.load_set(syn_art.path, s.weights)
+    size = relabel.image_shape(c)[0]
+    num_steps = trainer.steps_from_epochs(
+        None if s.num_epochs else s.num_steps, s.num_epochs or None,
+        len(images), s.batch_size)
+    trainer.train_student(
+        models.build_classifier(s, num_classes),
+        data_pipeline.resize_images(images, size), labels, weights, path,
+        num_classes=num_classes, num_steps=num_steps,
+        batch_size=s.batch_size, optimizer=s.optimizer,
+        learning_rate=s.learning_rate, weight_decay=s.weight_decay,
+        warmup_steps=int(s.warmup_fraction * num_steps),
+        teacher=teacher.model if s.soft_labels else None,
+        teacher_variables=teacher.variables if s.soft_labels else None,
+        temperature=s.temperature, aug=steps.aug_from_config(s), seed=seed,
+        progress=wd.progress)
+
+  return wd.run(student_stage(seed), config, make,
+                upstream=(syn_art, teacher_art))

@@ -1,0 +1,240 @@
+"""A run's workdir: cached stage artefacts and the atomic writers behind them.
+
+Each artefact is a directory named after it (``latents/``,
+``quantization/``, ...) with a ``stage.json`` written last. Its **digest**
+hashes exactly what the stage depends on: the config paths the stage
+declares (:class:`Stage`, ``reads``; the stage sees the config only through
+a :class:`ConfigView` of those paths, so it cannot read another one), the
+digests of its upstream artefacts, and the fingerprints of the data splits it
+reads (records, labels, class names and file sizes/mtimes; see
+:mod:`pqd_jax.data.sources`). :meth:`Workdir.run` then
+
+- skips the stage when ``stage.json`` names the same digest and every output
+  the stage declares is there and readable;
+- moves aside to ``<name>.<old digest>`` an artefact made from another config
+  or data, or one that is unreadable or incomplete, and makes it again
+  (nothing in the workdir is deleted);
+- keeps a directory whose ``pending.json`` names the same digest (a killed
+  run), so training resumes from its checkpoints.
+
+Every file is written atomically (a temporary file, then ``os.replace``): a
+killed run leaves either the old file or the new one, never half of one.
+"""
+
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+
+from pqd_jax import distributed
+from pqd_jax.workdir.digests import (
+    ConfigView,
+    UndeclaredConfigRead,
+    config_values,
+    digest,
+    to_jsonable,
+)
+from pqd_jax.workdir.files import (
+    append_jsonl,
+    atomic_directory,
+    read_json,
+    read_jsonl,
+    readable,
+    save_atomic,
+    write_json,
+    write_npz,
+    write_text,
+)
+
+__all__ = [
+    "Artefact", "ConfigView", "Stage", "UndeclaredConfigRead", "Workdir",
+    "append_jsonl", "atomic_directory", "config_values", "digest",
+    "read_json", "read_jsonl", "readable", "save_atomic", "to_jsonable",
+    "write_json", "write_npz", "write_text",
+]
+
+STAGE_FILE = "stage.json"
+PENDING_FILE = "pending.json"
+
+
+class Stage(NamedTuple):
+  """A cached stage: its artefact and what its digest covers.
+
+  Attributes:
+    name: the artefact directory under the workdir (``"latents"``,
+      ``"student/seed0"``).
+    step: the pipeline step that makes it (``--stages``: encode, quantize,
+      decode, relabel, train, eval).
+    reads: the config paths the stage reads (a section covers its fields);
+      or a function of the config that returns them.
+    splits: the data splits (``"train"``, ``"test"``) whose fingerprints
+      enter the digest.
+    outputs: files (or directories) under the artefact that must be there
+      and readable for it to count as done (:func:`readable`); or a
+      function of the config that returns them.
+    shared: the stage coordinates its own writes across processes (orbax
+      checkpoints) instead of only process 0 writing.
+  """
+
+  name: str
+  step: str
+  reads: tuple[str, ...] | Callable[[Any], tuple[str, ...]]
+  splits: tuple[str, ...] = ()
+  outputs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
+  shared: bool = False
+
+  def paths(self, config: Any) -> tuple[str, ...]:
+    """The declared config paths for ``config``."""
+    return tuple(self.reads(config) if callable(self.reads) else self.reads)
+
+  def files(self, config: Any) -> tuple[str, ...]:
+    """The outputs that must be readable for ``config``."""
+    return tuple(self.outputs(config) if callable(self.outputs)
+                 else self.outputs)
+
+  def view(self, config: Any) -> ConfigView:
+    """``config`` as this stage may read it."""
+    return ConfigView(config, self.paths(config), f"stage {self.name!r}")
+
+
+class Artefact(NamedTuple):
+  """A made (or cached) artefact: where it is and its digest."""
+
+  path: str
+  digest: str
+
+
+class Workdir:
+  """Runs stages into a workdir, skipping those already made.
+
+  Args:
+    root: the workdir (created).
+    steps: the pipeline steps that may make artefacts; a needed artefact of
+      another step that is not cached is an error.
+    fingerprint: ``split -> str``, the fingerprint of a data split.
+    log: receives one line per stage.
+    progress: whether the stages show progress bars.
+  """
+
+  def __init__(self, root: str, *, steps: Sequence[str],
+               fingerprint: Callable[[str], str] = lambda split: "",
+               log: Callable[[str], None] = print, progress: bool = True):
+    self.root = os.path.abspath(root)
+    os.makedirs(self.root, exist_ok=True)
+    self.steps = set(steps)
+    self.fingerprint = fingerprint
+    self.log = log
+    self.progress = progress
+    self.seconds: dict[str, float] = {}
+    self.skipped: list[str] = []
+
+  def path(self, *names: str) -> str:
+    """A path under the workdir."""
+    return os.path.join(self.root, *names)
+
+  def digest(self, stage: Stage, config: Any,
+             upstream: Sequence[Artefact] = ()) -> str:
+    """The digest ``stage`` would have for ``config`` and ``upstream``."""
+    return digest(stage.name, stage.step,
+                  config_values(config, stage.paths(config)),
+                  [a.digest for a in upstream],
+                  [self.fingerprint(s) for s in stage.splits])
+
+  def done(self, stage: Stage, config: Any, key: str) -> tuple[bool, str]:
+    """Whether ``stage``'s artefact is made for ``key``, and if not why."""
+    path = self.path(stage.name)
+    if not os.path.exists(path):
+      return False, ""
+    meta_path = os.path.join(path, STAGE_FILE)
+    meta = read_json(meta_path)
+    if meta is None:
+      pending = read_json(os.path.join(path, PENDING_FILE))
+      if (not os.path.exists(meta_path) and isinstance(pending, dict)
+          and pending.get("digest") == key):
+        return False, "resuming"
+      return False, "incomplete (no readable stage.json)"
+    if isinstance(meta, dict) and "digest" not in meta:
+      return False, "made by an earlier version of pqd_jax"
+    if not isinstance(meta, dict) or meta.get("digest") != key:
+      old = meta.get("digest") if isinstance(meta, dict) else None
+      return False, f"made from another config or data (digest {old})"
+    broken = [o for o in stage.files(config)
+              if not readable(os.path.join(path, o))]
+    if broken:
+      return False, f"incomplete (missing or unreadable: {', '.join(broken)})"
+    return True, ""
+
+  def run(self, stage: Stage, config: Any,
+          make: Callable[[str, ConfigView], None],
+          upstream: Sequence[Artefact] = ()) -> Artefact:
+    """Makes ``stage``'s artefact with ``make(directory, view)`` unless done.
+
+    In a multi-process run every process runs ``make`` (its computations are
+    collective); process 0 writes the artefact and the others write into a
+    scratch directory that is removed afterwards, unless ``stage.shared``.
+
+    Raises:
+      ValueError: when the artefact is needed but its step was not
+        requested.
+    """
+    key = self.digest(stage, config, upstream)
+    path = self.path(stage.name)
+    done, why = self.done(stage, config, key)
+    distributed.barrier(f"check {stage.name}")
+    if done:
+      self.skipped.append(stage.name)
+      self.log(f"{stage.step:>8}: {stage.name} cached ({key})")
+      return Artefact(path, key)
+    if stage.step not in self.steps:
+      raise ValueError(
+          f"The {stage.step!r} stage is needed for {stage.name!r} (digest "
+          f"{key}) but was not requested; add it to --stages or run without "
+          "--stages.")
+    coordinator = distributed.is_coordinator()
+    target = path
+    if coordinator:
+      self._prepare(path, key, why)
+    elif not stage.shared:
+      target = self.path(".scratch", f"process{jax.process_index()}",
+                         stage.name)
+      shutil.rmtree(target, ignore_errors=True)
+      os.makedirs(target)
+    distributed.barrier(f"prepare {stage.name}")
+    t0 = time.perf_counter()
+    make(target, stage.view(config))
+    seconds = time.perf_counter() - t0
+    distributed.barrier(f"run {stage.name}")
+    if coordinator:
+      write_json(os.path.join(path, STAGE_FILE), {
+          "digest": key, "step": stage.step,
+          "reads": config_values(config, stage.paths(config)),
+          "upstream": [a.digest for a in upstream],
+          "data": {s: self.fingerprint(s) for s in stage.splits},
+          "seconds": seconds, "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+      os.remove(os.path.join(path, PENDING_FILE))
+    elif target != path:
+      shutil.rmtree(target, ignore_errors=True)
+    distributed.barrier(f"finish {stage.name}")
+    self.seconds[stage.name] = seconds
+    self.log(f"{stage.step:>8}: {stage.name} done in {seconds:.1f} s ({key})")
+    return Artefact(path, key)
+
+  def _prepare(self, path: str, key: str, why: str) -> None:
+    """Moves an artefact that is not this one aside; keeps a resumable one."""
+    if os.path.exists(path) and why != "resuming":
+      meta = read_json(os.path.join(path, STAGE_FILE)) or read_json(
+          os.path.join(path, PENDING_FILE))
+      old = meta.get("digest") or meta.get("hash") if isinstance(
+          meta, dict) else None
+      aside = f"{path}.{old or 'old'}"
+      while os.path.exists(aside):
+        aside += "_"
+      os.replace(path, aside)
+      self.log(f"{os.path.basename(path)} was {why}: moved aside to "
+               f"{os.path.basename(aside)}")
+    os.makedirs(path, exist_ok=True)
+    write_json(os.path.join(path, PENDING_FILE), {"digest": key})
+

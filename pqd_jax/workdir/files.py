@@ -1,0 +1,156 @@
+"""Atomic writers and tolerant readers of a workdir's files.
+
+Every file is written atomically (a temporary file of this process, then
+``os.replace``): a killed run leaves either the old file or the new one,
+never half of one. JSON lines are appended in one ``write`` and read back
+skipping a line cut by a kill.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "append_jsonl", "atomic_directory", "read_json", "read_jsonl", "readable",
+    "save_atomic", "write_json", "write_npz", "write_text",
+]
+
+
+def _tmp(path: str) -> str:
+  """A temporary name beside ``path``, unique to this process."""
+  root, ext = os.path.splitext(path)
+  return f"{root}.tmp{os.getpid()}{ext}"
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes ``obj`` as JSON to a temporary file and renames it to ``path``."""
+  tmp = _tmp(path)
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+  """Writes ``text`` to ``path`` atomically."""
+  tmp = _tmp(path)
+  with open(tmp, "w") as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_npz(path: str, **arrays: Any) -> None:
+  """``np.savez`` to ``path`` atomically (``path`` ends in ``.npz``)."""
+  tmp = _tmp(path)
+  np.savez(tmp, **arrays)
+  os.replace(tmp, path)
+
+
+def save_atomic(path: str, save: Callable[[str], None]) -> None:
+  """Calls ``save(tmp)`` (e.g. ``image.save``, ``fig.savefig``) and renames.
+
+  The temporary name keeps ``path``'s extension, which image writers use to
+  pick the format.
+  """
+  tmp = _tmp(path)
+  save(tmp)
+  os.replace(tmp, path)
+
+
+def append_jsonl(path: str, row: dict) -> None:
+  """Appends ``row`` as one JSON line in one ``write``.
+
+  Processes may share the file: one ``write`` of a whole line with
+  ``O_APPEND`` does not interleave. A last line cut by a kill gets its
+  newline first, so this row stays whole (:func:`read_jsonl` skips the cut
+  one).
+  """
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  data = (json.dumps(row) + "\n").encode()
+  fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+  try:
+    size = os.fstat(fd).st_size
+    if size and os.pread(fd, 1, size - 1) != b"\n":
+      data = b"\n" + data
+    os.write(fd, data)
+  finally:
+    os.close(fd)
+
+
+def read_jsonl(path: str) -> list[dict]:
+  """The JSON-object lines of ``path`` (none if it does not exist).
+
+  A line cut by a kill, or one that is not a JSON object, is skipped.
+  """
+  rows = []
+  if os.path.exists(path):
+    with open(path, errors="replace") as f:
+      for line in f:
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if isinstance(row, dict):
+          rows.append(row)
+  return rows
+
+
+def read_json(path: str) -> Any:
+  """The JSON in ``path``, or None when it is missing or unreadable."""
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str) -> Iterator[str]:
+  """Yields a temporary directory that replaces ``path`` on success.
+
+  On an exception (or a kill) ``path`` keeps its previous content, if any,
+  and the temporary directory is removed (or left with a ``.tmp`` suffix
+  for the next call to clear).
+  """
+  path = os.path.abspath(path)
+  tmp = path + ".tmp"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(tmp)
+  try:
+    yield tmp
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  old = path + ".old"
+  shutil.rmtree(old, ignore_errors=True)
+  if os.path.exists(path):
+    os.replace(path, old)
+  os.replace(tmp, path)
+  shutil.rmtree(old, ignore_errors=True)
+
+
+def readable(path: str) -> bool:
+  """Whether an output file or directory is there and reads back whole.
+
+  ``.npz``: a zip whose members all pass their CRC check (a truncated or
+  overwritten file fails); ``.json``: parses; a directory: exists and is not
+  empty; anything else: exists.
+  """
+  if path.endswith(os.sep) or os.path.isdir(path):
+    return os.path.isdir(path) and bool(os.listdir(path))
+  if not os.path.isfile(path):
+    return False
+  if path.endswith(".npz"):
+    try:
+      with zipfile.ZipFile(path) as z:
+        return bool(z.namelist()) and z.testzip() is None
+    except (OSError, zipfile.BadZipFile, EOFError):
+      return False
+  if path.endswith(".json"):
+    return read_json(path) is not None
+  return True

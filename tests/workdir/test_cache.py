@@ -1,0 +1,128 @@
+import json
+import os
+
+import ml_collections
+import pytest
+
+from pqd_jax import workdir
+
+
+def _config():
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.ipc = 10
+  c.quantize = ml_collections.ConfigDict({"method": "lloyd", "tol": 1e-4})
+  return c
+
+
+STAGE = workdir.Stage("thing", "quantize", reads=("seed",),
+                      outputs=("out.json",))
+
+
+def _make(calls):
+  def make(path, c):
+    calls.append(c.seed)
+    workdir.write_json(os.path.join(path, "out.json"), {"seed": c.seed})
+  return make
+
+
+def _workdir(tmp_path, **kw):
+  return workdir.Workdir(str(tmp_path), steps=("quantize",),
+                         log=lambda line: None, **kw)
+
+
+def test_a_done_stage_is_skipped(tmp_path):
+  calls = []
+  first = _workdir(tmp_path).run(STAGE, _config(), _make(calls))
+  wd = _workdir(tmp_path)
+  second = wd.run(STAGE, _config(), _make(calls))
+  assert calls == [0] and first == second and wd.skipped == ["thing"]
+
+
+def test_a_changed_field_moves_the_old_artefact_aside(tmp_path):
+  calls = []
+  old = _workdir(tmp_path).run(STAGE, _config(), _make(calls))
+  config = _config()
+  config.seed = 1
+  new = _workdir(tmp_path).run(STAGE, config, _make(calls))
+  assert calls == [0, 1] and new.digest != old.digest
+  aside = os.path.join(tmp_path, f"thing.{old.digest}")
+  assert workdir.read_json(os.path.join(aside, "out.json")) == {"seed": 0}
+
+
+def test_an_undeclared_field_does_not_change_the_digest(tmp_path):
+  config = _config()
+  wd = _workdir(tmp_path)
+  before = wd.digest(STAGE, config)
+  config.ipc = 50
+  assert wd.digest(STAGE, config) == before
+
+
+def test_the_data_fingerprint_enters_the_digest(tmp_path):
+  stage = STAGE._replace(splits=("train",))
+  a = _workdir(tmp_path, fingerprint=lambda s: "a").digest(stage, _config())
+  b = _workdir(tmp_path, fingerprint=lambda s: "b").digest(stage, _config())
+  assert a != b
+
+
+def test_upstream_digests_enter_the_digest(tmp_path):
+  wd = _workdir(tmp_path)
+  up = lambda d: [workdir.Artefact("p", d)]
+  assert wd.digest(STAGE, _config(), up("x")) != wd.digest(
+      STAGE, _config(), up("y"))
+
+
+@pytest.mark.parametrize("damage", ["empty stage.json", "missing output",
+                                    "truncated output", "old format"])
+def test_a_damaged_artefact_is_moved_aside_and_made_again(tmp_path, damage):
+  calls, lines = [], []
+  art = _workdir(tmp_path).run(STAGE, _config(), _make(calls))
+  meta, out = (os.path.join(art.path, n) for n in ("stage.json", "out.json"))
+  if damage == "empty stage.json":
+    open(meta, "w").close()
+  elif damage == "missing output":
+    os.remove(out)
+  elif damage == "truncated output":
+    with open(out, "w") as f:
+      f.write('{"se')
+  else:
+    with open(meta, "w") as f:
+      json.dump({"hash": "abc"}, f)
+  wd = workdir.Workdir(str(tmp_path), steps=("quantize",), log=lines.append)
+  again = wd.run(STAGE, _config(), _make(calls))
+  assert calls == [0, 0] and again == art
+  assert workdir.read_json(out) == {"seed": 0}
+  assert any("moved aside" in line for line in lines)
+  assert len([d for d in os.listdir(tmp_path) if d.startswith("thing.")]) == 1
+
+
+def test_a_killed_stage_resumes_in_its_directory(tmp_path):
+  def killed(path, c):
+    open(os.path.join(path, "partial"), "w").close()
+    raise KeyboardInterrupt
+
+  with pytest.raises(KeyboardInterrupt):
+    _workdir(tmp_path).run(STAGE, _config(), killed)
+  seen = []
+
+  def resume(path, c):
+    seen.append(os.listdir(path))
+    _make([])(path, c)
+
+  _workdir(tmp_path).run(STAGE, _config(), resume)
+  assert "partial" in seen[0]
+  assert not [d for d in os.listdir(tmp_path) if d.startswith("thing.")]
+
+
+def test_a_needed_stage_that_was_not_requested_is_an_error(tmp_path):
+  wd = workdir.Workdir(str(tmp_path), steps=("train",), log=lambda line: None)
+  with pytest.raises(ValueError, match="'quantize' stage is needed"):
+    wd.run(STAGE, _config(), _make([]))
+
+
+def test_outputs_may_depend_on_the_config(tmp_path):
+  stage = STAGE._replace(outputs=lambda c: (f"out{c.seed}.json",))
+  calls = []
+  _workdir(tmp_path).run(stage, _config(), _make(calls))
+  _workdir(tmp_path).run(stage, _config(), _make(calls))
+  assert calls == [0, 0]  # out0.json was never written: not done

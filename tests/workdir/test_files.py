@@ -1,0 +1,91 @@
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from pqd_jax import workdir
+
+
+def test_append_jsonl_keeps_a_row_after_a_line_cut_by_a_kill(tmp_path):
+  path = str(tmp_path / "rows.jsonl")
+  workdir.append_jsonl(path, {"a": 1})
+  with open(path, "a") as f:
+    f.write('{"cut": ')
+  workdir.append_jsonl(path, {"b": 2})
+  assert workdir.read_jsonl(path) == [{"a": 1}, {"b": 2}]
+
+
+def test_read_jsonl_of_a_missing_file_is_empty(tmp_path):
+  assert workdir.read_jsonl(str(tmp_path / "none.jsonl")) == []
+
+
+def test_read_jsonl_skips_lines_that_are_not_objects(tmp_path):
+  path = tmp_path / "rows.jsonl"
+  path.write_text('[1, 2]\n"x"\n{"a": 1}\n')
+  assert workdir.read_jsonl(str(path)) == [{"a": 1}]
+
+
+def test_write_npz_leaves_no_temporary_file(tmp_path):
+  path = str(tmp_path / "a.npz")
+  workdir.write_npz(path, x=np.arange(3))
+  assert os.listdir(tmp_path) == ["a.npz"]
+  with np.load(path) as f:
+    np.testing.assert_array_equal(f["x"], np.arange(3))
+
+
+def test_a_failed_write_keeps_the_old_file(tmp_path):
+  path = str(tmp_path / "a.json")
+  workdir.write_json(path, {"old": 1})
+  with pytest.raises(TypeError):
+    workdir.write_json(path, {"new": object()})
+  assert workdir.read_json(path) == {"old": 1}
+
+
+def test_save_atomic_keeps_the_extension_for_the_writer(tmp_path):
+  seen = []
+  workdir.save_atomic(str(tmp_path / "grid.png"),
+                      lambda tmp: (seen.append(tmp), open(tmp, "w").close()))
+  assert seen[0].endswith(".png") and os.listdir(tmp_path) == ["grid.png"]
+
+
+def test_atomic_directory_keeps_the_old_one_on_error(tmp_path):
+  path = str(tmp_path / "d")
+  with workdir.atomic_directory(path) as tmp:
+    open(os.path.join(tmp, "x"), "w").close()
+  with pytest.raises(RuntimeError):
+    with workdir.atomic_directory(path) as tmp:
+      raise RuntimeError
+  assert os.listdir(path) == ["x"]
+
+
+@pytest.mark.parametrize("cut", [0, 10, -10])
+def test_a_truncated_npz_is_not_readable(tmp_path, cut):
+  path = str(tmp_path / "a.npz")
+  workdir.write_npz(path, x=np.arange(1000))
+  with open(path, "rb") as f:
+    data = f.read()
+  with open(path, "wb") as f:
+    f.write(data[:cut] if cut >= 0 else data[:len(data) // 2] + data[cut:])
+  assert workdir.readable(path) is False
+
+
+def test_an_npz_with_a_corrupted_member_is_not_readable(tmp_path):
+  path = str(tmp_path / "a.npz")
+  workdir.write_npz(path, x=np.zeros(1000))
+  with zipfile.ZipFile(path) as z:
+    offset = z.getinfo("x.npy").header_offset + 200
+  with open(path, "r+b") as f:
+    f.seek(offset)
+    f.write(b"\x01\x02\x03")
+  assert workdir.readable(path) is False
+
+
+def test_readable_files_and_directories(tmp_path):
+  (tmp_path / "empty.json").write_text("")
+  (tmp_path / "ok.json").write_text("{}")
+  (tmp_path / "dir").mkdir()
+  assert not workdir.readable(str(tmp_path / "empty.json"))
+  assert workdir.readable(str(tmp_path / "ok.json"))
+  assert not workdir.readable(str(tmp_path / "dir"))  # empty
+  assert not workdir.readable(str(tmp_path / "missing"))
