@@ -82,14 +82,14 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
   done = lambda accuracies=(): RunResult(tuple(accuracies), wd.seconds,
                                          tuple(wd.skipped), wd.root)
 
-  q_art = sweep_art = None
+  q_art = sweep_art = prior_art = None
   if config.baseline == "random":  # real images: no latent space needed
     if not wanted("decode"):
       return done()
     syn_art = decode.random_subset(wd, config, data)
   else:
-    ae_art, ae = encode.autoencoder(wd, config, data)
-    lat_art = encode.latents(wd, config, data, ae_art, ae)
+    ae_art = encode.autoencoder(wd, config, data)
+    lat_art = encode.latents(wd, config, data, ae_art)
     if not wanted("quantize"):
       return done()
     q_art = quantize.quantization(wd, config, lat_art)
@@ -97,24 +97,23 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
       sweep_art = quantize.sweep(wd, config, lat_art)
     if not wanted("decode"):
       return done()
-    prior_art, get_prior = (decode.prior(wd, config, data, lat_art)
-                            if config.decode.strength > 0 else (None, None))
-    syn_art = decode.synthetic_set(wd, config, data, q_art, ae_art, ae,
-                                   prior_art, get_prior)
+    if config.decode.strength > 0:  # 0: the centroids decoded, no prior
+      prior_art = decode.prior(wd, config, data, lat_art)
+    syn_art = decode.synthetic_set(wd, config, data, q_art, ae_art, prior_art)
   if not wanted("relabel"):
     return done()
   num_classes = len(data.source("train").class_names)
-  teacher_art, teacher = relabel.teacher(wd, config, data, num_classes)
+  teacher_art = relabel.teacher(wd, config, data, num_classes)
   if not wanted("train"):
     return done()
   student_arts = [
-      train.student(wd, config, seed, syn_art, teacher_art, teacher,
-                    num_classes)
+      train.student(wd, config, seed, syn_art, teacher_art, num_classes)
       for seed in range(config.student.num_seeds)]
   if not wanted("eval"):
     return done()
-  results = evaluation.evaluate(wd, config, data, student_arts, teacher_art,
-                          teacher, q_art, sweep_art, num_classes)
+  eval_art = evaluation.evaluate(wd, config, data, student_arts, teacher_art,
+                                 q_art, sweep_art, num_classes)
+  results = evaluation.results(eval_art)
   if distributed.is_coordinator():
     workdir.write_json(wd.path(evaluation.RESULTS), results)
     report.write_report(wd.root, results)

@@ -1,7 +1,6 @@
 """Decode: the latent prior and the synthetic set (or the random baseline)."""
 
 import os
-from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -12,6 +11,7 @@ from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.data import class_names as class_names_lib
 from pqd_jax.data import pipeline as data_pipeline
 from pqd_jax.data import sources, synthetic
+from pqd_jax.stages import encode
 from pqd_jax.train import trainer
 
 __all__ = ["PRIOR", "RANDOM", "SYNTHETIC", "prior", "random_subset",
@@ -31,8 +31,8 @@ RANDOM = workdir.Stage("synthetic", "decode",
 
 
 def prior(wd: workdir.Workdir, config, data: sources.Splits,
-          lat_art: workdir.Artefact) -> tuple[workdir.Artefact, Callable]:
-  """The prior's artefact and a function that loads it (on first call)."""
+          lat_art: workdir.Artefact) -> workdir.Artefact:
+  """The latent diffusion prior: trained on the latents, or loaded."""
   from pqd_jax import prior as prior_lib
 
   class_names = data.source("train", None).class_names
@@ -56,22 +56,12 @@ def prior(wd: workdir.Workdir, config, data: sources.Splits,
       prior_lib.train_prior(z, y, path, config=p, class_names=class_names,
                             seed=p.seed, progress=wd.progress)
 
-  art = wd.run(PRIOR, config, make, upstream=(lat_art,))
-  loaded = []
-
-  def get_prior():  # loaded only when the synthetic set is (re)made
-    if not loaded:
-      loaded.append(prior_lib.load_prior(os.path.join(art.path, "final")))
-    return loaded[0]
-
-  return art, get_prior
+  return wd.run(PRIOR, config, make, upstream=(lat_art,))
 
 
 def synthetic_set(wd: workdir.Workdir, config, data: sources.Splits,
                   q_art: workdir.Artefact, ae_art: workdir.Artefact,
-                  ae: ae_lib.Autoencoder,
-                  prior_art: workdir.Artefact | None,
-                  get_prior: Callable | None) -> workdir.Artefact:
+                  prior_art: workdir.Artefact | None) -> workdir.Artefact:
   """The centroids decoded: img2img through the prior, then the decoder.
 
   ``decode.strength = 0`` decodes the centroids directly (no prior).
@@ -88,10 +78,12 @@ def synthetic_set(wd: workdir.Workdir, config, data: sources.Splits,
     z = cents.reshape(-1, *cents.shape[2:])
     d = c.decode
     if d.strength > 0:
+      model = prior_lib.load_prior(os.path.join(prior_art.path, "final"))
       z = prior_lib.img2img(
-          get_prior(), z, labels, strength=d.strength,
+          model, z, labels, strength=d.strength,
           guidance_scale=d.guidance_scale, num_steps=d.num_steps,
           rng=jax.random.key(c.seed), batch_size=d.batch_size)
+    ae = encode.load_autoencoder(ae_art)
     images = np.clip(ae_lib.decode(ae, z), -1.0, 1.0).astype(np.float32)
     synthetic.save_set(path, images, labels,
                        weights.reshape(-1).astype(np.float32), class_names,

@@ -10,7 +10,8 @@ from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
 from pqd_jax.data import sources
 
-__all__ = ["AUTOENCODER", "LATENTS", "autoencoder", "latents"]
+__all__ = ["AUTOENCODER", "LATENTS", "autoencoder", "latents",
+           "load_autoencoder"]
 
 AUTOENCODER = workdir.Stage(
     "autoencoder", "encode",
@@ -29,10 +30,14 @@ LATENTS = workdir.Stage("latents", "encode", reads=_latents_reads,
                         splits=("train",), outputs=("index.json",))
 
 
+def load_autoencoder(art: workdir.Artefact) -> ae_lib.Autoencoder:
+  """The autoencoder of an ``autoencoder`` artefact."""
+  return ae_lib.load_pretrained(os.path.join(art.path, "final"))
+
+
 def autoencoder(wd: workdir.Workdir, config,
-                data: sources.Splits) -> tuple[workdir.Artefact,
-                                               ae_lib.Autoencoder]:
-  """The autoencoder's artefact and the autoencoder itself."""
+                data: sources.Splits) -> workdir.Artefact:
+  """The autoencoder, trained on the training split or loaded."""
 
   def make(path, c):
     a = c.autoencoder
@@ -49,19 +54,17 @@ def autoencoder(wd: workdir.Workdir, config,
       ae_train.train_autoencoder(a, data.source("train", c.image_size), path,
                                  progress=wd.progress)
 
-  art = wd.run(AUTOENCODER, config, make)
-  return art, ae_lib.load_pretrained(os.path.join(art.path, "final"))
+  return wd.run(AUTOENCODER, config, make)
 
 
 def latents(wd: workdir.Workdir, config, data: sources.Splits,
-            ae_art: workdir.Artefact,
-            ae: ae_lib.Autoencoder) -> workdir.Artefact:
+            ae_art: workdir.Artefact) -> workdir.Artefact:
   """The training split encoded, one file per class (``latents/``)."""
 
   def make(path, c):
     latents_lib.encode_source(
-        ae, data.source("train", c.image_size), path, dtype=c.latents.dtype,
-        sample=c.latents.sample,
+        load_autoencoder(ae_art), data.source("train", c.image_size), path,
+        dtype=c.latents.dtype, sample=c.latents.sample,
         rng=jax.random.key(c.seed) if c.latents.sample else None,
         progress=wd.progress)
 

@@ -10,7 +10,7 @@ from pqd_jax.data import sources
 from pqd_jax.stages import relabel
 from pqd_jax.train import steps, trainer
 
-__all__ = ["EVAL", "RESULTS", "evaluate"]
+__all__ = ["EVAL", "RESULTS", "evaluate", "results"]
 
 RESULTS = "results.json"
 EVAL = workdir.Stage(
@@ -32,17 +32,23 @@ def _sweep_summary(sweep_art: workdir.Artefact, root: str) -> dict:
               sweep_art.path, "distortion_vs_k.png"), root) if two else None)}
 
 
+def results(art: workdir.Artefact) -> dict:
+  """The results of an ``eval`` artefact."""
+  return workdir.read_json(os.path.join(art.path, RESULTS))
+
+
 def evaluate(wd: workdir.Workdir, config, data: sources.Splits,
              student_arts: list[workdir.Artefact],
-             teacher_art: workdir.Artefact, teacher: relabel.Classifier,
-             q_art: workdir.Artefact | None,
-             sweep_art: workdir.Artefact | None, num_classes: int) -> dict:
+             teacher_art: workdir.Artefact, q_art: workdir.Artefact | None,
+             sweep_art: workdir.Artefact | None,
+             num_classes: int) -> workdir.Artefact:
   """Test accuracy of every student and of the teacher: ``results.json``.
 
   The results are also appended to the workdir's history (a JSON line).
   """
 
   def make(path, c):
+    teacher = relabel.load_teacher(teacher_art, config, num_classes)
     shape = relabel.image_shape(c)
     test = data.source("test", shape[0])
     # Read when indexed: each process reads only its devices' test images,
@@ -63,7 +69,7 @@ def evaluate(wd: workdir.Workdir, config, data: sources.Splits,
       with np.load(os.path.join(q_art.path, "quantization.npz")) as q:
         distortion = q["distortion"].tolist()
     mean, std = trainer.mean_std(accs)
-    results = {
+    out = {
         "dataset": c.dataset, "ipc": c.ipc,
         "baseline": c.baseline or "distilled",
         "weights": c.quantize.weights, "student_weights": c.student.weights,
@@ -73,9 +79,8 @@ def evaluate(wd: workdir.Workdir, config, data: sources.Splits,
         "sweep": _sweep_summary(sweep_art, wd.root) if sweep_art else {},
         "test_images": len(test)}
     if distributed.is_coordinator():
-      workdir.write_json(os.path.join(path, RESULTS), results)
-      report.append_history(wd.root, results)
+      workdir.write_json(os.path.join(path, RESULTS), out)
+      report.append_history(wd.root, out)
 
   upstream = [*student_arts, teacher_art, *(a for a in (q_art, sweep_art) if a)]
-  art = wd.run(EVAL, config, make, upstream=upstream)
-  return workdir.read_json(os.path.join(art.path, RESULTS))
+  return wd.run(EVAL, config, make, upstream=upstream)

@@ -7,7 +7,7 @@ from pqd_jax import distributed, embedded, models, workdir
 from pqd_jax.data import sources
 from pqd_jax.train import steps, trainer
 
-__all__ = ["TEACHER", "Classifier", "image_shape", "teacher"]
+__all__ = ["TEACHER", "Classifier", "image_shape", "load_teacher", "teacher"]
 
 # The classifiers' input: classifier_image_size (0: image_size), channels.
 IMAGE = ("image_size", "classifier_image_size", "channels")
@@ -33,14 +33,27 @@ class Classifier(NamedTuple):
   variables: Any
 
 
-def teacher(wd: workdir.Workdir, config, data: sources.Splits,
-            num_classes: int) -> tuple[workdir.Artefact, Classifier]:
-  """The teacher: trained on the training split, or loaded."""
+def load_teacher(art: workdir.Artefact, config,
+                 num_classes: int) -> Classifier:
+  """The teacher of a ``teacher`` artefact (or the checkpoint it names)."""
   c = TEACHER.view(config)
   t, shape = c.teacher, image_shape(c)
   model = models.build_classifier(t, num_classes)
+  if t.checkpoint == embedded.EMBEDDED:
+    variables = embedded.load_teacher_variables(c.dataset, model, shape)
+  else:
+    variables = trainer.restore_variables(model, t.checkpoint or art.path,
+                                          shape)
+  return Classifier(model, variables)
 
-  def make(path, _):
+
+def teacher(wd: workdir.Workdir, config, data: sources.Splits,
+            num_classes: int) -> workdir.Artefact:
+  """The teacher: trained on the training split, or loaded and checked."""
+
+  def make(path, c):
+    t, shape = c.teacher, image_shape(c)
+    model = models.build_classifier(t, num_classes)
     if t.checkpoint == embedded.EMBEDDED:
       embedded.load_teacher_variables(c.dataset, model, shape)
       if distributed.is_coordinator():
@@ -60,10 +73,4 @@ def teacher(wd: workdir.Workdir, config, data: sources.Splits,
           weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
           aug=steps.aug_from_config(t), seed=t.seed, progress=wd.progress)
 
-  art = wd.run(TEACHER, config, make)
-  if t.checkpoint == embedded.EMBEDDED:
-    variables = embedded.load_teacher_variables(c.dataset, model, shape)
-  else:
-    variables = trainer.restore_variables(model, t.checkpoint or art.path,
-                                          shape)
-  return art, Classifier(model, variables)
+  return wd.run(TEACHER, config, make)

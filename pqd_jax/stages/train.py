@@ -25,12 +25,13 @@ def student_stage(seed: int) -> workdir.Stage:
 
 def student(wd: workdir.Workdir, config, seed: int,
             syn_art: workdir.Artefact, teacher_art: workdir.Artefact,
-            teacher: relabel.Classifier,
             num_classes: int) -> workdir.Artefact:
   """One student (online KD from the teacher, or hard labels) on the set."""
 
   def make(path, c):
     s = c.student
+    teacher = (relabel.load_teacher(teacher_art, config, num_classes)
+               if s.soft_labels else relabel.Classifier(None, None))  # CE
     images, labels, weights = synthetic.load_set(syn_art.path, s.weights)
     size = relabel.image_shape(c)[0]
     num_steps = trainer.steps_from_epochs(
@@ -43,8 +44,7 @@ def student(wd: workdir.Workdir, config, seed: int,
         batch_size=s.batch_size, optimizer=s.optimizer,
         learning_rate=s.learning_rate, weight_decay=s.weight_decay,
         warmup_steps=int(s.warmup_fraction * num_steps),
-        teacher=teacher.model if s.soft_labels else None,
-        teacher_variables=teacher.variables if s.soft_labels else None,
+        teacher=teacher.model, teacher_variables=teacher.variables,
         temperature=s.temperature, aug=steps.aug_from_config(s), seed=seed,
         progress=wd.progress)
 
