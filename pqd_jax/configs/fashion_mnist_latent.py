@@ -23,15 +23,11 @@ def get_config(latent_channels: str = "8") -> ml_collections.ConfigDict:
   Raises:
     ValueError: for a value that is not an integer >= 1.
   """
-  try:
-    channels = int(latent_channels)
-  except ValueError:
-    channels = 0
-  if channels < 1:
+  if not str(latent_channels).isdigit() or int(latent_channels) < 1:
     raise ValueError(f"latent_channels {latent_channels!r} is not an "
                      "integer >= 1.")
   config = fashion_mnist.get_config()
   config.autoencoder.pretrained = ""
-  config.autoencoder.latent_channels = channels
+  config.autoencoder.latent_channels = int(latent_channels)
   config.prior.pretrained = ""
   return config

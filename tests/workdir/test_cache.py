@@ -1,19 +1,10 @@
 import json
 import os
 
-import ml_collections
 import pytest
 
 from pqd_jax import workdir
-
-
-def _config():
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.ipc = 10
-  c.quantize = ml_collections.ConfigDict({"method": "lloyd", "tol": 1e-4})
-  return c
-
+from tests.workdir.conftest import small_config as _config
 
 STAGE = workdir.Stage("thing", "quantize", reads=("seed",),
                       outputs=("out.json",))

@@ -1,21 +1,13 @@
-import ml_collections
 import pytest
 
 from pqd_jax import workdir
+from tests.workdir.conftest import small_config as _config
 
 
 def test_digest_depends_on_every_part_and_not_on_dict_order():
   assert workdir.digest({"a": 1, "b": 2}) == workdir.digest({"b": 2, "a": 1})
   assert workdir.digest({"a": 1}) != workdir.digest({"a": 2})
   assert workdir.digest("x", (1, 2)) == workdir.digest("x", [1, 2])
-
-
-def _config():
-  c = ml_collections.ConfigDict()
-  c.seed = 0
-  c.ipc = 10
-  c.quantize = ml_collections.ConfigDict({"method": "lloyd", "tol": 1e-4})
-  return c
 
 
 def test_a_view_returns_declared_fields_and_sections():
