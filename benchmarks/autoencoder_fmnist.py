@@ -48,6 +48,7 @@ def one_nn_accuracy(xtr, ytr, xte, yte, chunk=1000):
 
 
 def main():
+  harness.quiet_diffusers()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workdir", default="runs/autoencoder_fmnist")
   parser.add_argument("--eval-every", type=int, default=200)

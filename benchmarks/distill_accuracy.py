@@ -232,26 +232,27 @@ def run_cell(name: str, config, workroot: str) -> dict:
   A cell starts from ``_base``'s copies of :data:`SHARED` and leaves there
   those ``_base`` lacks, so the prior and the teacher are made once.
   """
-  workdir = os.path.join(workroot, name)
+  cell_dir = os.path.join(workroot, name)
   base = os.path.join(workroot, "_base")
   shared = SHARED if config.baseline != "random" else ("teacher",)
   for artefact in shared:
-    src, dst = os.path.join(base, artefact), os.path.join(workdir, artefact)
+    src, dst = os.path.join(base, artefact), os.path.join(cell_dir, artefact)
     if os.path.exists(src) and not os.path.exists(dst):
       shutil.copytree(src, dst)
   _, seconds = harness.timed(
-      pipeline.run, config, workdir, progress=False,
+      pipeline.run, config, cell_dir, progress=False,
       log=lambda line: print(f"  [{name}] {line.strip()}", flush=True))
   for artefact in shared:  # (``decode`` cells, strength 0, have no prior)
-    src, dst = os.path.join(workdir, artefact), os.path.join(base, artefact)
+    src, dst = os.path.join(cell_dir, artefact), os.path.join(base, artefact)
     if os.path.exists(src) and not os.path.exists(dst):
       harness.publish_copy(src, dst)
-  with open(os.path.join(workdir, "results.json")) as f:
+  with open(os.path.join(cell_dir, "results.json")) as f:
     results = json.load(f)
   return {"accuracies": results["accuracies"],
           "accuracy_mean": results["accuracy_mean"],
           "accuracy_std": results["accuracy_std"],
           "teacher_accuracy": results["teacher_accuracy"],
+          "config_digest": workdir.digest(config),
           "student_steps": config.student.num_steps,
           "student_batch": config.student.batch_size,
           "seconds": seconds}
@@ -259,9 +260,9 @@ def run_cell(name: str, config, workroot: str) -> dict:
 
 def w2_cell(workroot: str, cell: str) -> dict:
   """Exact W2 of mass vs uniform weights on one cell's centroids."""
-  workdir = os.path.join(workroot, cell)
-  z, y = latents_lib.load(os.path.join(workdir, "latents"))
-  with np.load(os.path.join(workdir, "quantization",
+  cell_dir = os.path.join(workroot, cell)
+  z, y = latents_lib.load(os.path.join(cell_dir, "latents"))
+  with np.load(os.path.join(cell_dir, "quantization",
                             "quantization.npz")) as q:
     cents, classes = q["centroids"], q["classes"]
   mass, uniform = [], []
@@ -318,14 +319,14 @@ def set_stats(workroot: str, cell: str,
 
   ``stats`` picks which (the LP of ``set_w2`` takes minutes at IPC 50).
   """
-  workdir = os.path.join(workroot, cell)
+  cell_dir = os.path.join(workroot, cell)
   z, y = latents_lib.load(os.path.join(workroot, "_base", "latents"))
   ae = ae_lib.load_pretrained(
       os.path.join(workroot, "_base", "autoencoder", "final"))
-  with open(os.path.join(workdir, "config.json")) as f:
+  with open(os.path.join(cell_dir, "config.json")) as f:
     student_weights = json.load(f)["student"]["weights"]
   images, labels, weights = synthetic.load_set(
-      os.path.join(workdir, "synthetic"), student_weights)
+      os.path.join(cell_dir, "synthetic"), student_weights)
   latents = ae_lib.encode(ae, images)
   measure = {
       "set_w2": lambda x, s, w: metrics.w2(x, s, w, method="exact"),
@@ -489,10 +490,8 @@ def write_table(rows: dict[str, dict], path: str, ipcs, methods,
     dist = np.asarray(sweep["distortion"]).mean(axis=1)
     lines += [
         "## Distortion versus K", "",
-        "| K | " + " | ".join(str(k) for k in sweep["ks"]) + " |",
-        "|---|" + "---|" * len(sweep["ks"]),
-        "| mean distortion | " + " | ".join(f"{d:.3g}" for d in dist)
-        + " |", ""]
+        *report.sweep_lines(sweep["ks"], dist, label="mean distortion",
+                            digits=3, with_w2=False), ""]
     if sweep["fitted_slope"] is not None:
       lines += [
           report.slope_sentence(sweep["fitted_slope"], sweep["dim"]), "",
@@ -555,6 +554,7 @@ def plot_sweep(sweep: dict, path: str) -> None:
 
 
 def main(argv=None) -> None:
+  harness.quiet_diffusers()
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true",
                       help="1 seed per cell (default: 3).")
@@ -638,6 +638,13 @@ def main(argv=None) -> None:
     parser.error(f"--out {args.out} has cells made with another student "
                  f"budget: {', '.join(stale)}; expected the same "
                  "--steps-scale and --config, or another --out.")
+  other = [name for name, c in configs.items()
+           if rows.get(name, {}).get("config_digest") not in (
+               None, workdir.digest(c))]
+  if other:
+    parser.error(f"--out {args.out} has cells made with another config: "
+                 f"{', '.join(other)}; expected the same --config, or "
+                 "another --out.")
 
   os.makedirs(args.workroot, exist_ok=True)
   pipeline.run(base, os.path.join(args.workroot, "_base"),

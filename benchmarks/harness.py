@@ -35,13 +35,9 @@ from pqd_jax import models, workdir
 from pqd_jax.configs import fashion_mnist
 from pqd_jax.train import trainer
 
-# No notice that diffusers' Flax classes are deprecated in the benchmarks'
-# logs (diffusers reads this when the scripts first import it, after this).
-os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-
 __all__ = [
     "BENCHMARKS_DIR", "CACHE_DIR", "RESULTS_DIR", "TEACHER_DIR", "Results",
-    "Timing", "finished_rows", "fmnist_teacher",
+    "Timing", "finished_rows", "fmnist_teacher", "quiet_diffusers",
     "lloyd_seconds_per_iteration", "machine", "machine_limits",
     "publish_copy", "time_calls", "time_steps", "timed", "training_curve",
 ]
@@ -338,3 +334,13 @@ def fmnist_teacher(directory: str | None = None) -> tuple[nn.Module, Any]:
   if directory is None:
     return model, None
   return model, trainer.restore_variables(model, directory, (28, 28, 1))
+
+
+def quiet_diffusers() -> None:
+  """No notice that diffusers' Flax classes are deprecated in the log.
+
+  The scripts that use diffusers call it first thing in ``main``.
+  """
+  from diffusers.utils import logging
+
+  logging.set_verbosity_error()

@@ -125,6 +125,7 @@ def pure_samples(p, n_per_class, guidance, seed, num_steps):
 
 
 def main():
+  harness.quiet_diffusers()
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--cells", default="all")
   parser.add_argument("--workdir", default=DEFAULT_WORKDIR)

@@ -11,10 +11,15 @@ Only the coordinator (process 0) writes shared artefacts; the others wait at
 :func:`barrier` and then read what it wrote.
 """
 
+import json
+from collections.abc import Callable
+from typing import Any
+
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
-__all__ = ["barrier", "initialize", "is_coordinator"]
+__all__ = ["barrier", "from_coordinator", "initialize", "is_coordinator"]
 
 
 def initialize(coordinator_address: str | None = None,
@@ -79,3 +84,21 @@ def barrier(name: str) -> None:
   """Waits until every process reaches the barrier ``name``."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def from_coordinator(decide: Callable[[], Any]) -> Any:
+  """``decide()`` as process 0 computes it, on every process.
+
+  Process 0 alone calls ``decide``; the others receive its JSON-able result
+  (lists come back as lists). With one process, ``decide()``.
+  """
+  if jax.process_count() == 1:
+    return decide()
+  value = decide() if is_coordinator() else None
+  data = np.frombuffer(json.dumps(value).encode(), np.uint8)
+  size = int(multihost_utils.broadcast_one_to_all(np.int32(len(data))))
+  buffer = np.zeros(size, np.uint8)
+  if is_coordinator():
+    buffer[:] = data
+  received = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+  return json.loads(received.astype(np.uint8).tobytes().decode())

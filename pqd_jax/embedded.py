@@ -12,6 +12,7 @@ A config field set to :data:`EMBEDDED` (``"embedded"``) selects them;
 ``python -m pqd_jax.main --retrain`` trains everything from scratch instead.
 """
 
+import hashlib
 import json
 import os
 import shutil
@@ -49,6 +50,21 @@ def dataset_read(name: str) -> tuple[str, ...]:
   through its fingerprint, not on the dataset's name or location.
   """
   return ("dataset",) if name == EMBEDDED else ()
+
+
+def fingerprint(value: str, dataset: str, asset: str) -> str:
+  """What a pipeline stage loads when a config field says ``value``.
+
+  The shipped ``asset`` checkpoint's provenance (``value`` =
+  :data:`EMBEDDED`), the files under a local path
+  (:func:`pqd_jax.workdir.tree_stats`), or ``""`` for a hub id (pinned by
+  its revision) and for nothing to load.
+  """
+  if value == EMBEDDED:
+    with open(os.path.join(asset_dir(dataset, asset), "provenance.json"),
+              "rb") as f:
+      return hashlib.sha256(f.read()).hexdigest()[:16]
+  return workdir.tree_stats(value) if value else ""
 
 
 def asset_dir(dataset: str, name: str) -> str:

@@ -77,6 +77,7 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
                        progress=progress)
   if distributed.is_coordinator():
     workdir.write_json(wd.path("config.json"), workdir.to_jsonable(config))
+    report.retire(wd.root, log)
   last = max(STAGES.index(s) for s in stages) if stages else -1
   wanted = lambda step: STAGES.index(step) <= last
   done = lambda accuracies=(): RunResult(tuple(accuracies), wd.seconds,

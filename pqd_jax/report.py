@@ -14,7 +14,7 @@ from pqd_jax import workdir
 
 __all__ = [
     "HISTORY", "accuracy_by_ipc", "append_history", "fitted_slope",
-    "plot_accuracy", "plot_sweep", "slope_sentence", "sweep_lines",
+    "plot_accuracy", "plot_sweep", "retire", "slope_sentence", "sweep_lines",
     "write_report",
 ]
 
@@ -90,15 +90,23 @@ def plot_sweep(ks: np.ndarray, distortion: np.ndarray, dim: int,
 
 
 def sweep_lines(ks: Sequence[int], mean_distortion: Sequence[float], *,
+                label: str = "distortion", digits: int = 4,
                 with_w2: bool = True) -> list[str]:
-  """The distortion-vs-K markdown table (one column per K)."""
+  """The distortion-vs-K markdown table (one column per K).
+
+  Args:
+    ks: the Ks.
+    mean_distortion: the mean distortion over classes at each K.
+    label: the distortion row's name.
+    digits: significant digits.
+    with_w2: add a row with the W2 (the distortion's square root).
+  """
+  row = lambda values: " | ".join(f"{v:.{digits}g}" for v in values)
   lines = ["| K | " + " | ".join(str(k) for k in ks) + " |",
            "|---|" + "---|" * len(ks),
-           "| distortion | " + " | ".join(
-               f"{d:.4g}" for d in mean_distortion) + " |"]
+           f"| {label} | {row(mean_distortion)} |"]
   if with_w2:
-    lines.append("| W2 | " + " | ".join(
-        f"{d ** 0.5:.4g}" for d in mean_distortion) + " |")
+    lines.append(f"| W2 | {row(np.sqrt(mean_distortion))} |")
   return lines
 
 
@@ -185,3 +193,36 @@ def write_report(root: str, r: dict) -> str:
   path = os.path.join(root, "report.md")
   workdir.write_text(path, "\n".join(lines))
   return path
+
+
+def retire(root: str, log=print) -> None:
+  """Takes away the top-level results of an earlier run before a new one.
+
+  ``results.json`` and ``report.md`` are written from the eval artefact when
+  a run reaches eval, so they never sit beside artefacts they do not
+  describe: a copy of ``eval/results.json`` (with its report) is removed, to
+  be written again; results that are not such a copy (an earlier version's)
+  are moved aside to ``results.old.json`` and ``report.old.md``.
+  """
+  results, report_md = (os.path.join(root, n)
+                        for n in ("results.json", "report.md"))
+  if not os.path.exists(results):
+    return
+  current = workdir.read_json(os.path.join(root, "eval", "results.json"))
+  if current is not None and workdir.read_json(results) == current:
+    for path in (results, report_md):
+      if os.path.exists(path):
+        os.remove(path)
+    return
+  moved = []
+  for path, aside in ((results, "results.old.json"),
+                      (report_md, "report.old.md")):
+    aside = os.path.join(root, aside)
+    while os.path.exists(aside):
+      stem, ext = os.path.splitext(aside)
+      aside = f"{stem}_{ext}"
+    if os.path.exists(path):
+      os.replace(path, aside)
+      moved.append(os.path.basename(aside))
+  log("results.json and report.md did not come from this workdir's eval "
+      f"artefact: moved aside to {' and '.join(moved)}")

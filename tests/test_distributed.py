@@ -169,3 +169,8 @@ def test_each_process_streams_only_its_classes(runs):
   one, two = runs
   assert [r["streamed_classes"] for r in one["reads"]] == [[0, 1, 2]]
   assert [r["streamed_classes"] for r in two["reads"]] == [[0, 2], [1]]
+
+
+def test_every_process_gets_the_coordinators_decision(runs):
+  _, two = runs
+  assert [r["decided"] for r in two["reads"]] == [["digest", 0, True]] * 2

@@ -323,3 +323,14 @@ def test_a_truncated_synthetic_set_is_made_again(finished, tmp_path):
       finished[0], "synthetic", "images.npz")) as original:
     np.testing.assert_array_equal(s["images"], original["images"])
   assert result.accuracies == finished[1].accuracies
+
+
+def test_a_student_whose_last_checkpoint_is_lost_is_trained_again(
+    finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  ckpt = os.path.join(workdir, "student", "seed1", "ckpt")
+  shutil.rmtree(os.path.join(ckpt, max(os.listdir(ckpt), key=int)))
+  result = pipeline.run(get_config(finished_root(finished)), workdir,
+                        progress=False, log=lambda line: None)
+  assert set(result.seconds) == {"student/seed1"}
+  assert result.accuracies == finished[1].accuracies

@@ -5,6 +5,8 @@ the split, the seed of sampled latents, the data itself, damaged files, a
 workdir from an earlier version, and a stage reading an undeclared field.
 """
 
+import ast
+import inspect
 import json
 import os
 import shutil
@@ -14,7 +16,8 @@ import pytest
 
 from pqd_jax import pipeline, workdir
 from pqd_jax.configs.tiny import get_config
-from pqd_jax.stages import quantize
+from pqd_jax.stages import decode, encode, quantize, relabel, train
+from pqd_jax.stages import eval as evaluation
 from tests.tiny_folders import write_folder
 
 ENCODED = {"autoencoder", "latents", "quantization", "quantization_sweep"}
@@ -139,3 +142,40 @@ def test_a_stage_that_reads_an_undeclared_field_fails(data_root, tmp_path,
   monkeypatch.setattr(quantize, "QUANTIZATION", stage)
   with pytest.raises(workdir.UndeclaredConfigRead, match="config.ipc"):
     _run(get_config(data_root), tmp_path)
+
+
+@pytest.mark.parametrize("module", [encode, quantize, decode, relabel, train,
+                                    evaluation])
+def test_a_stage_makes_its_artefact_from_its_config_view_only(module):
+  # The view raises on an undeclared read; the whole config must not reach
+  # a ``make`` through its closure either.
+  tree = ast.parse(inspect.getsource(module))
+  makes = [f for f in ast.walk(tree)
+           if isinstance(f, ast.FunctionDef) and f.name == "make"]
+  assert makes
+  for make in makes:
+    names = {n.id for n in ast.walk(make) if isinstance(n, ast.Name)}
+    assert "config" not in names, f"{module.__name__}: make reads config"
+
+
+def test_a_cut_latent_class_file_is_made_again(encoded):
+  root, path = encoded
+  npy = path / "latents" / "class_00001.npy"
+  npy.write_bytes(npy.read_bytes()[:200])
+  lines = []
+  result = _run(get_config(root), path, log=lines.append)
+  assert "latents" in result.seconds and "autoencoder" in result.skipped
+  assert any("class_00001.npy" in line for line in lines)
+
+
+def test_a_changed_autoencoder_checkpoint_recomputes_what_used_it(encoded):
+  root, path = encoded
+  checkpoint = shutil.copytree(path / "autoencoder" / "final",
+                               path.parent / "checkpoint")
+  config = get_config(root)
+  config.autoencoder.pretrained = str(checkpoint)
+  assert {"autoencoder", "latents"} <= set(_run(config, path).seconds)
+  assert _run(config, path).seconds == {}
+  (checkpoint / "config.json").write_text(
+      (checkpoint / "config.json").read_text() + " ")  # a retrained model
+  assert {"autoencoder", "latents"} <= set(_run(config, path).seconds)

@@ -62,3 +62,23 @@ def test_plot_sweep_writes_the_png(tmp_path):
   report.plot_sweep(np.array([1, 2, 4]), np.ones((3, 2)) / [[1], [2], [4]],
                     4, path)
   assert open(path, "rb").read(4) == b"\x89PNG"
+
+
+def test_retire_removes_a_copy_of_the_eval_results(tmp_path):
+  (tmp_path / "eval").mkdir()
+  for path in ("eval/results.json", "results.json"):
+    (tmp_path / path).write_text('{"a": 1}')
+  (tmp_path / "report.md").write_text("# report")
+  report.retire(str(tmp_path), log=lambda line: None)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["eval"]
+
+
+def test_retire_moves_other_results_aside(tmp_path):
+  (tmp_path / "results.json").write_text('{"old": 1}')
+  (tmp_path / "report.md").write_text("# old")
+  lines = []
+  report.retire(str(tmp_path), log=lines.append)
+  assert (tmp_path / "results.old.json").read_text() == '{"old": 1}'
+  assert (tmp_path / "report.old.md").read_text() == "# old"
+  assert not (tmp_path / "results.json").exists()
+  assert "moved aside" in lines[0]

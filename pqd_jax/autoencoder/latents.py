@@ -23,11 +23,12 @@ import jax
 import numpy as np
 from tqdm import tqdm
 
-from pqd_jax import checks, distributed, sharding
+from pqd_jax import checks, distributed, sharding, workdir
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
 
-__all__ = ["encode_source", "exists", "load", "read_index", "save", "stream"]
+__all__ = ["encode_source", "exists", "load", "problem", "read_index", "save",
+           "stream"]
 
 _INDEX = "index.json"
 DTYPES = ("float16", "float32")  # on disk
@@ -120,16 +121,36 @@ def encode_source(
 
 
 def _write_class(directory: str, label: int, z: np.ndarray) -> None:
-  tmp = _class_file(directory, label) + ".tmp.npy"
-  np.save(tmp, z)
-  os.replace(tmp, _class_file(directory, label))
+  workdir.save_atomic(_class_file(directory, label),
+                      lambda tmp: np.save(tmp, z))
 
 
 def _write_index(directory: str, index: dict) -> None:
-  tmp = os.path.join(directory, _INDEX + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(index, f, indent=2)
-  os.replace(tmp, os.path.join(directory, _INDEX))
+  workdir.write_json(os.path.join(directory, _INDEX), index)
+
+
+def problem(directory: str) -> str:
+  """What a latents artefact lacks: ``""`` when every class file is whole.
+
+  Reads the index and each class file's header (memory-mapped, so a file
+  shorter than its header says fails): its shape must be the class's count
+  by the latent shape.
+  """
+  try:
+    index = read_index(directory)
+    counts, shape = index["counts"], tuple(index["latent_shape"])
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    return f"unreadable {_INDEX}: {e}"
+  for label, count in enumerate(counts):
+    path = _class_file(directory, label)
+    try:
+      got = np.load(path, mmap_mode="r").shape
+    except (OSError, ValueError) as e:
+      return f"{os.path.basename(path)} is missing or cut short ({e})"
+    if got != (count, *shape):
+      return (f"{os.path.basename(path)} holds {got}, the index says "
+              f"{(count, *shape)}")
+  return ""
 
 
 def _check_dtype(dtype: Any) -> Any:

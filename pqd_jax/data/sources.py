@@ -252,13 +252,13 @@ class TfdsSource(ImageSource):
     self.class_names = tuple(getattr(feature, "names", None)
                              or [str(i) for i in range(feature.num_classes)])
     self._source = source
-    stored = sorted(os.listdir(builder.data_dir))
     # The split's shards (``<name>-<split>.array_record-…``); all files for
-    # a sliced split such as ``train[:10%]``.
-    self._files = [os.path.join(builder.data_dir, f) for f in stored
-                   if f"-{split}." in f] or [
-                       os.path.join(builder.data_dir, f) for f in stored]
-    self._data_dir = builder.data_dir
+    # a sliced split such as ``train[:10%]``. epath: data_dir may be on GCS.
+    from etils import epath
+
+    stored = sorted(p for p in epath.Path(builder.data_dir).iterdir()
+                    if p.is_file())
+    self.files = [p for p in stored if f"-{split}." in p.name] or stored
     self._name, self._version = name, str(builder.version)
     self._image_key = image_key
     self._label_key = label_key
@@ -280,7 +280,9 @@ class TfdsSource(ImageSource):
 
   def _stored(self) -> Iterable[bytes]:
     yield f"{self._name}:{self._version}\n".encode()
-    yield from _file_stats(self._files, self._data_dir)
+    for path in self.files:
+      st = path.stat()
+      yield f"{path.name}:{st.length}:{st.mtime}\n".encode()
 
 
 def open_source(dataset: str, split: str, *, data_dir: str | None = None,

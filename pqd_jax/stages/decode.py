@@ -20,7 +20,9 @@ __all__ = ["PRIOR", "RANDOM", "SYNTHETIC", "prior", "random_subset",
 PRIOR = workdir.Stage(
     "prior", "decode",
     reads=lambda c: ("prior",) + embedded.dataset_read(c.prior.pretrained),
-    splits=("train",), outputs=("final",))
+    splits=("train",), outputs=("final",),
+    inputs=lambda c: (embedded.fingerprint(c.prior.pretrained, c.dataset,
+                                           "prior"),))
 _SET_FILES = (synthetic.IMAGES, "folder", "grid.png")
 SYNTHETIC = workdir.Stage("synthetic", "decode", reads=("decode", "seed"),
                           splits=("train",), outputs=_SET_FILES)

@@ -17,7 +17,9 @@ AUTOENCODER = workdir.Stage(
     "autoencoder", "encode",
     reads=lambda c: ("image_size", "autoencoder") + embedded.dataset_read(
         c.autoencoder.pretrained),
-    splits=("train",), outputs=("final",))
+    splits=("train",), outputs=("final",),
+    inputs=lambda c: (embedded.fingerprint(c.autoencoder.pretrained,
+                                           c.dataset, "autoencoder"),))
 
 
 def _latents_reads(config) -> tuple[str, ...]:
@@ -26,8 +28,10 @@ def _latents_reads(config) -> tuple[str, ...]:
   return reads + ("seed",) if config.latents.sample else reads
 
 
-LATENTS = workdir.Stage("latents", "encode", reads=_latents_reads,
-                        splits=("train",), outputs=("index.json",))
+LATENTS = workdir.Stage(
+    "latents", "encode", reads=_latents_reads, splits=("train",),
+    outputs=("index.json",),
+    check=lambda path, meta: latents_lib.problem(path))
 
 
 def load_autoencoder(art: workdir.Artefact) -> ae_lib.Autoencoder:

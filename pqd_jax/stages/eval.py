@@ -48,7 +48,7 @@ def evaluate(wd: workdir.Workdir, config, data: sources.Splits,
   """
 
   def make(path, c):
-    teacher = relabel.load_teacher(teacher_art, config, num_classes)
+    teacher = relabel.load_teacher(teacher_art, num_classes)
     shape = relabel.image_shape(c)
     test = data.source("test", shape[0])
     # Read when indexed: each process reads only its devices' test images,

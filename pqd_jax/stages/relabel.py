@@ -3,21 +3,32 @@
 import os
 from typing import Any, NamedTuple
 
-from pqd_jax import distributed, embedded, models, workdir
+import ml_collections
+
+from pqd_jax import distributed, embedded, models, sharding, workdir
 from pqd_jax.data import sources
-from pqd_jax.train import steps, trainer
+from pqd_jax.train import loop, steps, trainer
 
 __all__ = ["TEACHER", "Classifier", "image_shape", "load_teacher", "teacher"]
 
 # The classifiers' input: classifier_image_size (0: image_size), channels.
 IMAGE = ("image_size", "classifier_image_size", "channels")
+
+
+def _teacher_check(path: str, meta: dict) -> str:
+  steps_done = meta.get("record", {}).get("steps")
+  return loop.checkpoint_problem(path, steps_done) if steps_done else ""
+
+
 TEACHER = workdir.Stage(
     "teacher", "relabel",
     reads=lambda c: ("teacher",) + IMAGE + embedded.dataset_read(
         c.teacher.checkpoint),
     splits=("train",),
     outputs=lambda c: ("source.json",) if c.teacher.checkpoint else ("ckpt",),
-    shared=True)
+    shared=True, check=_teacher_check,
+    inputs=lambda c: (embedded.fingerprint(c.teacher.checkpoint, c.dataset,
+                                           "teacher"),))
 
 
 def image_shape(c: Any) -> tuple[int, int, int]:
@@ -33,17 +44,21 @@ class Classifier(NamedTuple):
   variables: Any
 
 
-def load_teacher(art: workdir.Artefact, config,
-                 num_classes: int) -> Classifier:
-  """The teacher of a ``teacher`` artefact (or the checkpoint it names)."""
-  c = TEACHER.view(config)
-  t, shape = c.teacher, image_shape(c)
-  model = models.build_classifier(t, num_classes)
-  if t.checkpoint == embedded.EMBEDDED:
+def load_teacher(art: workdir.Artefact, num_classes: int) -> Classifier:
+  """The teacher of a ``teacher`` artefact (or the checkpoint it names).
+
+  The artefact describes itself: its ``stage.json`` holds the teacher
+  config it was made with.
+  """
+  reads = workdir.read_json(os.path.join(art.path, workdir.STAGE_FILE))
+  c = ml_collections.ConfigDict(reads["reads"])
+  shape = image_shape(c)
+  model = models.build_classifier(c.teacher, num_classes)
+  if c.teacher.checkpoint == embedded.EMBEDDED:
     variables = embedded.load_teacher_variables(c.dataset, model, shape)
   else:
-    variables = trainer.restore_variables(model, t.checkpoint or art.path,
-                                          shape)
+    variables = trainer.restore_variables(
+        model, c.teacher.checkpoint or art.path, shape)
   return Classifier(model, variables)
 
 
@@ -65,12 +80,13 @@ def teacher(wd: workdir.Workdir, config, data: sources.Splits,
         workdir.write_json(os.path.join(path, "source.json"),
                            {"checkpoint": os.path.abspath(t.checkpoint)})
     else:
-      trainer.train_teacher(
+      state = trainer.train_teacher(
           model, data.source("train", shape[0]), path,
           num_steps=None if t.num_epochs else t.num_steps,
           num_epochs=t.num_epochs or None, batch_size=t.batch_size,
           optimizer=t.optimizer, learning_rate=t.learning_rate,
           weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
           aug=steps.aug_from_config(t), seed=t.seed, progress=wd.progress)
+      return {"steps": int(sharding.to_host(state.step))}
 
   return wd.run(TEACHER, config, make)

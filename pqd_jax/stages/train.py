@@ -1,10 +1,10 @@
 """Train: students from scratch on the weighted synthetic set."""
 
-from pqd_jax import models, workdir
+from pqd_jax import models, sharding, workdir
 from pqd_jax.data import pipeline as data_pipeline
 from pqd_jax.data import synthetic
 from pqd_jax.stages import relabel
-from pqd_jax.train import steps, trainer
+from pqd_jax.train import loop, steps, trainer
 
 __all__ = ["STUDENT_READS", "student", "student_stage"]
 
@@ -17,10 +17,15 @@ STUDENT_READS = tuple(f"student.{f}" for f in (
     "dsa", "cutmix")) + relabel.IMAGE
 
 
+def _student_check(path: str, meta: dict) -> str:
+  steps_done = meta.get("record", {}).get("steps")
+  return loop.checkpoint_problem(path, steps_done) if steps_done else ""
+
+
 def student_stage(seed: int) -> workdir.Stage:
   """The stage of the student with this seed (``student/seed<seed>``)."""
   return workdir.Stage(f"student/seed{seed}", "train", reads=STUDENT_READS,
-                       outputs=("ckpt",), shared=True)
+                       outputs=("ckpt",), shared=True, check=_student_check)
 
 
 def student(wd: workdir.Workdir, config, seed: int,
@@ -30,14 +35,14 @@ def student(wd: workdir.Workdir, config, seed: int,
 
   def make(path, c):
     s = c.student
-    teacher = (relabel.load_teacher(teacher_art, config, num_classes)
+    teacher = (relabel.load_teacher(teacher_art, num_classes)
                if s.soft_labels else relabel.Classifier(None, None))  # CE
     images, labels, weights = synthetic.load_set(syn_art.path, s.weights)
     size = relabel.image_shape(c)[0]
     num_steps = trainer.steps_from_epochs(
         None if s.num_epochs else s.num_steps, s.num_epochs or None,
         len(images), s.batch_size)
-    trainer.train_student(
+    state = trainer.train_student(
         models.build_classifier(s, num_classes),
         data_pipeline.resize_images(images, size), labels, weights, path,
         num_classes=num_classes, num_steps=num_steps,
@@ -47,6 +52,7 @@ def student(wd: workdir.Workdir, config, seed: int,
         teacher=teacher.model, teacher_variables=teacher.variables,
         temperature=s.temperature, aug=steps.aug_from_config(s), seed=seed,
         progress=wd.progress)
+    return {"steps": int(sharding.to_host(state.step))}
 
   return wd.run(student_stage(seed), config, make,
                 upstream=(syn_art, teacher_art))

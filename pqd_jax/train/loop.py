@@ -88,8 +88,7 @@ def fit(
 
   def log(row):
     if coordinator:
-      with open(metrics_path, "a") as f:
-        f.write(json.dumps(row) + "\n")
+      workdir_lib.append_jsonl(metrics_path, row)
 
   t0 = time.perf_counter()
   bar = tqdm(range(start, num_steps), initial=start, total=num_steps,
@@ -112,6 +111,18 @@ def fit(
       manager.save(done, args=ocp.args.StandardSave(state))
   manager.wait_until_finished()
   return state
+
+
+def checkpoint_problem(workdir: str, step: int) -> str:
+  """``""`` when ``workdir/ckpt`` holds the committed checkpoint of ``step``.
+
+  Orbax writes a step under a temporary name and renames it when complete,
+  so the step's own directory is there only once it is whole; a training
+  whose last checkpoint was lost would otherwise restore an earlier step.
+  """
+  if os.path.isdir(os.path.join(workdir, "ckpt", str(step))):
+    return ""
+  return f"ckpt/ has no committed checkpoint of step {step}"
 
 
 def restore_variables(model: nn.Module, workdir: str,

@@ -44,6 +44,7 @@ from pqd_jax.workdir.files import (
     read_jsonl,
     readable,
     save_atomic,
+    tree_stats,
     write_json,
     write_npz,
     write_text,
@@ -53,6 +54,7 @@ __all__ = [
     "Artefact", "ConfigView", "Stage", "UndeclaredConfigRead", "Workdir",
     "append_jsonl", "atomic_directory", "config_values", "digest",
     "read_json", "read_jsonl", "readable", "save_atomic", "to_jsonable",
+    "tree_stats",
     "write_json", "write_npz", "write_text",
 ]
 
@@ -77,6 +79,12 @@ class Stage(NamedTuple):
       function of the config that returns them.
     shared: the stage coordinates its own writes across processes (orbax
       checkpoints) instead of only process 0 writing.
+    check: ``(directory, stage.json) -> problem``: a deeper check of a made
+      artefact ("" when whole), e.g. that every class file is there or that
+      the last checkpoint is the one training ended with.
+    inputs: ``config -> fingerprints`` of what the stage reads besides the
+      config and the data (a checkpoint named by path: :func:`tree_stats`;
+      shipped weights); they enter the digest.
   """
 
   name: str
@@ -85,6 +93,8 @@ class Stage(NamedTuple):
   splits: tuple[str, ...] = ()
   outputs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
   shared: bool = False
+  check: Callable[[str, dict], str] | None = None
+  inputs: Callable[[Any], tuple[str, ...]] | None = None
 
   def paths(self, config: Any) -> tuple[str, ...]:
     """The declared config paths for ``config``."""
@@ -138,10 +148,12 @@ class Workdir:
   def digest(self, stage: Stage, config: Any,
              upstream: Sequence[Artefact] = ()) -> str:
     """The digest ``stage`` would have for ``config`` and ``upstream``."""
+    inputs = stage.inputs(config) if stage.inputs else ()
     return digest(stage.name, stage.step,
                   config_values(config, stage.paths(config)),
                   [a.digest for a in upstream],
-                  [self.fingerprint(s) for s in stage.splits])
+                  [self.fingerprint(s) for s in stage.splits],
+                  list(inputs))
 
   def done(self, stage: Stage, config: Any, key: str) -> tuple[bool, str]:
     """Whether ``stage``'s artefact is made for ``key``, and if not why."""
@@ -152,9 +164,13 @@ class Workdir:
     meta = read_json(meta_path)
     if meta is None:
       pending = read_json(os.path.join(path, PENDING_FILE))
-      if (not os.path.exists(meta_path) and isinstance(pending, dict)
-          and pending.get("digest") == key):
-        return False, "resuming"
+      if not os.path.exists(meta_path) and isinstance(pending, dict):
+        if pending.get("digest") == key:
+          return False, "resuming"
+        if "digest" in pending:
+          return False, (f"left by a killed run with another config or data "
+                         f"(digest {pending['digest']})")
+        return False, "left by a killed run of an earlier version of pqd_jax"
       return False, "incomplete (no readable stage.json)"
     if isinstance(meta, dict) and "digest" not in meta:
       return False, "made by an earlier version of pqd_jax"
@@ -165,14 +181,22 @@ class Workdir:
               if not readable(os.path.join(path, o))]
     if broken:
       return False, f"incomplete (missing or unreadable: {', '.join(broken)})"
+    problem = stage.check(path, meta) if stage.check else ""
+    if problem:
+      return False, f"incomplete ({problem})"
     return True, ""
 
   def run(self, stage: Stage, config: Any,
-          make: Callable[[str, ConfigView], None],
+          make: Callable[[str, ConfigView], dict | None],
           upstream: Sequence[Artefact] = ()) -> Artefact:
     """Makes ``stage``'s artefact with ``make(directory, view)`` unless done.
 
-    In a multi-process run every process runs ``make`` (its computations are
+    ``make`` may return a dict, recorded in ``stage.json`` as ``"record"``
+    (what :attr:`Stage.check` compares the artefact with later).
+
+    In a multi-process run process 0 decides (its digest and what it finds
+    in the workdir hold for every process, whose data copies may differ in
+    file times); every process runs ``make`` (its computations are
     collective); process 0 writes the artefact and the others write into a
     scratch directory that is removed afterwards, unless ``stage.shared``.
 
@@ -180,10 +204,9 @@ class Workdir:
       ValueError: when the artefact is needed but its step was not
         requested.
     """
-    key = self.digest(stage, config, upstream)
     path = self.path(stage.name)
-    done, why = self.done(stage, config, key)
-    distributed.barrier(f"check {stage.name}")
+    key, done, why = distributed.from_coordinator(
+        lambda: self._decide(stage, config, upstream))
     if done:
       self.skipped.append(stage.name)
       self.log(f"{stage.step:>8}: {stage.name} cached ({key})")
@@ -204,7 +227,7 @@ class Workdir:
       os.makedirs(target)
     distributed.barrier(f"prepare {stage.name}")
     t0 = time.perf_counter()
-    make(target, stage.view(config))
+    record = make(target, stage.view(config))
     seconds = time.perf_counter() - t0
     distributed.barrier(f"run {stage.name}")
     if coordinator:
@@ -213,7 +236,8 @@ class Workdir:
           "reads": config_values(config, stage.paths(config)),
           "upstream": [a.digest for a in upstream],
           "data": {s: self.fingerprint(s) for s in stage.splits},
-          "seconds": seconds, "date": time.strftime("%Y-%m-%d %H:%M:%S")})
+          "record": record or {}, "seconds": seconds,
+          "date": time.strftime("%Y-%m-%d %H:%M:%S")})
       os.remove(os.path.join(path, PENDING_FILE))
     elif target != path:
       shutil.rmtree(target, ignore_errors=True)
@@ -221,6 +245,11 @@ class Workdir:
     self.seconds[stage.name] = seconds
     self.log(f"{stage.step:>8}: {stage.name} done in {seconds:.1f} s ({key})")
     return Artefact(path, key)
+
+  def _decide(self, stage: Stage, config: Any,
+              upstream: Sequence[Artefact]) -> tuple[str, bool, str]:
+    key = self.digest(stage, config, upstream)
+    return (key, *self.done(stage, config, key))
 
   def _prepare(self, path: str, key: str, why: str) -> None:
     """Moves an artefact that is not this one aside; keeps a resumable one."""

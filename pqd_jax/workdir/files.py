@@ -7,6 +7,7 @@ skipping a line cut by a kill.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ import numpy as np
 
 __all__ = [
     "append_jsonl", "atomic_directory", "read_json", "read_jsonl", "readable",
-    "save_atomic", "write_json", "write_npz", "write_text",
+    "save_atomic", "tree_stats", "write_json", "write_npz", "write_text",
 ]
 
 
@@ -135,22 +136,49 @@ def atomic_directory(path: str) -> Iterator[str]:
 
 
 def readable(path: str) -> bool:
-  """Whether an output file or directory is there and reads back whole.
+  """Whether an output file or directory is there and reads back.
 
-  ``.npz``: a zip whose members all pass their CRC check (a truncated or
-  overwritten file fails); ``.json``: parses; a directory: exists and is not
-  empty; anything else: exists.
+  ``.npz``: a zip whose directory lists its members (a truncated file has
+  none; the members are not decompressed, so this stays cheap for sets of
+  many GB); ``.npy``: its header and as many bytes as it announces;
+  ``.json``: parses; a directory: exists and is not empty; anything else:
+  exists.
   """
   if path.endswith(os.sep) or os.path.isdir(path):
     return os.path.isdir(path) and bool(os.listdir(path))
   if not os.path.isfile(path):
     return False
-  if path.endswith(".npz"):
-    try:
+  try:
+    if path.endswith(".npz"):
       with zipfile.ZipFile(path) as z:
-        return bool(z.namelist()) and z.testzip() is None
-    except (OSError, zipfile.BadZipFile, EOFError):
-      return False
+        return bool(z.namelist())
+    if path.endswith(".npy"):
+      np.load(path, mmap_mode="r")
+      return True
+  except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+    return False
   if path.endswith(".json"):
     return read_json(path) is not None
   return True
+
+
+def tree_stats(path: str) -> str:
+  """A hash of the names, sizes and times of the files under ``path``.
+
+  ``""`` for a path that is not on this filesystem (a hub id, a URL): what
+  such a name refers to is pinned by the config (e.g. a revision).
+  """
+  if not os.path.exists(path):
+    return ""
+  h = hashlib.sha256()
+  for root, dirs, files in os.walk(path):
+    dirs.sort()
+    for name in sorted(files):
+      full = os.path.join(root, name)
+      st = os.stat(full)
+      h.update(f"{os.path.relpath(full, path)}:{st.st_size}:"
+               f"{st.st_mtime_ns}\n".encode())
+  if os.path.isfile(path):
+    st = os.stat(path)
+    h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
+  return h.hexdigest()[:16]

@@ -324,3 +324,19 @@ def test_tables_in_one_directory_keep_their_own_images(finished, tmp_path):
   assert (tmp_path / "other_distortion_vs_k.png").exists()
   assert (tmp_path / "other_grid_ddoq.png").read_bytes() == (
       tmp / "work" / "ddoq_ipc2_soft" / "synthetic" / "grid.png").read_bytes()
+
+
+def test_a_run_with_another_config_is_refused(finished, tmp_path):
+  bench, args, tmp = finished
+  other = tmp_path / "other.py"
+  other.write_text(
+      "from pqd_jax.configs import tiny\n\n"
+      "def get_config(root):\n"
+      "  c = tiny.get_config(root)\n"
+      "  c.decode.guidance_scale = 3.0\n"
+      "  return c\n")
+  config = next(a for a in args if a.startswith("--config="))
+  root = config.rsplit(":", 1)[1]
+  with pytest.raises(SystemExit):
+    bench.main([a for a in args if a != config]
+               + [f"--config={other}:{root}"])

@@ -117,6 +117,17 @@ class TestTfdsSource:
                               image_size=16, channels=3)
     assert src[0][0].shape == (16, 16, 3)
 
+  def test_fingerprint_follows_the_split_shards(self, tfds_dir):
+    train = sources.open_source("pqd_tiny_shapes", "train", data_dir=tfds_dir)
+    test = sources.open_source("pqd_tiny_shapes", "test", data_dir=tfds_dir)
+    assert train.files and all("-train." in p.name for p in train.files)
+    before = train.fingerprint()
+    assert before != test.fingerprint()
+    shard = train.files[0]
+    os.utime(shard, ns=(1, 1))
+    assert sources.open_source("pqd_tiny_shapes", "train",
+                               data_dir=tfds_dir).fingerprint() != before
+
   def test_unprepared_dataset_is_a_clear_error(self, tfds_dir, tmp_path):
     # Registered (by the fixture) but not prepared in this data_dir.
     with pytest.raises(FileNotFoundError, match="not prepared"):

@@ -117,3 +117,34 @@ def test_outputs_may_depend_on_the_config(tmp_path):
   _workdir(tmp_path).run(stage, _config(), _make(calls))
   _workdir(tmp_path).run(stage, _config(), _make(calls))
   assert calls == [0, 0]  # out0.json was never written: not done
+
+
+def test_a_failed_check_makes_the_artefact_again(tmp_path):
+  def make(path, c):
+    _make([])(path, c)
+    return {"expected": 1}
+
+  seen = []
+
+  def check(path, meta):
+    seen.append(meta["record"])
+    return "" if os.path.exists(os.path.join(path, "extra")) else "no extra"
+
+  stage = STAGE._replace(check=check)
+  first = _workdir(tmp_path).run(stage, _config(), make)
+  open(os.path.join(first.path, "extra"), "w").close()
+  wd = _workdir(tmp_path)
+  wd.run(stage, _config(), make)
+  assert wd.skipped == ["thing"] and seen == [{"expected": 1}]
+  os.remove(os.path.join(first.path, "extra"))
+  wd = _workdir(tmp_path)
+  wd.run(stage, _config(), make)
+  assert wd.skipped == [] and "thing" in wd.seconds
+
+
+def test_inputs_enter_the_digest(tmp_path):
+  stage = STAGE._replace(inputs=lambda c: (f"weights-{c.ipc}",))
+  config = _config()
+  before = _workdir(tmp_path).digest(stage, config)
+  config.ipc = 11
+  assert _workdir(tmp_path).digest(stage, config) != before

@@ -1,5 +1,5 @@
 import os
-import zipfile
+import shutil
 
 import numpy as np
 import pytest
@@ -70,15 +70,23 @@ def test_a_truncated_npz_is_not_readable(tmp_path, cut):
   assert workdir.readable(path) is False
 
 
-def test_an_npz_with_a_corrupted_member_is_not_readable(tmp_path):
-  path = str(tmp_path / "a.npz")
-  workdir.write_npz(path, x=np.zeros(1000))
-  with zipfile.ZipFile(path) as z:
-    offset = z.getinfo("x.npy").header_offset + 200
-  with open(path, "r+b") as f:
-    f.seek(offset)
-    f.write(b"\x01\x02\x03")
-  assert workdir.readable(path) is False
+def test_an_npy_cut_short_is_not_readable(tmp_path):
+  path = tmp_path / "a.npy"
+  np.save(path, np.zeros(1000))
+  assert workdir.readable(str(path))
+  path.write_bytes(path.read_bytes()[:500])
+  assert not workdir.readable(str(path))
+
+
+def test_tree_stats_change_with_a_file_and_not_with_the_place(tmp_path):
+  (tmp_path / "a" / "sub").mkdir(parents=True)
+  (tmp_path / "a" / "sub" / "w.bin").write_bytes(b"1234")
+  before = workdir.tree_stats(str(tmp_path / "a"))
+  shutil.copytree(tmp_path / "a", tmp_path / "b")
+  assert workdir.tree_stats(str(tmp_path / "b")) == before
+  (tmp_path / "a" / "sub" / "w.bin").write_bytes(b"12345")
+  assert workdir.tree_stats(str(tmp_path / "a")) != before
+  assert workdir.tree_stats("org/model-on-a-hub") == ""
 
 
 def test_readable_files_and_directories(tmp_path):
