@@ -51,3 +51,8 @@ def test_only_fashion_mnist_uses_the_shipped_checkpoints():
     shipped = {c.autoencoder.pretrained, c.prior.pretrained,
                c.teacher.checkpoint} == {"embedded"}
     assert shipped == (name == "fashion_mnist"), name
+
+
+@pytest.mark.parametrize("name", ["imagenet2012", "imagenette"])
+def test_the_imagenet_configs_run_no_distortion_sweep(name):
+  assert tuple(_config(name).report.sweep_ks) == ()

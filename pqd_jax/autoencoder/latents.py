@@ -14,6 +14,7 @@ chunks (``np.load(mmap_mode="r")``), so memory stays bounded by the chunk
 size whatever the dataset size.
 """
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -76,6 +77,10 @@ def encode_source(
     batch_size: images per encode call.
     progress: show a progress bar.
 
+  A class whose file is already in ``directory`` with its count of rows
+  (written before a kill) is not encoded again: a killed encode resumes
+  after its last finished class.
+
   Returns:
     The index. In a multi-process run every process calls this (the encoder
     runs on the global mesh) and process 0 writes the files.
@@ -96,6 +101,12 @@ def encode_source(
     if len(idx) == 0:
       raise ValueError(f"class {label} ({source.class_names[label]!r}) has "
                        "no images to encode.")
+    finished = distributed.from_coordinator(functools.partial(
+        _finished_shape, directory, label, len(idx), dtype, shape))
+    if finished is not None:  # written before a kill: resume after it
+      shape = finished
+      counts.append(len(idx))
+      continue
     parts = []
     for s in range(0, len(idx), 4 * batch_size):
       # Read lazily: each process reads only the images of its devices.
@@ -118,6 +129,24 @@ def encode_source(
   if writer:
     _write_index(directory, index)
   return index
+
+
+def _finished_shape(directory: str, label: int, count: int, dtype: str,
+                    shape: list[int] | None) -> list[int] | None:
+  """The latent shape of a class file already whole, else None.
+
+  Whole: ``count`` rows of ``dtype`` (and of ``shape``, when an earlier
+  class set it). Files are renamed into place complete, so one that reads
+  back with its count is the one a killed run wrote.
+  """
+  try:
+    z = np.load(_class_file(directory, label), mmap_mode="r")
+  except (OSError, ValueError):
+    return None
+  if (len(z) != count or z.dtype != np.dtype(dtype)
+      or (shape is not None and list(z.shape[1:]) != shape)):
+    return None
+  return list(z.shape[1:])
 
 
 def _write_class(directory: str, label: int, z: np.ndarray) -> None:

@@ -40,6 +40,37 @@ def test_stored_latents_are_the_encodings(ae, source, tmp_path):
   np.testing.assert_allclose(z, ref, rtol=1e-5, atol=1e-6)
 
 
+def test_a_killed_encode_resumes_after_its_finished_classes(
+    ae, source, tmp_path, monkeypatch):
+  first = latents.encode_source(ae, source, str(tmp_path), progress=False)
+  z_first, _ = latents.load(str(tmp_path))
+  # A kill after class 0: class 1 and the index were never written.
+  (tmp_path / "index.json").unlink()
+  (tmp_path / "class_00001.npy").unlink()
+  encoded = []
+  encode = model_lib.encode
+  monkeypatch.setattr(model_lib, "encode", lambda ae, images, **kw: (
+      encoded.append(len(images)), encode(ae, images, **kw))[1])
+  assert latents.encode_source(ae, source, str(tmp_path),
+                               progress=False) == first
+  assert encoded == [9]  # class 1 only; 0 and 2 were whole
+  np.testing.assert_array_equal(latents.load(str(tmp_path))[0], z_first)
+
+
+def test_a_class_file_cut_short_is_encoded_again(ae, source, tmp_path,
+                                                 monkeypatch):
+  latents.encode_source(ae, source, str(tmp_path), progress=False)
+  path = tmp_path / "class_00002.npy"
+  path.write_bytes(path.read_bytes()[:100])
+  encoded = []
+  encode = model_lib.encode
+  monkeypatch.setattr(model_lib, "encode", lambda ae, images, **kw: (
+      encoded.append(len(images)), encode(ae, images, **kw))[1])
+  latents.encode_source(ae, source, str(tmp_path), progress=False)
+  assert encoded == [7]
+  assert latents.problem(str(tmp_path)) == ""
+
+
 def test_float16_storage(ae, source, tmp_path):
   latents.encode_source(ae, source, str(tmp_path), progress=False)
   z, _ = latents.load(str(tmp_path))

@@ -112,6 +112,20 @@ class TestTfdsSource:
     assert image.shape == (8, 8, 1) and image.dtype == np.uint8
     assert label == src.labels[4]
 
+  def test_labels_are_read_without_decoding_an_image(self, tfds_dir,
+                                                     monkeypatch):
+    import tensorflow_datasets as tfds
+
+    decoded = []
+    decode = tfds.features.Image.decode_example_np
+    monkeypatch.setattr(tfds.features.Image, "decode_example_np",
+                        lambda self, *a, **kw: (decoded.append(1),
+                                                decode(self, *a, **kw))[1])
+    src = sources.open_source("pqd_tiny_shapes", "train", data_dir=tfds_dir)
+    assert len(src.labels) == 9 and decoded == []
+    src[3]
+    assert decoded == [1]
+
   def test_resizes_on_request(self, tfds_dir):
     src = sources.open_source("pqd_tiny_shapes", "test", data_dir=tfds_dir,
                               image_size=16, channels=3)
