@@ -27,7 +27,8 @@ _CONFIG_CHOICES = {
 _CONFIG_INTEGERS = {  # path: smallest value
     "ipc": 1, "seed": 0, "image_size": 1, "classifier_image_size": 0,
     "quantize.n_init": 1, "quantize.num_iters": 1, "quantize.batch_size": 1,
-    "decode.num_steps": 1, "decode.batch_size": 1,
+    "latents.batch_size": 1,
+    "decode.num_steps": 1, "decode.batch_size": 1, "decode.vae_batch_size": 1,
     "teacher.num_steps": 0, "teacher.num_epochs": 0,
     "teacher.batch_size": 1, "teacher.seed": 0,
     "student.num_steps": 0, "student.num_epochs": 0,

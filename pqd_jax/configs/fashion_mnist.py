@@ -48,6 +48,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.latents = ml_collections.ConfigDict()
   config.latents.sample = False
   config.latents.dtype = "float16"
+  # Images per device per encode call (device memory: benchmarks/RESULTS.md,
+  # sd_memory, for the SD VAE).
+  config.latents.batch_size = 256
 
   config.quantize = ml_collections.ConfigDict()
   # "lloyd" | "clvq" (latents in memory) | "stream" (CLVQ over the class
@@ -98,7 +101,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Guidance 4: 97.4% of img2img-ed centroids keep their class (2: 92.4%).
   config.decode.guidance_scale = 4.0
   config.decode.num_steps = 25
+  # Latents per device per img2img call (the UNet runs on twice as many:
+  # classifier-free guidance), and per VAE decode call.
   config.decode.batch_size = 256
+  config.decode.vae_batch_size = 256
 
   # The teacher: the DC-standard ConvNet-3 on the whole training split
   # (93.06% test accuracy in 9,400 steps, benchmarks/RESULTS.md).

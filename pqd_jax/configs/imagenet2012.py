@@ -49,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
   ae.channels, ae.image_size = 3, 512
   config.latents.sample = True
   config.latents.dtype = "float16"
+  # Per device, from XLA's memory analysis of the SD-1 VAE at 512 px in
+  # float32 (benchmarks/RESULTS.md, sd_memory): encode 16 = 6.2 GiB and
+  # decode 8 = 7.2 GiB fit a 16 GB v5e chip with margin (32 GB v4: 32, 16).
+  config.latents.batch_size = 16
 
   # 1.28M latents of 4x64x64 are 21 GB in float16: stream them from the
   # class files (memory independent of N), 3 CLVQ passes and a recount.
@@ -66,7 +70,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.decode.strength = 0.7
   config.decode.guidance_scale = 8.0
   config.decode.num_steps = 50
-  config.decode.batch_size = 32
+  # The guided UNet step at 4 latents per device (8 with guidance) takes
+  # 8.3 GiB in float32 with full attention (32 GB v4: 8, 13.3 GiB).
+  config.decode.batch_size = 4
+  config.decode.vae_batch_size = 8
 
   for section in (config.teacher, config.student):
     section.arch = "resnet18"

@@ -84,9 +84,12 @@ def synthetic_set(wd: workdir.Workdir, config, data: sources.Splits,
       z = prior_lib.img2img(
           model, z, labels, strength=d.strength,
           guidance_scale=d.guidance_scale, num_steps=d.num_steps,
-          rng=jax.random.key(c.seed), batch_size=d.batch_size)
+          rng=jax.random.key(c.seed),
+          batch_size=d.batch_size * jax.device_count())
     ae = encode.load_autoencoder(ae_art)
-    images = np.clip(ae_lib.decode(ae, z), -1.0, 1.0).astype(np.float32)
+    images = ae_lib.decode(ae, z,
+                           batch_size=d.vae_batch_size * jax.device_count())
+    images = np.clip(images, -1.0, 1.0).astype(np.float32)
     synthetic.save_set(path, images, labels,
                        weights.reshape(-1).astype(np.float32), class_names,
                        len(classes))

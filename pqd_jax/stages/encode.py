@@ -70,6 +70,7 @@ def latents(wd: workdir.Workdir, config, data: sources.Splits,
         load_autoencoder(ae_art), data.source("train", c.image_size), path,
         dtype=c.latents.dtype, sample=c.latents.sample,
         rng=jax.random.key(c.seed) if c.latents.sample else None,
+        batch_size=c.latents.batch_size * jax.device_count(),
         progress=wd.progress)
 
   return wd.run(LATENTS, config, make, upstream=(ae_art,))
