@@ -55,6 +55,7 @@ def load_stable_diffusion(
     revision: str | None = None,
     from_pt: bool = False,
     dtype: jnp.dtype = jnp.float32,
+    memory_efficient_attention: bool = False,
 ) -> Prior:
   """Loads a Stable Diffusion UNet, scheduler and class prompts as a prior.
 
@@ -68,6 +69,9 @@ def load_stable_diffusion(
     revision: hub revision (e.g. ``"flax"`` or ``"bf16"``).
     from_pt: convert PyTorch weights (needs torch).
     dtype: computation dtype of the UNet and text encoder.
+    memory_efficient_attention: the UNet's attention in chunks (diffusers'
+      ``use_memory_efficient_attention``): the same outputs, a fraction of
+      the memory at 64×64 latents (benchmarks/RESULTS.md, sd_memory).
 
   Returns:
     The prior; its ``latent_shape`` is the UNet's ``(s, s, in_channels)``.
@@ -86,7 +90,8 @@ def load_stable_diffusion(
   kwargs = {"revision": revision} if revision else {}
   try:
     unet, params = FlaxUNet2DConditionModel.from_pretrained(
-        path, subfolder="unet", dtype=dtype, from_pt=from_pt, **kwargs)
+        path, subfolder="unet", dtype=dtype, from_pt=from_pt,
+        use_memory_efficient_attention=memory_efficient_attention, **kwargs)
     scheduler, _ = FlaxDDIMScheduler.from_pretrained(
         path, subfolder="scheduler", **kwargs)
     tokenizer = transformers.CLIPTokenizer.from_pretrained(

@@ -50,7 +50,8 @@ def prior(wd: workdir.Workdir, config, data: sources.Splits,
       model = stable_diffusion.load_stable_diffusion(
           p.pretrained, class_names_lib.readable(class_names),
           prompt_template=p.prompt_template,
-          negative_prompt=p.negative_prompt, revision=p.revision or None)
+          negative_prompt=p.negative_prompt, revision=p.revision or None,
+          memory_efficient_attention=p.memory_efficient_attention)
       prior_lib.save_prior(model, os.path.join(path, "final"))
     else:
       # Lazy: each process reads only its devices' latents of each batch.

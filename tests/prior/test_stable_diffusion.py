@@ -32,6 +32,20 @@ def test_loads_a_prior_with_one_prompt_per_class(tiny_sd):
   assert not np.allclose(prior.context[0], prior.context[1])
 
 
+def test_memory_efficient_attention_gives_the_same_prediction(tiny_sd):
+  full = stable_diffusion.load_stable_diffusion(tiny_sd, ["cat"])
+  chunked = stable_diffusion.load_stable_diffusion(
+      tiny_sd, ["cat"], memory_efficient_attention=True)
+  assert chunked.unet.use_memory_efficient_attention
+  assert not full.unet.use_memory_efficient_attention
+  x = jax.random.normal(jax.random.key(0), (2, 4, 8, 8))
+  out = [sample.guided_prediction(p.unet, p.params, x, 10,
+                                  p.context[np.array([0, 0])], p.null_context,
+                                  4.0)
+         for p in (full, chunked)]
+  np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-4)
+
+
 def test_contexts_are_the_clip_encodings_of_the_prompts(tiny_sd):
   prior = stable_diffusion.load_stable_diffusion(
       tiny_sd, ["cat"], prompt_template="a {}")
