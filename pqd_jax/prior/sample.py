@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from pqd_jax import sharding
-from pqd_jax.prior.model import Prior
+from pqd_jax.prior.model import Prior, padded_side
 
 __all__ = ["guided_prediction", "img2img", "num_denoising_steps"]
 
@@ -88,10 +88,10 @@ def _check(prior: Prior, latents: Any, classes: Any, strength: float,
            guidance_scale: float, num_steps: int
            ) -> tuple[np.ndarray, np.ndarray]:
   z = np.asarray(latents)
-  if z.ndim != 4 or tuple(z.shape[1:]) != tuple(prior.latent_shape):
-    expected = ", ".join(map(str, prior.latent_shape))
-    raise ValueError(f"latents must have shape [b, {expected}] (NHWC, the "
-                     f"prior's latent shape), got {z.shape}.")
+  channels = prior.latent_shape[-1]
+  if z.ndim != 4 or z.shape[-1] != channels:
+    raise ValueError(f"latents must have shape [b, h, w, {channels}] (NHWC, "
+                     f"the prior's {channels} channels), got {z.shape}.")
   if z.shape[0] == 0:
     raise ValueError("latents is empty: nothing to denoise.")
   y = np.asarray(classes)
@@ -120,7 +120,8 @@ def img2img(prior: Prior, latents: Any, classes: Any, *, strength: float,
 
   Args:
     prior: the diffusion prior.
-    latents: ``[b, h, w, c]`` scaled latents (e.g. class centroids).
+    latents: ``[b, h, w, c]`` scaled latents (e.g. class centroids); any
+      side, whatever the UNet's ``sample_size``.
     classes: ``[b]`` class of each latent.
     strength: in ``[0, 1]``: the fraction of the DDIM schedule that is
       re-run (0: the latents unchanged; 1: pure noise, class-conditional
@@ -144,8 +145,11 @@ def img2img(prior: Prior, latents: Any, classes: Any, *, strength: float,
   steps = num_denoising_steps(strength, num_steps)
   if steps == 0:
     return z.astype(np.float32)
-  h, w, c = prior.latent_shape
-  side = prior.unet.config.sample_size
+  # The UNet is convolutional: any side works once padded to what its
+  # blocks can halve (7x7 Fashion-MNIST latents run as 8x8; SD's 64x64 as
+  # they are, and so would the 32x32 latents of 256 px images).
+  h, w = z.shape[1:3]
+  blocks = len(prior.unet.config.block_out_channels)
   mesh = sharding.data_mesh() if mesh is None else mesh
   params, context, null_context, rng = sharding.replicate(
       (prior.params, np.asarray(prior.context), np.asarray(prior.null_context),
@@ -155,7 +159,8 @@ def img2img(prior: Prior, latents: Any, classes: Any, *, strength: float,
   def fn(zb, yb, ib, start):
     del start
     x0 = jnp.pad(jnp.transpose(zb, (0, 3, 1, 2)),
-                 ((0, 0), (0, 0), (0, side - h), (0, side - w)))
+                 ((0, 0), (0, 0), (0, padded_side(h, blocks) - h),
+                  (0, padded_side(w, blocks) - w)))
     keys = jax.vmap(jax.random.fold_in, (None, 0))(rng, ib)
     out = _denoise(prior.unet, prior.scheduler, params, x0,
                    context[yb], null_context, keys,

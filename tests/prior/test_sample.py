@@ -94,10 +94,16 @@ def test_classes_out_of_range_are_refused(prior):
     _run(prior, z, np.array([0, 1, 2, 3, 0, 1]))
 
 
-def test_latents_of_the_wrong_shape_are_refused(prior):
-  z, y = tiny_latents(shape=(6, 6, 2))
-  with pytest.raises(ValueError, match=r"shape \[b, 5, 5, 2\]"):
+def test_latents_of_other_channels_are_refused(prior):
+  z, y = tiny_latents(shape=(5, 5, 3))
+  with pytest.raises(ValueError, match=r"shape \[b, h, w, 2\]"):
     _run(prior, z, y)
+
+
+def test_latents_of_another_side_are_denoised_at_their_side(prior):
+  z, y = tiny_latents(shape=(9, 9, 2))
+  out = _run(prior, z, y)
+  assert out.shape == z.shape and np.isfinite(out).all()
 
 
 def test_negative_guidance_is_refused(prior):
