@@ -52,7 +52,7 @@ from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
 from pqd_jax.configs import fashion_mnist
 from pqd_jax.data import pipeline as data_pipeline
-from pqd_jax.data import sources, synthetic
+from pqd_jax.data import splits, synthetic
 from pqd_jax.quantization import metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -365,7 +365,7 @@ def autoencoder_cell(base_config, workroot: str) -> dict:
   posterior mean, over the whole test split.
   """
   x = data_pipeline.to_unit_range(
-      sources.open_split(base_config, "test").read())
+      splits.open_split(base_config, "test").read())
   ae = ae_lib.load_pretrained(os.path.join(workroot, "_base", "autoencoder",
                                            "final"))
   z = ae_lib.encode(ae, x)

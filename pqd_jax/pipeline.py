@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from pqd_jax import distributed, report, workdir
 from pqd_jax.configs.checks import check_config
-from pqd_jax.data import sources
+from pqd_jax.data import splits
 from pqd_jax.stages import STEPS, decode, encode, quantize, relabel, train
 from pqd_jax.stages import eval as evaluation
 
@@ -71,7 +71,9 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
   if os.path.exists(workdir_path) and not os.path.isdir(workdir_path):
     raise ValueError(f"workdir {workdir_path!r} exists and is not a "
                      "directory.")
-  data = sources.Splits(config)
+  # tfds labels are scanned once per dataset version into the workdir.
+  data = splits.Splits(config, label_cache=os.path.join(workdir_path,
+                                                         ".labels"))
   wd = workdir.Workdir(workdir_path, steps=stages,
                        fingerprint=data.fingerprint, log=log,
                        progress=progress)

@@ -13,12 +13,11 @@ picks the source.
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from pqd_jax import checks
+from pqd_jax import checks, workdir
 from pqd_jax.data import fashion_mnist
 
 __all__ = [
@@ -26,10 +25,8 @@ __all__ = [
     "ArraySource",
     "FolderSource",
     "ImageSource",
-    "Splits",
     "TfdsSource",
     "open_source",
-    "open_split",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -223,12 +220,15 @@ class TfdsSource(ImageSource):
     label_key: feature holding the label.
     download: download and prepare (array_record) when not prepared yet;
       needs the network and, for most datasets, the ``tf`` extra.
+    label_cache: a directory where the labels are kept after the first
+      scan, keyed by the split's shards (names, sizes, times): the next
+      opening reads one small file instead of every record.
   """
 
   def __init__(self, name: str, split: str, *, data_dir: str | None = None,
                image_size: int | None = None, channels: int | None = None,
                image_key: str = "image", label_key: str = "label",
-               download: bool = False):
+               download: bool = False, label_cache: str | None = None):
     import tensorflow_datasets as tfds  # heavy; only on this path
 
     try:
@@ -259,17 +259,44 @@ class TfdsSource(ImageSource):
     stored = sorted(p for p in epath.Path(builder.data_dir).iterdir()
                     if p.is_file())
     self.files = [p for p in stored if f"-{split}." in p.name] or stored
+    if not any(".array_record" in p.name for p in self.files):
+      raise FileNotFoundError(
+          f"tfds dataset {name!r} in {builder.data_dir} has no array_record "
+          f"shards for split {split!r}"
+          + (" (it is prepared as tfrecord)"
+             if any(".tfrecord" in p.name for p in stored) else "")
+          + "; pqd_jax reads array_record (random access without "
+          f"TensorFlow): rebuild it with `tfds build {name} "
+          "--file_format=array_record` (ImageNet: add --manual_dir=<the "
+          "tars>).")
     self._name, self._version = name, str(builder.version)
     self._image_key = image_key
     self._label_key = label_key
     self.image_size = image_size
     self.channels = channels
+    self.labels = self._scan_labels(builder, split, label_cache)
+
+  def _scan_labels(self, builder, split: str,
+                   cache: str | None) -> np.ndarray:
+    """Every record's label, without decoding an image; cached if asked."""
+    import tensorflow_datasets as tfds
+
+    path = None
+    if cache:
+      key = hashlib.sha256(b"".join(self._stored())).hexdigest()[:16]
+      path = os.path.join(cache, f"{self._name}-{split}-labels-{key}.npy")
+      if os.path.exists(path):
+        return np.load(path)
     # The labels without decoding a single image (ImageNet: 1.28 M JPEGs).
     undecoded = builder.as_data_source(
-        split=split, decoders={image_key: tfds.decode.SkipDecoding()})
-    self.labels = np.asarray(
-        [int(undecoded[i][label_key]) for i in range(len(undecoded))],
+        split=split, decoders={self._image_key: tfds.decode.SkipDecoding()})
+    labels = np.asarray(
+        [int(undecoded[i][self._label_key]) for i in range(len(undecoded))],
         np.int32)
+    if path:
+      os.makedirs(cache, exist_ok=True)
+      workdir.save_atomic(path, lambda tmp: np.save(tmp, labels))
+    return labels
 
   def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
     i = _check_index(index, len(self))
@@ -291,7 +318,8 @@ class TfdsSource(ImageSource):
 
 def open_source(dataset: str, split: str, *, data_dir: str | None = None,
                 image_size: int | None = None, channels: int | None = None,
-                download: bool = False) -> ImageSource:
+                download: bool = False,
+                label_cache: str | None = None) -> ImageSource:
   """Opens a dataset split by name.
 
   Args:
@@ -306,6 +334,8 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
     download: let tfds download and prepare the dataset when it is not
       prepared (online only; off by default so that an offline run fails at
       once instead of retrying the network).
+    label_cache: where a tfds source keeps its scanned labels
+      (:class:`TfdsSource`).
 
   Returns:
     An :class:`ImageSource`.
@@ -332,7 +362,7 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
       try:
         return TfdsSource("fashion_mnist", split, data_dir=data_dir,
                           image_size=image_size, channels=channels,
-                          download=download)
+                          download=download, label_cache=label_cache)
       except FileNotFoundError:
         raise idx_error from None
     if image_size not in (None, images.shape[1]) or channels == 3:
@@ -341,66 +371,6 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
           for im in images])
     return ArraySource(images, labels, fashion_mnist.CLASS_NAMES)
   return TfdsSource(dataset, split, data_dir=data_dir, image_size=image_size,
-                    channels=channels, download=download)
+                    channels=channels, download=download,
+                    label_cache=label_cache)
 
-
-class Splits:
-  """A config's data: its train and test splits, each opened once per size.
-
-  Args:
-    config: a pipeline config: ``dataset``, ``data_dir``, ``train_split``,
-      ``test_split``, ``image_size`` and ``channels``.
-  """
-
-  def __init__(self, config: Any):
-    self.dataset = config.dataset
-    self.data_dir = config.data_dir or None
-    self.names = {"train": config.train_split, "test": config.test_split}
-    self.image_size = config.image_size
-    self.channels = config.channels
-    self._sources: dict[tuple[str, int], ImageSource] = {}
-    self._fingerprints: dict[str, str] = {}
-
-  def source(self, split: str, image_size: int | None = None) -> ImageSource:
-    """``"train"`` or ``"test"`` at ``image_size`` (default the config's).
-
-    Raises:
-      ValueError: for another ``split``.
-    """
-    if split not in self.names:
-      raise ValueError(f"split {split!r} is not 'train' or 'test'.")
-    size = image_size or self.image_size
-    if (split, size) not in self._sources:
-      self._sources[split, size] = open_source(
-          self.dataset, self.names[split], data_dir=self.data_dir,
-          image_size=size, channels=self.channels)
-    return self._sources[split, size]
-
-  def fingerprint(self, split: str) -> str:
-    """The split's identity: its name, channels and records.
-
-    Not where it is stored: a copy of an image folder (with its files'
-    times, as ``cp -p`` or ``shutil.copytree`` keep them) has the same
-    fingerprint.
-    """
-    if split not in self._fingerprints:
-      self._fingerprints[split] = hashlib.sha256(repr((
-          self.names[split], self.channels,
-          self.source(split).fingerprint())).encode()).hexdigest()[:16]
-    return self._fingerprints[split]
-
-
-def open_split(config: Any, split: str,
-               image_size: int | None = None) -> ImageSource:
-  """The config's ``"train"`` or ``"test"`` split, as the pipeline reads it.
-
-  Args:
-    config: a pipeline config (its dataset, splits, data_dir, image_size
-      and channels).
-    split: ``"train"`` or ``"test"``.
-    image_size: instead of ``config.image_size``.
-
-  Raises:
-    ValueError: for another ``split``.
-  """
-  return Splits(config).source(split, image_size)

@@ -10,7 +10,7 @@ from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.data import class_names as class_names_lib
 from pqd_jax.data import pipeline as data_pipeline
-from pqd_jax.data import sources, synthetic
+from pqd_jax.data import splits, synthetic
 from pqd_jax.stages import encode
 from pqd_jax.train import trainer
 
@@ -32,7 +32,7 @@ RANDOM = workdir.Stage("synthetic", "decode",
                        outputs=_SET_FILES)
 
 
-def prior(wd: workdir.Workdir, config, data: sources.Splits,
+def prior(wd: workdir.Workdir, config, data: splits.Splits,
           lat_art: workdir.Artefact) -> workdir.Artefact:
   """The latent diffusion prior: trained on the latents, or loaded."""
   from pqd_jax import prior as prior_lib
@@ -62,7 +62,7 @@ def prior(wd: workdir.Workdir, config, data: sources.Splits,
   return wd.run(PRIOR, config, make, upstream=(lat_art,))
 
 
-def synthetic_set(wd: workdir.Workdir, config, data: sources.Splits,
+def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
                   q_art: workdir.Artefact, ae_art: workdir.Artefact,
                   prior_art: workdir.Artefact | None) -> workdir.Artefact:
   """The centroids decoded: img2img through the prior, then the decoder.
@@ -100,7 +100,7 @@ def synthetic_set(wd: workdir.Workdir, config, data: sources.Splits,
 
 
 def random_subset(wd: workdir.Workdir, config,
-                  data: sources.Splits) -> workdir.Artefact:
+                  data: splits.Splits) -> workdir.Artefact:
   """The ``random`` baseline: IPC real images per class, uniform weights."""
 
   def make(path, c):

@@ -8,7 +8,7 @@ from pqd_jax import embedded, workdir
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
-from pqd_jax.data import sources
+from pqd_jax.data import splits
 
 __all__ = ["AUTOENCODER", "LATENTS", "autoencoder", "latents",
            "load_autoencoder"]
@@ -40,7 +40,7 @@ def load_autoencoder(art: workdir.Artefact) -> ae_lib.Autoencoder:
 
 
 def autoencoder(wd: workdir.Workdir, config,
-                data: sources.Splits) -> workdir.Artefact:
+                data: splits.Splits) -> workdir.Artefact:
   """The autoencoder, trained on the training split or loaded."""
 
   def make(path, c):
@@ -61,7 +61,7 @@ def autoencoder(wd: workdir.Workdir, config,
   return wd.run(AUTOENCODER, config, make)
 
 
-def latents(wd: workdir.Workdir, config, data: sources.Splits,
+def latents(wd: workdir.Workdir, config, data: splits.Splits,
             ae_art: workdir.Artefact) -> workdir.Artefact:
   """The training split encoded, one file per class (``latents/``)."""
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from pqd_jax import distributed, models, report, sharding, workdir
 from pqd_jax.data import pipeline as data_pipeline
-from pqd_jax.data import sources
+from pqd_jax.data import splits
 from pqd_jax.stages import relabel
 from pqd_jax.train import steps, trainer
 
@@ -37,7 +37,7 @@ def results(art: workdir.Artefact) -> dict:
   return workdir.read_json(os.path.join(art.path, RESULTS))
 
 
-def evaluate(wd: workdir.Workdir, config, data: sources.Splits,
+def evaluate(wd: workdir.Workdir, config, data: splits.Splits,
              student_arts: list[workdir.Artefact],
              teacher_art: workdir.Artefact, q_art: workdir.Artefact | None,
              sweep_art: workdir.Artefact | None,

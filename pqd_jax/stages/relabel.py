@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from pqd_jax import distributed, embedded, models, sharding, workdir
-from pqd_jax.data import sources
+from pqd_jax.data import splits
 from pqd_jax.train import loop, steps, trainer
 
 __all__ = ["TEACHER", "Classifier", "image_shape", "load_teacher", "teacher"]
@@ -62,7 +62,7 @@ def load_teacher(art: workdir.Artefact, num_classes: int) -> Classifier:
   return Classifier(model, variables)
 
 
-def teacher(wd: workdir.Workdir, config, data: sources.Splits,
+def teacher(wd: workdir.Workdir, config, data: splits.Splits,
             num_classes: int) -> workdir.Artefact:
   """The teacher: trained on the training split, or loaded and checked."""
 

@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 
 from pqd_jax import workdir
 from pqd_jax.autoencoder import model as ae_lib
-from pqd_jax.data import sources
+from pqd_jax.data import splits
 from tests.conftest import ROOT
 from tests.tiny_folders import write_folder
 
@@ -84,7 +84,7 @@ def test_the_autoencoder_row_is_its_test_psnr_and_latent_shape(finished):
   row = next(r for r in _rows(tmp) if r["cell"] == "autoencoder")
   c = bench.load_config(next(a for a in args if a.startswith("--config="))
                         .split("=", 1)[1])
-  x = sources.open_split(c, "test").read().astype(np.float64) / 127.5 - 1.0
+  x = splits.open_split(c, "test").read().astype(np.float64) / 127.5 - 1.0
   ae = ae_lib.load_pretrained(str(tmp / "work" / "_base" / "autoencoder"
                                   / "final"))
   z = ae_lib.encode(ae, x.astype(np.float32))

@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -197,57 +198,35 @@ def test_bad_channels_for_fashion_mnist():
     sources.open_source("fashion_mnist", "test", channels=2)
 
 
-def _splits(root, **kw):
-  import ml_collections
 
-  c = ml_collections.ConfigDict(dict(
-      dataset=f"folder:{root}", data_dir="", train_split="train",
-      test_split="test", image_size=8, channels=1))
-  c.update(kw)
-  return sources.Splits(c)
+class TestTfdsLabelCache:
 
+  def test_a_second_opening_reads_the_cached_labels(self, tfds_dir, tmp_path):
+    cache = str(tmp_path / "labels")
+    first = sources.open_source("pqd_tiny_shapes", "train", data_dir=tfds_dir,
+                                label_cache=cache)
+    (path,) = [os.path.join(cache, f) for f in os.listdir(cache)]
+    np.save(path, first.labels[::-1])  # what the next opening must return
+    again = sources.open_source("pqd_tiny_shapes", "train", data_dir=tfds_dir,
+                                label_cache=cache)
+    np.testing.assert_array_equal(again.labels, first.labels[::-1])
 
-class TestFingerprint:
+  def test_changed_shards_are_scanned_again(self, tfds_dir, tmp_path):
+    cache = str(tmp_path / "labels")
+    src = sources.open_source("pqd_tiny_shapes", "test", data_dir=tfds_dir,
+                              label_cache=cache)
+    os.utime(src.files[0], ns=(2, 2))
+    sources.open_source("pqd_tiny_shapes", "test", data_dir=tfds_dir,
+                        label_cache=cache)
+    assert len(os.listdir(cache)) == 2
 
-  def test_is_stable_for_the_same_data(self, tmp_path):
-    root = _folder(str(tmp_path), "train")
-    assert (_splits(root).fingerprint("train")
-            == _splits(root).fingerprint("train"))
-
-  def test_changes_when_an_image_is_overwritten(self, tmp_path):
-    root = _folder(str(tmp_path), "train")
-    before = _splits(root).fingerprint("train")
-    path = os.path.join(root, "train", "cat", "0.png")
-    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(path)
-    os.utime(path, ns=(1, 1))  # even with an old mtime: the size changed
-    assert _splits(root).fingerprint("train") != before
-
-  def test_changes_when_a_class_is_added(self, tmp_path):
-    root = _folder(str(tmp_path), "train")
-    before = _splits(root).fingerprint("train")
-    _folder(root, "train", classes=("gnu",))
-    assert _splits(root).fingerprint("train") != before
-
-  def test_names_the_split(self, tmp_path):
-    root = _folder(str(tmp_path), "train")
-    _folder(root, "other")
-    assert (_splits(root).fingerprint("train")
-            != _splits(root, train_split="other").fingerprint("train"))
-
-  def test_of_arrays_covers_their_bytes(self):
-    images = np.zeros((4, 2, 2), np.uint8)
-    a = sources.ArraySource(images, [0, 0, 1, 1], ["a", "b"]).fingerprint()
-    images[0, 0, 0] = 1
-    b = sources.ArraySource(images, [0, 0, 1, 1], ["a", "b"]).fingerprint()
-    assert a != b
-
-
-def test_open_split_reads_the_config_split_at_its_image_size(tmp_path):
-  root = _folder(str(tmp_path), "test")
-  test = _splits(root).source("test", image_size=16)
-  assert test.read().shape[1:] == (16, 16, 1)
-
-
-def test_splits_refuse_another_split_naming_it(tmp_path):
-  with pytest.raises(ValueError, match="split 'val' is not 'train' or 'test'"):
-    _splits(str(tmp_path)).source("val")
+  def test_a_tfrecord_dataset_says_how_to_rebuild_it(self, tfds_dir,
+                                                     tmp_path):
+    copy = tmp_path / "tfds"
+    shutil.copytree(tfds_dir, copy)
+    for path in copy.rglob("*array_record*"):
+      path.rename(path.with_name(path.name.replace("array_record",
+                                                   "tfrecord")))
+    with pytest.raises(FileNotFoundError,
+                       match="--file_format=array_record"):
+      sources.open_source("pqd_tiny_shapes", "train", data_dir=str(copy))

@@ -1,0 +1,78 @@
+"""A config's data: the train and test splits the pipeline reads.
+
+:class:`Splits` opens each split once per image size and gives each a
+fingerprint (:meth:`pqd_jax.data.sources.ImageSource.fingerprint` with the
+split's name and channels), which the stages' digests include.
+"""
+
+import hashlib
+from typing import Any
+
+from pqd_jax.data.sources import ImageSource, open_source
+
+__all__ = ["Splits", "open_split"]
+
+
+class Splits:
+  """A config's data: its train and test splits, each opened once per size.
+
+  Args:
+    config: a pipeline config: ``dataset``, ``data_dir``, ``train_split``,
+      ``test_split``, ``image_size`` and ``channels``.
+    label_cache: where tfds sources keep their scanned labels.
+  """
+
+  def __init__(self, config: Any, label_cache: str | None = None):
+    self.dataset = config.dataset
+    self.data_dir = config.data_dir or None
+    self.names = {"train": config.train_split, "test": config.test_split}
+    self.image_size = config.image_size
+    self.channels = config.channels
+    self.label_cache = label_cache
+    self._sources: dict[tuple[str, int], ImageSource] = {}
+    self._fingerprints: dict[str, str] = {}
+
+  def source(self, split: str, image_size: int | None = None) -> ImageSource:
+    """``"train"`` or ``"test"`` at ``image_size`` (default the config's).
+
+    Raises:
+      ValueError: for another ``split``.
+    """
+    if split not in self.names:
+      raise ValueError(f"split {split!r} is not 'train' or 'test'.")
+    size = image_size or self.image_size
+    if (split, size) not in self._sources:
+      self._sources[split, size] = open_source(
+          self.dataset, self.names[split], data_dir=self.data_dir,
+          image_size=size, channels=self.channels,
+          label_cache=self.label_cache)
+    return self._sources[split, size]
+
+  def fingerprint(self, split: str) -> str:
+    """The split's identity: its name, channels and records.
+
+    Not where it is stored: a copy of an image folder (with its files'
+    times, as ``cp -p`` or ``shutil.copytree`` keep them) has the same
+    fingerprint.
+    """
+    if split not in self._fingerprints:
+      self._fingerprints[split] = hashlib.sha256(repr((
+          self.names[split], self.channels,
+          self.source(split).fingerprint())).encode()).hexdigest()[:16]
+    return self._fingerprints[split]
+
+
+def open_split(config: Any, split: str,
+               image_size: int | None = None) -> ImageSource:
+  """The config's ``"train"`` or ``"test"`` split, as the pipeline reads it.
+
+  Args:
+    config: a pipeline config (its dataset, splits, data_dir, image_size
+      and channels).
+    split: ``"train"`` or ``"test"``.
+    image_size: instead of ``config.image_size``.
+
+  Raises:
+    ValueError: for another ``split``.
+  """
+  return Splits(config).source(split, image_size)
