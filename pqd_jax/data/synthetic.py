@@ -16,15 +16,16 @@ from PIL import Image
 
 from pqd_jax import visualize, workdir
 
-__all__ = ["IMAGES", "folder_names", "load_set", "save_set", "write_folder"]
+__all__ = ["IMAGES", "folder_names", "grid_subset", "load_set", "save_set",
+           "write_folder"]
 
 IMAGES = "images.npz"
+GRID_CLASSES = GRID_IMAGES = 10  # the grid's rows and columns at most
 STUDENT_WEIGHTS = ("quantizer", "uniform")
 
 
 def save_set(directory: str, images: np.ndarray, labels: np.ndarray,
-             weights: np.ndarray, class_names: Sequence[str],
-             rows: int) -> None:
+             weights: np.ndarray, class_names: Sequence[str]) -> None:
   """Writes a set's ``images.npz``, ``folder/`` and ``grid.png``.
 
   Args:
@@ -33,15 +34,35 @@ def save_set(directory: str, images: np.ndarray, labels: np.ndarray,
     labels: ``[n]`` class labels.
     weights: ``[n]`` per-image weights.
     class_names: names indexed by label.
-    rows: rows of the grid (the classes in the set).
+
+  The grid shows a bounded subset, one row per class (:func:`grid_subset`).
   """
   workdir.write_npz(os.path.join(directory, IMAGES), images=images,
                     labels=labels, weights=weights,
                     class_names=np.array(class_names))
   write_folder(os.path.join(directory, "folder"), images, labels, weights,
                class_names)
-  grid = visualize.image_grid(images, rows)
+  keep, rows = grid_subset(labels)
+  grid = visualize.image_grid(images[keep], rows)
   workdir.save_atomic(os.path.join(directory, "grid.png"), grid.save)
+
+
+def grid_subset(labels: np.ndarray, max_classes: int = GRID_CLASSES,
+                max_images: int = GRID_IMAGES) -> tuple[np.ndarray, int]:
+  """Which images the grid shows: a bounded subset, one row per class.
+
+  The first ``max_classes`` classes of the set, each with as many of its
+  first images as every one of them has (at most ``max_images``), so the
+  grid stays a small PNG at ImageNet's 1,000 classes and IPC 50.
+
+  Returns:
+    ``(indices, rows)``: the images in row order and the number of rows.
+  """
+  labels = np.asarray(labels)
+  classes = list(dict.fromkeys(labels.tolist()))[:max_classes]
+  members = [np.flatnonzero(labels == c) for c in classes]
+  cols = min(max_images, *(len(m) for m in members))
+  return np.concatenate([m[:cols] for m in members]), len(classes)
 
 
 def load_set(directory: str, weights: str = "quantizer"

@@ -92,8 +92,7 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
                            batch_size=d.vae_batch_size * jax.device_count())
     images = np.clip(images, -1.0, 1.0).astype(np.float32)
     synthetic.save_set(path, images, labels,
-                       weights.reshape(-1).astype(np.float32), class_names,
-                       len(classes))
+                       weights.reshape(-1).astype(np.float32), class_names)
 
   upstream = (q_art, ae_art) + ((prior_art,) if prior_art else ())
   return wd.run(SYNTHETIC, config, make, upstream=upstream)
@@ -110,8 +109,7 @@ def random_subset(wd: workdir.Workdir, config,
     labels = src.labels[idx].astype(np.int32)
     order = np.argsort(labels, kind="stable")
     synthetic.save_set(path, images[order], labels[order],
-                       np.ones(len(idx), np.float32), src.class_names,
-                       len(np.unique(labels)))
+                       np.ones(len(idx), np.float32), src.class_names)
 
   return wd.run(RANDOM, config, make)
 
