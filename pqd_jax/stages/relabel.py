@@ -9,13 +9,19 @@ from pqd_jax import distributed, embedded, models, sharding, workdir
 from pqd_jax.data import splits
 from pqd_jax.train import loop, steps, trainer
 
-__all__ = ["TEACHER", "Classifier", "image_shape", "load_teacher", "teacher"]
+__all__ = ["TEACHER", "Classifier", "image_shape", "load_teacher", "teacher",
+           "trained_checkpoint"]
 
 # The classifiers' input: classifier_image_size (0: image_size), channels.
 IMAGE = ("image_size", "classifier_image_size", "channels")
 
 
-def _teacher_check(path: str, meta: dict) -> str:
+def trained_checkpoint(path: str, meta: dict) -> str:
+  """A training stage's check: its last checkpoint is the step it ended at.
+
+  ``meta["record"]["steps"]`` is what the training returned; a loaded
+  classifier records none and has nothing to check.
+  """
   steps_done = meta.get("record", {}).get("steps")
   return loop.checkpoint_problem(path, steps_done) if steps_done else ""
 
@@ -26,7 +32,7 @@ TEACHER = workdir.Stage(
         c.teacher.checkpoint),
     splits=("train",),
     outputs=lambda c: ("source.json",) if c.teacher.checkpoint else ("ckpt",),
-    shared=True, check=_teacher_check,
+    shared=True, check=trained_checkpoint,
     inputs=lambda c: (embedded.fingerprint(c.teacher.checkpoint, c.dataset,
                                            "teacher"),))
 

@@ -4,7 +4,7 @@ from pqd_jax import models, sharding, workdir
 from pqd_jax.data import pipeline as data_pipeline
 from pqd_jax.data import synthetic
 from pqd_jax.stages import relabel
-from pqd_jax.train import loop, steps, trainer
+from pqd_jax.train import steps, trainer
 
 __all__ = ["STUDENT_READS", "student", "student_stage"]
 
@@ -17,15 +17,11 @@ STUDENT_READS = tuple(f"student.{f}" for f in (
     "dsa", "cutmix")) + relabel.IMAGE
 
 
-def _student_check(path: str, meta: dict) -> str:
-  steps_done = meta.get("record", {}).get("steps")
-  return loop.checkpoint_problem(path, steps_done) if steps_done else ""
-
-
 def student_stage(seed: int) -> workdir.Stage:
   """The stage of the student with this seed (``student/seed<seed>``)."""
   return workdir.Stage(f"student/seed{seed}", "train", reads=STUDENT_READS,
-                       outputs=("ckpt",), shared=True, check=_student_check)
+                       outputs=("ckpt",), shared=True,
+                       check=relabel.trained_checkpoint)
 
 
 def student(wd: workdir.Workdir, config, seed: int,
