@@ -64,6 +64,8 @@ def encode_source(
     rng: jax.Array | None = None,
     batch_size: int = 256,
     progress: bool = True,
+    num_workers: int = 0,
+    prefetch: int = 2,
 ) -> dict:
   """Encodes every image of ``source`` and writes one file per class.
 
@@ -76,10 +78,15 @@ def encode_source(
     rng: key for the samples (class ``c`` uses ``fold_in(rng, c)``).
     batch_size: images per encode call.
     progress: show a progress bar.
+    num_workers: grain processes decoding (and resizing) the next batches
+      while the device encodes (0: a thread of this process; see
+      :func:`pqd_jax.data.pipeline.prefetch_batches`). The latents are the
+      same whatever the count.
+    prefetch: batches read ahead per worker.
 
   A class whose file is already in ``directory`` with its count of rows
-  (written before a kill) is not encoded again: a killed encode resumes
-  after its last finished class.
+  (written before a kill) is not encoded again, nor are its images read: a
+  killed encode resumes after its last finished class.
 
   Returns:
     The index. In a multi-process run every process calls this (the encoder
@@ -95,34 +102,56 @@ def encode_source(
   writer = distributed.is_coordinator()  # every process encodes its shards
   counts, shape = [], None
   groups = pipeline.class_indices(source)
+  # Each class's file as it is on disk (its latent shape when it has the
+  # class's count of rows of dtype), decided once by process 0.
+  stored = distributed.from_coordinator(functools.partial(
+      _stored_shapes, directory, [len(g) for g in groups], dtype))
+  # The images of the classes to encode, decoded ahead in encode order:
+  # chunks of 4 * batch_size images (one encode call each), cut into each
+  # device's rows of the batches the encoder shards (one grain read each).
+  chunk, mesh = 4 * batch_size, sharding.data_mesh()
+  reads = [(part, pipeline.device_pieces(len(part), batch_size, mesh))
+           for label, idx in enumerate(groups) if stored[label] is None
+           for part in pipeline.split_batches(idx, chunk)]
+  batches = [part[a:b] for part, cut in reads for a, b, _ in cut]
+  local = [rows for _, cut in reads for _, _, rows in cut]
+  ahead = pipeline.prefetch_batches(
+      source, batches, num_workers=num_workers, prefetch=prefetch,
+      rows=None if all(r is None for r in local) else local.__getitem__)
   image_shape = source[0][0].shape
-  for label, idx in enumerate(tqdm(groups, desc="encode",
-                                   disable=not progress)):
-    if len(idx) == 0:
-      raise ValueError(f"class {label} ({source.class_names[label]!r}) has "
-                       "no images to encode.")
-    finished = distributed.from_coordinator(functools.partial(
-        _finished_shape, directory, label, len(idx), dtype, shape))
-    if finished is not None:  # written before a kill: resume after it
-      shape = finished
-      counts.append(len(idx))
-      continue
-    parts = []
-    for s in range(0, len(idx), 4 * batch_size):
-      # Read lazily: each process reads only the images of its devices.
-      part = idx[s:s + 4 * batch_size]
-      images = sharding.LazyRows(
-          lambda a, b, part=part: pipeline.to_unit_range(
-              source.read(part[a:b])),
-          (len(part), *image_shape), np.float32)
-      parts.append(model_lib.encode(
-          ae, images, sample=sample, batch_size=batch_size,
-          rng=jax.random.fold_in(jax.random.fold_in(rng, label), s)))
-    z = np.concatenate(parts).astype(dtype)
-    shape = list(z.shape[1:])
-    if writer:
-      _write_class(directory, label, z)
-    counts.append(int(z.shape[0]))
+  try:
+    for label, idx in enumerate(tqdm(groups, desc="encode",
+                                     disable=not progress)):
+      if len(idx) == 0:
+        raise ValueError(f"class {label} ({source.class_names[label]!r}) "
+                         "has no images to encode.")
+      finished = stored[label]
+      if finished is not None and shape in (None, finished):
+        # Written before a kill: resume after it.
+        shape = finished
+        counts.append(len(idx))
+        continue
+      parts = []
+      for s in range(0, len(idx), chunk):
+        part = idx[s:s + chunk]
+        if finished is None:  # read ahead
+          got = [next(ahead) for _ in pipeline.device_pieces(
+              len(part), batch_size, mesh)]
+        else:  # whole but of another shape than the classes before it
+          got = [pipeline.Batch(part, source.labels[part], np.zeros(0, int),
+                                None)]
+        # Rows converted when indexed: each process its devices' rows.
+        images = pipeline.unit_rows(got, source, image_shape)
+        parts.append(model_lib.encode(
+            ae, images, sample=sample, batch_size=batch_size,
+            rng=jax.random.fold_in(jax.random.fold_in(rng, label), s)))
+      z = np.concatenate(parts).astype(dtype)
+      shape = list(z.shape[1:])
+      if writer:
+        _write_class(directory, label, z)
+      counts.append(int(z.shape[0]))
+  finally:
+    ahead.close()
   index = {"class_names": list(source.class_names), "latent_shape": shape,
            "dtype": dtype, "counts": counts,
            "scaling_factor": ae.scaling_factor}
@@ -131,22 +160,25 @@ def encode_source(
   return index
 
 
-def _finished_shape(directory: str, label: int, count: int, dtype: str,
-                    shape: list[int] | None) -> list[int] | None:
-  """The latent shape of a class file already whole, else None.
+def _stored_shapes(directory: str, counts: list[int],
+                   dtype: str) -> list[list[int] | None]:
+  """Per class, the latent shape of its file when whole, else None.
 
-  Whole: ``count`` rows of ``dtype`` (and of ``shape``, when an earlier
-  class set it). Files are renamed into place complete, so one that reads
-  back with its count is the one a killed run wrote.
+  Whole: ``count`` rows of ``dtype``. Files are renamed into place
+  complete, so one that reads back with its count is the one a killed run
+  wrote. (:func:`encode_source` also needs its shape to be that of the
+  classes before it.)
   """
-  try:
-    z = np.load(_class_file(directory, label), mmap_mode="r")
-  except (OSError, ValueError):
-    return None
-  if (len(z) != count or z.dtype != np.dtype(dtype)
-      or (shape is not None and list(z.shape[1:]) != shape)):
-    return None
-  return list(z.shape[1:])
+  shapes = []
+  for label, count in enumerate(counts):
+    try:
+      z = np.load(_class_file(directory, label), mmap_mode="r")
+    except (OSError, ValueError):
+      shapes.append(None)
+      continue
+    whole = len(z) == count and z.dtype == np.dtype(dtype)
+    shapes.append(list(z.shape[1:]) if whole else None)
+  return shapes
 
 
 def _write_class(directory: str, label: int, z: np.ndarray) -> None:
