@@ -130,30 +130,6 @@ def prior_knob_cell(ipc: int, strength: float, guidance: float) -> str:
   return f"ddoq_ipc{ipc}_soft_strength{strength:g}_guidance{guidance:g}"
 
 
-def parse_positive_ints(spec: str, flag: str) -> list[int]:
-  """``"10,1,50"`` → ``[10, 1, 50]`` (in order, each once).
-
-  Raises:
-    ValueError: naming ``flag`` and the item, for an item that is not an
-      integer ≥ 1, or for no items.
-  """
-  out = []
-  for item in filter(None, spec.split(",")):
-    try:
-      value = int(item)
-    except ValueError:
-      value = 0
-    if value < 1:
-      raise ValueError(f"{flag}: {item!r} is not an integer >= 1; expected "
-                       "comma-separated integers, e.g. 1,10,50.")
-    if value not in out:
-      out.append(value)
-  if not out:
-    raise ValueError(f"{flag}: {spec!r} has no value; expected "
-                     "comma-separated integers >= 1, e.g. 1,10,50.")
-  return out
-
-
 def load_config(spec: str):
   """``""`` (the Fashion-MNIST default) or ``<file.py>[:<arg>]``.
 
@@ -584,8 +560,8 @@ def main(argv=None) -> None:
   parser.add_argument("--table", default=TABLE)
   args = parser.parse_args(argv)
   try:
-    order = parse_positive_ints(args.ipcs, "--ipcs")
-    ks = parse_positive_ints(args.sweep_ks, "--sweep-ks")
+    order = harness.parse_ints(args.ipcs, "--ipcs")
+    ks = harness.parse_ints(args.sweep_ks, "--sweep-ks")
     prior_knobs = parse_prior_knobs(args.prior_knobs)
   except ValueError as e:
     parser.error(str(e))

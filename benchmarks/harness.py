@@ -273,6 +273,31 @@ def time_steps(step: Callable[[T, int], T], carry: T,
 # -------------------------------------------------------- machine limits ---
 
 
+def parse_ints(spec: str, flag: str, minimum: int = 1,
+               unique: bool = True) -> list[int]:
+  """``"10,1,50"`` → ``[10, 1, 50]`` (in order; each once if ``unique``).
+
+  Raises:
+    ValueError: naming ``flag`` and the item, for an item that is not an
+      integer ≥ ``minimum``, or for no items.
+  """
+  out = []
+  for item in filter(None, spec.split(",")):
+    try:
+      value = int(item)
+    except ValueError:
+      value = minimum - 1
+    if value < minimum:
+      raise ValueError(f"{flag}: {item!r} is not an integer >= {minimum}; "
+                       "expected comma-separated integers, e.g. 1,10,50.")
+    if not unique or value not in out:
+      out.append(value)
+  if not out:
+    raise ValueError(f"{flag}: {spec!r} has no value; expected "
+                     f"comma-separated integers >= {minimum}, e.g. 1,10,50.")
+  return out
+
+
 def machine() -> str:
   """This machine in a results row: ``"x86_64, 2 cores"``."""
   return f"{platform.machine()}, {os.cpu_count()} cores"

@@ -236,11 +236,12 @@ def measure_encode(root: str, size: int, workers: int, *, num_images: int,
           "images_per_s": len(head) / total, "batches": len(waits)}
 
 
-def _ints(parser, flag: str, text: str) -> list[int]:
+def _ints(parser, flag: str, text: str, minimum: int = 1,
+          unique: bool = True) -> list[int]:
   try:
-    return [int(v) for v in text.split(",") if v]
-  except ValueError:
-    parser.error(f"--{flag}: {text!r} is not comma-separated integers.")
+    return harness.parse_ints(text, f"--{flag}", minimum, unique)
+  except ValueError as e:
+    parser.error(str(e))
 
 
 def main(argv=None) -> None:
@@ -264,8 +265,8 @@ def main(argv=None) -> None:
   parser.add_argument("--out", default=RESULTS)
   args = parser.parse_args(argv)
   sizes = _ints(parser, "sizes", args.sizes)
-  workers = _ints(parser, "workers", args.workers)
-  blocks = tuple(_ints(parser, "ae-blocks", args.ae_blocks))
+  workers = _ints(parser, "workers", args.workers, minimum=0)
+  blocks = tuple(_ints(parser, "ae-blocks", args.ae_blocks, unique=False))
   kinds = [c for c in args.cells.split(",") if c]
   if not kinds or set(kinds) - {"decode", "encode"}:
     parser.error(f"--cells: expected a subset of decode,encode, got "

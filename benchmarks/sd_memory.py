@@ -15,6 +15,13 @@ backend's own buffer assignment). Cells:
 - ``unet``: one classifier-free-guided UNet call
   (:func:`pqd_jax.prior.sample.guided_prediction`, the batch doubled
   inside), with full or memory-efficient attention;
+- ``student``: one training step of a ResNet-18 student on 224² images
+  with online soft labels from a ResNet-18 teacher
+  (:func:`pqd_jax.train.steps.kd_step`, the ImageNet config's
+  augmentations): the largest step of the teacher and train stages (the
+  classifiers compute in float32 only);
+- ``predict``: the eval stage's forward pass of a ResNet-18 (class
+  predictions of a batch of 224² images);
 
 at several batch sizes, in float32 and bfloat16 (module compute dtype and
 parameters). Each finished cell is appended to the results file and
@@ -36,10 +43,12 @@ from pqd_jax.autoencoder import model as ae_model
 from pqd_jax.prior import sample
 
 RESULTS = os.path.join(harness.RESULTS_DIR, "sd_memory.jsonl")
-PARTS = ("encode", "decode", "unet", "unet_mea")
+PARTS = ("encode", "decode", "unet", "unet_mea", "student", "predict")
+CLASSIFIER_PARTS = ("student", "predict")
 BATCHES = (1, 2, 4, 8, 16, 32)
 DTYPES = ("float32", "bfloat16")
 IMAGE, LATENT, TOKENS = 512, 64, 77
+CLASSIFIER_IMAGE, CLASSES = 224, 1000
 
 
 def vae(dtype):
@@ -76,6 +85,10 @@ def abstract_params(module, dtype):
 def lowered(part: str, batch: int, dtype: str):
   """The jitted call of ``part`` lowered for one batch."""
   spec = lambda *shape: jax.ShapeDtypeStruct(shape, dtype)
+  if part == "student":
+    return _kd_step(batch)
+  if part == "predict":
+    return _predict(batch)
   if part in ("encode", "decode"):
     model = vae(dtype)
     params = abstract_params(model, dtype)
@@ -91,6 +104,39 @@ def lowered(part: str, batch: int, dtype: str):
   return step.lower(model, params, spec(batch, 4, LATENT, LATENT),
                     jnp.zeros((batch,), jnp.int32),
                     spec(batch, TOKENS, 768), spec(TOKENS, 768), 8.0)
+
+
+def _kd_step(batch: int):
+  from pqd_jax import models
+  from pqd_jax.train import start, steps
+
+  model = models.ResNet18(num_classes=CLASSES, stem="imagenet")
+  shape = (CLASSIFIER_IMAGE, CLASSIFIER_IMAGE, 3)
+  tx, state, _ = start.initial_state(
+      model, shape, num_steps=10, optimizer="adamw", learning_rate=1e-3,
+      weight_decay=0.01, warmup_steps=0, seed=0)
+  state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                       state)
+  images = jax.ShapeDtypeStruct((batch, *shape), jnp.float32)
+  batch_spec = {"image": images,
+                "label": jax.ShapeDtypeStruct((batch,), jnp.int32),
+                "weight": jax.ShapeDtypeStruct((batch,), jnp.float32)}
+  return steps.kd_step.lower(
+      state, batch_spec, jax.random.key(0), model=model, teacher=model,
+      teacher_variables=steps.variables_of(state), tx=tx, temperature=20.0,
+      aug=(("flip", True), ("crop_scale", (0.08, 1.0)), ("cutmix", True)))
+
+
+def _predict(batch: int):
+  from pqd_jax import models
+
+  model = models.ResNet18(num_classes=CLASSES, stem="imagenet")
+  shape = (CLASSIFIER_IMAGE, CLASSIFIER_IMAGE, 3)
+  variables = jax.eval_shape(
+      lambda: model.init(jax.random.key(0), jnp.zeros((1, *shape))))
+  fn = jax.jit(lambda v, x: jnp.argmax(model.apply(v, x, train=False), -1))
+  return fn.lower(variables,
+                  jax.ShapeDtypeStruct((batch, *shape), jnp.float32))
 
 
 def measure(part: str, batch: int, dtype: str) -> dict:
@@ -127,17 +173,17 @@ def main(argv=None) -> None:
   if sorted(set(dtypes) - set(DTYPES)):
     parser.error(f"--dtypes: expected a subset of {DTYPES}, got {dtypes}.")
   try:
-    batches = [int(b) for b in args.batches.split(",") if b]
-  except ValueError:
-    parser.error(f"--batches: {args.batches!r} is not comma-separated "
-                 "integers.")
+    batches = harness.parse_ints(args.batches, "--batches")
+  except ValueError as e:
+    parser.error(str(e))
   results = harness.Results(args.out, key=("part", "dtype", "batch"))
   backend = jax.default_backend()
   for part in parts:
     for dtype in dtypes:
       for batch in batches:
         cell = (part, dtype, batch)
-        if cell in results:
+        if cell in results or (part in CLASSIFIER_PARTS
+                               and dtype != "float32"):
           continue
         row = {"part": part, "dtype": dtype, "batch": batch,
                "backend": backend, "machine": harness.machine(),

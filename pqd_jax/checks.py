@@ -11,8 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
+from jax.typing import DTypeLike
 
-__all__ = ["choice", "integer", "number", "prng_key", "mesh"]
+__all__ = ["COMPUTE_DTYPES", "choice", "compute_dtype", "integer", "number",
+           "prng_key", "mesh"]
+
+# What the VAE and the Stable Diffusion UNet may compute in ("auto":
+# bfloat16 on a TPU backend, float32 elsewhere).
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
 def choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -20,6 +26,45 @@ def choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
   if not isinstance(value, str) or value not in choices:
     raise ValueError(f"Unknown {name} {value!r}; expected one of {choices}.")
   return value
+
+
+def compute_dtype(value: DTypeLike, name: str = "compute dtype"
+                  ) -> jnp.dtype:
+  """The dtype a compute-dtype setting resolves to on this backend.
+
+  Args:
+    value: one of :data:`COMPUTE_DTYPES`, or a dtype (``jnp.bfloat16``,
+      ``np.float32``, ...) of one of them. ``"auto"`` is bfloat16 when
+      ``jax.default_backend()`` is ``"tpu"`` and float32 otherwise.
+    name: what ``value`` is called in the message (e.g.
+      ``"config.compute_dtype"``).
+
+  Returns:
+    float32, bfloat16 or float16 as a ``jnp.dtype``.
+
+  Raises:
+    ValueError: for an unknown name, a dtype that is not a compute dtype
+      here (float64, integers) or float16 on a TPU backend.
+  """
+  key = value
+  if not isinstance(value, str) and value is not None:
+    try:
+      key = np.dtype(value).name
+    except (TypeError, ValueError):
+      pass
+  if key not in COMPUTE_DTYPES:
+    raise ValueError(
+        f"{name} must be one of {COMPUTE_DTYPES} (the VAE and the Stable "
+        f"Diffusion UNet compute in float32, bfloat16 or float16), got "
+        f"{value!r}.")
+  backend = jax.default_backend()
+  if key == "auto":
+    key = "bfloat16" if backend == "tpu" else "float32"
+  if key == "float16" and backend == "tpu":
+    raise ValueError(
+        f"{name} 'float16' is not available on the TPU backend (TPUs compute "
+        "in bfloat16): use 'bfloat16' or 'auto'.")
+  return jnp.dtype(key)
 
 
 def integer(name: str, value: Any, minimum: int = 1,

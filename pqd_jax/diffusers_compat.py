@@ -1,10 +1,20 @@
-"""What diffusers' Flax modules need to be used as jit static arguments."""
+"""What diffusers' Flax modules need: jit static arguments, a compute dtype."""
 
 import dataclasses
+from typing import Any
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
 
-__all__ = ["hashable_module"]
+__all__ = ["cast_floating", "hashable_module"]
+
+
+def cast_floating(tree: Any, dtype: Any) -> Any:
+  """``tree`` with its floating leaves in ``dtype`` (others as they are)."""
+  return jax.tree.map(
+      lambda x: x.astype(dtype) if (jnp.issubdtype(x.dtype, jnp.floating)
+                                    and x.dtype != dtype) else x, tree)
 
 
 def hashable_module(module: nn.Module) -> nn.Module:

@@ -164,7 +164,7 @@ def write_report(root: str, r: dict) -> str:
       f"mass-weighted quantizer): "
       f"{', '.join(f'{d:.3f}' for d in r['distortion']) or 'n/a'}.", "",
       f"Test images: {r['test_images']}. The synthetic set is in "
-      "`synthetic/` (`images.npz`, `folder/`, `grid.png`).", ""]
+      "`synthetic/` (`set.npz` + uint8 `shards/`, `folder/`, `grid.png`).", ""]
   sweep = r.get("sweep") or {}
   if sweep.get("ks"):
     lines += [

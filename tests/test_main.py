@@ -44,8 +44,8 @@ def test_default_config_runs_every_stage_on_idx_files(tmp_path):
   assert "IPC 3, weights mass" in proc.stdout
   with open(workdir / "results.json") as f:
     results = json.load(f)
-  with np.load(workdir / "synthetic" / "images.npz") as s:
-    assert s["images"].shape == (30, 28, 28, 1)
+  with np.load(workdir / "synthetic" / "set.npz") as s:
+    assert tuple(s["image_shape"]) == (28, 28, 1) and len(s["labels"]) == 30
     assert list(s["class_names"])[-1] == "Ankle boot"
   assert len(results["accuracies"]) == 1
 

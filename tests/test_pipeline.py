@@ -11,6 +11,7 @@ import pytest
 
 from pqd_jax import pipeline
 from pqd_jax.configs.tiny import get_config
+from pqd_jax.data import synthetic
 from tests.conftest import ROOT
 from tests.tiny_folders import write_folder
 
@@ -41,17 +42,18 @@ def test_every_artefact_is_written(finished):
   workdir, result = finished
   for name in ("config.json", "autoencoder/final/config.json",
                "latents/index.json", "quantization/quantization.npz",
-               "prior/final/prior.json", "synthetic/images.npz",
+               "prior/final/prior.json", "synthetic/set.npz",
                "synthetic/grid.png", "synthetic/folder/weights.csv",
                "student/seed0/stage.json", "student/seed1/stage.json",
                "teacher/stage.json", "eval/results.json", "results.json",
                "report.md"):
     assert os.path.exists(os.path.join(workdir, name)), name
-  with np.load(os.path.join(workdir, "synthetic", "images.npz")) as s:
-    assert s["images"].shape == (6, 8, 8, 1)
-    np.testing.assert_array_equal(s["labels"], [0, 0, 1, 1, 2, 2])
-    np.testing.assert_allclose(s["weights"].reshape(3, 2).mean(1), 1.0,
-                               rtol=1e-6)
+  images, labels, weights = synthetic.load_set(
+      os.path.join(workdir, "synthetic"))
+  assert images.shape == (6, 8, 8, 1)
+  np.testing.assert_array_equal(labels, [0, 0, 1, 1, 2, 2])
+  np.testing.assert_allclose(weights.reshape(3, 2).mean(1), 1.0, rtol=1e-6)
+  with np.load(os.path.join(workdir, "synthetic", "set.npz")) as s:
     assert list(s["class_names"]) == ["bar", "left", "right"]
   pngs = [f for _, _, fs in os.walk(os.path.join(workdir, "synthetic",
                                                  "folder"))
@@ -292,9 +294,9 @@ def test_random_baseline_needs_no_latent_space(data_root, tmp_path):
                         log=lambda line: None)
   assert not (tmp_path / "autoencoder").exists()
   assert not (tmp_path / "prior").exists()
-  with np.load(tmp_path / "synthetic" / "images.npz") as s:
-    np.testing.assert_array_equal(s["labels"], [0, 0, 1, 1, 2, 2])
-    np.testing.assert_array_equal(s["weights"], 1.0)
+  _, labels, weights = synthetic.load_set(str(tmp_path / "synthetic"))
+  np.testing.assert_array_equal(labels, [0, 0, 1, 1, 2, 2])
+  np.testing.assert_array_equal(weights, 1.0)
   assert len(result.accuracies) == 2
 
 
@@ -309,19 +311,19 @@ def test_a_deleted_results_file_is_written_again_from_the_eval_artefact(
     assert json.load(f)["accuracies"] == list(finished[1].accuracies)
 
 
-def test_a_truncated_synthetic_set_is_made_again(finished, tmp_path):
+def test_a_truncated_synthetic_shard_is_made_again(finished, tmp_path):
   workdir = _copy(finished, tmp_path)
-  images = os.path.join(workdir, "synthetic", "images.npz")
-  with open(images, "rb") as f:
+  shard = os.path.join(workdir, "synthetic", "shards", "00001.npy")
+  with open(shard, "rb") as f:
     data = f.read()
-  with open(images, "wb") as f:
+  with open(shard, "wb") as f:
     f.write(data[:len(data) // 2])
   result = pipeline.run(get_config(finished_root(finished)), workdir,
                         progress=False, log=lambda line: None)
   assert set(result.seconds) == {"synthetic"}  # the same set: students kept
-  with np.load(images) as s, np.load(os.path.join(
-      finished[0], "synthetic", "images.npz")) as original:
-    np.testing.assert_array_equal(s["images"], original["images"])
+  again = synthetic.load_set(os.path.join(workdir, "synthetic"))[0]
+  original = synthetic.load_set(os.path.join(finished[0], "synthetic"))[0]
+  np.testing.assert_array_equal(again[:], original[:])
   assert result.accuracies == finished[1].accuracies
 
 
@@ -333,4 +335,36 @@ def test_a_student_whose_last_checkpoint_is_lost_is_trained_again(
   result = pipeline.run(get_config(finished_root(finished)), workdir,
                         progress=False, log=lambda line: None)
   assert set(result.seconds) == {"student/seed1"}
+  assert result.accuracies == finished[1].accuracies
+
+
+def test_a_killed_decode_resumes_at_its_first_unfinished_class(
+    finished, tmp_path, monkeypatch):
+  from pqd_jax.autoencoder import model as ae_lib
+  from pqd_jax.stages import decode
+
+  workdir = _copy(finished, tmp_path)
+  syn = os.path.join(workdir, "synthetic")
+  with open(os.path.join(syn, "stage.json")) as f:
+    digest = json.load(f)["digest"]
+  # What a kill while class 2 was decoded leaves behind.
+  for name in ("stage.json", "set.npz", "grid.png",
+               os.path.join("shards", "00002.npy")):
+    os.remove(os.path.join(syn, name))
+  with open(os.path.join(syn, "pending.json"), "w") as f:
+    json.dump({"digest": digest}, f)
+  kept = os.stat(os.path.join(syn, "shards", "00000.npy")).st_mtime_ns
+  monkeypatch.setattr(decode, "GROUP_IMAGES", 2)  # one class per group
+  decoded = []
+  real_decode = ae_lib.decode
+  monkeypatch.setattr(ae_lib, "decode", lambda ae, z, **kw: decoded.append(
+      len(z)) or real_decode(ae, z, **kw))
+  result = pipeline.run(get_config(finished_root(finished)), workdir,
+                        progress=False, log=lambda line: None)
+  assert set(result.seconds) == {"synthetic"}
+  assert decoded == [2]  # class 2's two centroids, nothing else
+  assert os.stat(os.path.join(syn, "shards", "00000.npy")).st_mtime_ns == kept
+  again = synthetic.load_set(syn)[0]
+  original = synthetic.load_set(os.path.join(finished[0], "synthetic"))[0]
+  np.testing.assert_array_equal(again[:], original[:])
   assert result.accuracies == finished[1].accuracies

@@ -15,6 +15,8 @@ from pqd_jax import pipeline
 from pqd_jax.configs import tiny_imagenet
 from tests import tiny_folders
 
+CLASSIFIER_SIZE = 12  # tiny_imagenet: the VAE works at 16
+
 pytest.importorskip("transformers")
 from tests import tiny_sd  # noqa: E402
 
@@ -37,9 +39,10 @@ def test_the_sd_prior_prompts_with_readable_class_names(finished):
     assert json.load(f)["class_names"] == ["tench", "goldfish"]
 
 
-def test_synthetic_images_are_at_the_vae_size(finished):
-  with np.load(os.path.join(finished[0], "synthetic", "images.npz")) as s:
-    assert s["images"].shape == (4, 16, 16, 3)
+def test_synthetic_images_are_at_the_classifiers_size(finished):
+  with np.load(os.path.join(finished[0], "synthetic", "set.npz")) as s:
+    assert tuple(s["image_shape"]) == (CLASSIFIER_SIZE, CLASSIFIER_SIZE, 3)
+    assert len(s["labels"]) == 4
     assert list(s["class_names"]) == ["n01440764", "n01443537"]
 
 

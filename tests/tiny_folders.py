@@ -25,14 +25,16 @@ def write_folder(root: str, per_class=(12, 4), seed: int = 0) -> str:
   return root
 
 
-def write_imagenet_folder(root: str, per_class=(6, 3), seed: int = 0) -> str:
-  """Two classes named by ImageNet WordNet ids (tench, goldfish), 16×16 RGB."""
+def write_imagenet_folder(root: str, per_class=(6, 3), seed: int = 0, *,
+                          size: int = 16,
+                          wnids=("n01440764", "n01443537")) -> str:
+  """Classes named by ImageNet WordNet ids (tench, goldfish), RGB images."""
   gen = np.random.default_rng(seed)
   for split, n in zip(("train", "test"), per_class, strict=True):
-    for c, wnid in enumerate(("n01440764", "n01443537")):
+    for c, wnid in enumerate(wnids):
       os.makedirs(os.path.join(root, split, wnid), exist_ok=True)
       for i in range(n):
-        img = gen.integers(0, 80, (16, 16, 3)) + 120 * c
+        img = gen.integers(0, 80, (size, size, 3)) + 120 * c
         Image.fromarray(img.astype(np.uint8)).save(
             os.path.join(root, split, wnid, f"{i}.png"))
   return root

@@ -40,12 +40,20 @@ def write_tokenizer(directory: str) -> int:
   return len(tokens)
 
 
+# The published SD-1 VAE (AutoencoderKL of CompVis/stable-diffusion-v1-4):
+# 512² RGB images to 64² × 4 latents.
+SD1_VAE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+               latent_channels=4, norm_num_groups=32)
+
+
 def write_tiny_sd(root: str, *, with_vae: bool = False,
-                  image_size: int = 16) -> str:
+                  image_size: int = 16, sd1_vae: bool = False) -> str:
   """Writes tokenizer, text encoder, UNet (8×8×4), scheduler (and a VAE).
 
   The VAE maps ``image_size``² RGB images to ``image_size / 2``² × 4
-  latents, so ``image_size=16`` matches the UNet's 8×8 sample size.
+  latents, so ``image_size=16`` matches the UNet's 8×8 sample size; with
+  ``sd1_vae`` it is SD-1's VAE architecture (random weights), whose
+  latents are ``image_size / 8`` on a side (the UNet takes any side).
   """
   import transformers
 
@@ -72,10 +80,11 @@ def write_tiny_sd(root: str, *, with_vae: bool = False,
         "num_train_timesteps": 1000, "set_alpha_to_one": False,
         "skip_prk_steps": True, "steps_offset": 1, "clip_sample": False}, f)
   if with_vae:
+    shape = SD1_VAE if sd1_vae else dict(
+        block_out_channels=(8, 8), layers_per_block=1, latent_channels=4,
+        norm_num_groups=4)
     vae = ae_lib.init_autoencoder(ml_collections.ConfigDict(dict(
-        channels=3, image_size=image_size, block_out_channels=(8, 8),
-        layers_per_block=1, latent_channels=4, norm_num_groups=4)),
-        jax.random.key(1))
+        channels=3, image_size=image_size, **shape)), jax.random.key(1))
     ae_lib.save_pretrained(vae._replace(scaling_factor=0.18215),
                            os.path.join(root, "vae"))
   return root

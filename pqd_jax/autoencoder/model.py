@@ -5,7 +5,8 @@ id or a local directory, and a small one built from a config and trained here
 (:mod:`pqd_jax.autoencoder.train`). Images are ``[b, h, w, c]`` in ``[-1, 1]``
 (NHWC, as everywhere in pqd_jax); latents are ``[b, h', w', c']`` already
 multiplied by the scaling factor, which is the space ``pqd_jax.quantize``
-works in.
+works in. The module may compute in bfloat16 or float16
+(:func:`with_dtype`); latents and images come back in float32 either way.
 """
 
 import functools
@@ -18,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from diffusers import FlaxAutoencoderKL
 from jax.sharding import Mesh
+from jax.typing import DTypeLike
 
-from pqd_jax import diffusers_compat, sharding, workdir
+from pqd_jax import checks, diffusers_compat, sharding, workdir
 
 __all__ = [
     "Autoencoder",
@@ -31,6 +33,7 @@ __all__ = [
     "init_autoencoder",
     "load_pretrained",
     "save_pretrained",
+    "with_dtype",
 ]
 
 
@@ -92,9 +95,32 @@ def init_autoencoder(config: Any, rng: jax.Array) -> Autoencoder:
   return Autoencoder(model, init(rng), 1.0)
 
 
+def with_dtype(ae: Autoencoder, dtype: DTypeLike) -> Autoencoder:
+  """The autoencoder computing in ``dtype``, its parameters cast to it.
+
+  Args:
+    ae: the autoencoder.
+    dtype: float32, bfloat16 or float16, or a name that
+      :func:`pqd_jax.checks.compute_dtype` resolves (``"auto"``).
+
+  Returns:
+    The module with ``dtype`` and its floating parameters in ``dtype``
+    (leaves already in it are kept as they are).
+
+  Raises:
+    ValueError: for a dtype that is not a compute dtype on this backend.
+  """
+  dtype = checks.compute_dtype(dtype, "dtype")
+  params = diffusers_compat.cast_floating(ae.params, dtype)
+  model = (ae.model if jnp.dtype(ae.model.dtype) == dtype
+           else ae.model.clone(dtype=dtype))
+  return ae._replace(model=model, params=params)
+
+
 def load_pretrained(path: str, *, subfolder: str | None = None,
                     revision: str | None = None,
-                    from_pt: bool = False) -> Autoencoder:
+                    from_pt: bool = False,
+                    dtype: DTypeLike = jnp.float32) -> Autoencoder:
   """Loads a pretrained ``FlaxAutoencoderKL`` (hub id or local directory).
 
   Args:
@@ -105,13 +131,18 @@ def load_pretrained(path: str, *, subfolder: str | None = None,
     revision: hub revision (``"bf16"`` holds the Flax weights of
       ``CompVis/stable-diffusion-v1-4``).
     from_pt: convert PyTorch weights (needs torch).
+    dtype: what the module computes in and its parameters are cast to
+      (see :func:`with_dtype`); not stored in the checkpoint, so it is
+      given at each load.
 
   Returns:
     The autoencoder with the scaling factor from its config.
 
   Raises:
     FileNotFoundError: for a local path that does not exist.
+    ValueError: for a dtype that is not a compute dtype on this backend.
   """
+  dtype = checks.compute_dtype(dtype, "dtype")
   looks_local = os.path.sep in path or path.startswith(".")
   if looks_local and not os.path.isdir(path):
     raise FileNotFoundError(f"No pretrained autoencoder directory at {path!r}.")
@@ -128,7 +159,8 @@ def load_pretrained(path: str, *, subfolder: str | None = None,
     ) from e
   # config.json gives lists; jit needs a hashable (static) module.
   model = diffusers_compat.hashable_module(model)
-  return Autoencoder(model, params, float(model.config.scaling_factor))
+  return with_dtype(
+      Autoencoder(model, params, float(model.config.scaling_factor)), dtype)
 
 
 def save_pretrained(ae: Autoencoder, path: str) -> None:
@@ -170,20 +202,21 @@ def encode_batch(model: FlaxAutoencoderKL, params: Any, x: jax.Array,
   """One compiled encode: ``[b, h, w, c]`` images → scaled latents (NHWC).
 
   What :func:`encode` runs on each batch (and what a memory measurement
-  lowers): the posterior mean, or a sample drawn with ``key``.
+  lowers): the posterior mean, or a sample drawn with ``key``; float32
+  whatever the module's dtype.
   """
   post = model.apply({"params": params}, jnp.transpose(x, (0, 3, 1, 2)),
                      method=model.encode).latent_dist
   z = post.sample(key) if sample else post.mean
-  return z * scale
+  return z.astype(jnp.float32) * scale
 
 
 @functools.partial(jax.jit, static_argnames=("model",))
 def decode_batch(model: FlaxAutoencoderKL, params: Any, z: jax.Array,
                  scale: float) -> jax.Array:
-  """One compiled decode: scaled latents → ``[b, h, w, c]`` images."""
+  """One compiled decode: scaled latents → float32 ``[b, h, w, c]`` images."""
   out = model.apply({"params": params}, z / scale, method=model.decode).sample
-  return jnp.transpose(out, (0, 2, 3, 1))
+  return jnp.transpose(out, (0, 2, 3, 1)).astype(jnp.float32)
 
 
 def encode(ae: Autoencoder, images: Any, *, sample: bool = False,

@@ -2,6 +2,8 @@
 
 from typing import Any
 
+import jax
+
 from pqd_jax import checks, models
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.data import synthetic
@@ -26,6 +28,7 @@ _CONFIG_CHOICES = {
 }
 _CONFIG_INTEGERS = {  # path: smallest value
     "ipc": 1, "seed": 0, "image_size": 1, "classifier_image_size": 0,
+    "input.num_workers": 0, "input.prefetch": 1,
     "quantize.n_init": 1, "quantize.num_iters": 1, "quantize.batch_size": 1,
     "latents.batch_size": 1,
     "decode.num_steps": 1, "decode.batch_size": 1, "decode.vae_batch_size": 1,
@@ -56,6 +59,8 @@ def check_config(config: Any) -> None:
           f"config.{path} must be one of {choices}, got {value!r}.")
   for path, minimum in _CONFIG_INTEGERS.items():
     checks.integer(f"config.{path}", get(path), minimum=minimum)
+  # Resolved here, so that float16 on a TPU backend also fails at start.
+  checks.compute_dtype(config.compute_dtype, "config.compute_dtype")
   checks.number("config.quantize.tol", config.quantize.tol, minimum=0)
   strength = checks.number("config.decode.strength", config.decode.strength,
                            minimum=0)
@@ -73,3 +78,20 @@ def check_config(config: Any) -> None:
           "be >= 1, got 0 for both.")
   for k in config.report.sweep_ks:
     checks.integer("each of config.report.sweep_ks", k)
+  _check_batches_divide(config)
+
+
+def _check_batches_divide(config: Any) -> None:
+  """A training batch is split evenly over every device of every process.
+
+  (The per-device batches of encode and decode are multiplied by the
+  device count, so they always divide.)
+  """
+  devices = jax.device_count()
+  for section in ("teacher", "student"):
+    batch = config[section].batch_size
+    if batch % devices:
+      raise ValueError(
+          f"config.{section}.batch_size={batch} does not divide over the "
+          f"{devices} devices: use a multiple of {devices}, e.g. "
+          f"--config.{section}.batch_size={-(-batch // devices) * devices}.")

@@ -20,6 +20,23 @@ def get_config() -> ml_collections.ConfigDict:
   # "" distils; "random" trains the student on IPC random real images per
   # class (uniform weights) instead: the baseline of the tables.
   config.baseline = ""
+  # What the VAE and the diffusion UNet compute in (their parameters too):
+  # "auto" (bfloat16 on a TPU backend, float32 elsewhere), "float32",
+  # "bfloat16" or "float16" (not on TPU). Latents and images handed back to
+  # the host stay float32. The small Fashion-MNIST models keep float32 on
+  # every backend, so a TPU run reproduces the CPU's numbers; the ImageNet
+  # config uses "auto".
+  config.compute_dtype = "float32"
+
+  # The host's input pipeline: grain worker processes decode and resize the
+  # next batches of real images while the devices encode (latents), train
+  # the teacher and evaluate (pqd_jax.data.pipeline.prefetch_batches).
+  # Results are the same whatever these are, so no stage digest covers
+  # them. 0 workers: one thread of the main process (in-memory
+  # Fashion-MNIST has nothing to decode, and workers cost a start-up).
+  config.input = ml_collections.ConfigDict()
+  config.input.num_workers = 0
+  config.input.prefetch = 2  # batches read ahead per worker
 
   # The embedded KL autoencoder: 28x28x1 -> 7x7x4 latents (196 numbers).
   # FlaxAutoencoderKL (16, 32, 32) trains at ~270 images/s on 2 CPU cores

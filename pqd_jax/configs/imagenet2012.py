@@ -18,6 +18,11 @@
   + flip + CutMix views, AdamW 1e-3, wd 0.01, cosine, 300 epochs.
 - IPC 10 by default; the paper's table is IPC 10/50/100/200
   (``--config.ipc=50``).
+- Device memory: per-device batches sized by XLA's memory analysis
+  (benchmarks/RESULTS.md, sd_memory) and ``compute_dtype = "auto"``: the VAE
+  and the UNet compute in bfloat16 on a TPU (the UNet's 3.2 GiB of float32
+  parameters halve), float32 elsewhere; ``--config.compute_dtype=float32``
+  keeps a TPU in float32, ``bfloat16`` puts a GPU in it.
 
 Weights come from the hub (``CompVis/stable-diffusion-v1-4`` at revision
 ``bf16`` holds Flax weights for the VAE, UNet and text encoder); point
@@ -43,6 +48,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.classifier_image_size = 224
   config.channels = 3
   config.ipc = 10
+  # JPEG decode + resize in grain worker processes, overlapping the devices
+  # (benchmarks/input_speed.py measures images/s per worker). The encode
+  # (SD VAE at 512²) needs a few workers; the ResNet-18 teacher at 224²
+  # wants thousands of images/s: raise it toward the host's cores.
+  config.input.num_workers = 16
+  # bfloat16 on a TPU, float32 elsewhere (the batch sizes below fit either).
+  config.compute_dtype = "auto"
 
   ae = config.autoencoder
   ae.pretrained, ae.subfolder, ae.revision = SD_HUB_ID, "vae", SD_REVISION

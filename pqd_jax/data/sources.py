@@ -182,6 +182,13 @@ class FolderSource(ImageSource):
           files.append(os.path.join(class_dir, f))
           labels.append(label)
     if not files:
+      loose = [f for f in os.listdir(split_dir)
+               if f.lower().endswith(IMAGE_EXTENSIONS)]
+      if loose:
+        raise FileNotFoundError(
+            f"{split_dir} holds {len(loose)} images but no class folders: "
+            f"an image folder keeps each class's images in its own "
+            f"directory, {split_dir}/<class>/<image>.")
       raise FileNotFoundError(
           f"No images ({', '.join(IMAGE_EXTENSIONS)}) under "
           f"{split_dir}/<class>/."

@@ -1,9 +1,20 @@
-"""The synthetic set on disk: ``images.npz``, an image folder and a grid.
+"""The synthetic set on disk: written a class at a time, read lazily.
 
-``images.npz`` holds ``images`` ``[n, h, w, c]`` in ``[-1, 1]``, ``labels``
-``[n]``, ``weights`` ``[n]`` and ``class_names``; ``folder/<class>/*.png``
-with ``weights.csv`` is the same set as the image folder every peer reads;
-``grid.png`` shows it one row per class.
+A ``synthetic`` artefact holds
+
+- ``shards/<label>.npy``: uint8 ``[k, h, w, c]`` images of one class at the
+  classifiers' resolution;
+- ``folder/<class>/<i>.png`` and ``folder/weights.csv``: the same set as the
+  image folder every peer reads;
+- ``set.npz``, written last: ``labels`` ``[n]``, ``weights`` ``[n]``,
+  ``class_names``, and per shard its ``classes`` and ``counts``;
+- ``grid.png``: a bounded subset, one row per class.
+
+Image ``i`` of the set is row ``i`` of the shards taken in ``classes``
+order. Nothing holds the whole set as floats: a writer converts each class
+to uint8 as it comes (:class:`SetWriter`), and students read the rows of
+each batch from the shards (:func:`load_set`), so host memory does not grow
+with the number of classes.
 """
 
 import collections
@@ -14,37 +25,166 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from pqd_jax import visualize, workdir
+from pqd_jax import sharding, visualize, workdir
 
-__all__ = ["IMAGES", "folder_names", "grid_subset", "load_set", "save_set",
-           "write_folder"]
+__all__ = ["SET", "SHARDS", "SetWriter", "folder_names", "grid_subset",
+           "load_set", "problem", "save_set", "to_uint8"]
 
-IMAGES = "images.npz"
+SET = "set.npz"
+SHARDS = "shards"
 GRID_CLASSES = GRID_IMAGES = 10  # the grid's rows and columns at most
 STUDENT_WEIGHTS = ("quantizer", "uniform")
 
 
-def save_set(directory: str, images: np.ndarray, labels: np.ndarray,
-             weights: np.ndarray, class_names: Sequence[str]) -> None:
-  """Writes a set's ``images.npz``, ``folder/`` and ``grid.png``.
+def to_uint8(images: np.ndarray) -> np.ndarray:
+  """Float images in ``[-1, 1]`` (clipped) to uint8; uint8 passes through."""
+  images = np.asarray(images)
+  if images.dtype == np.uint8:
+    return images
+  return ((np.clip(images, -1.0, 1.0) + 1.0) * 127.5).round().astype(np.uint8)
+
+
+def _shard(directory: str, label: int) -> str:
+  return os.path.join(directory, SHARDS, f"{int(label):05d}.npy")
+
+
+class SetWriter:
+  """Writes a synthetic set one class at a time; a killed run resumes.
+
+  Call :meth:`write_class` for each class in the set's order (classes whose
+  :meth:`finished` is true may be skipped), then :meth:`finish`.
 
   Args:
     directory: the ``synthetic`` artefact.
-    images: ``[n, h, w, c]`` in ``[-1, 1]``.
-    labels: ``[n]`` class labels.
+    class_names: names indexed by label.
+    image_shape: ``(h, w, c)`` stored; float images of another square size
+      are resized to it (bilinear, antialiased) before the uint8 conversion.
+  """
+
+  def __init__(self, directory: str, class_names: Sequence[str],
+               image_shape: Sequence[int]):
+    self.directory = directory
+    self.class_names = [str(n) for n in class_names]
+    self.image_shape = tuple(int(s) for s in image_shape)
+    self._dirs = folder_names(self.class_names)
+    os.makedirs(os.path.join(directory, SHARDS), exist_ok=True)
+
+  def finished(self, label: int, count: int) -> bool:
+    """Whether class ``label``'s shard (and folder) holds ``count`` images."""
+    try:
+      layout = workdir.array_layout(_shard(self.directory, label))
+    except ValueError:
+      return False
+    return layout.shape == (count, *self.image_shape)
+
+  def write_class(self, label: int, images: np.ndarray, first: int) -> None:
+    """Writes class ``label``: its folder images, then its shard.
+
+    Args:
+      label: the class.
+      images: ``[k, h, w, c]`` float in ``[-1, 1]``, or uint8 at
+        ``image_shape``.
+      first: the set index of its first image (the folder's file names).
+
+    Raises:
+      ValueError: for images whose channels or (uint8) size differ from
+        ``image_shape``.
+    """
+    images = np.asarray(images)
+    h, w, c = self.image_shape
+    if images.ndim != 4 or images.shape[-1] != c:
+      raise ValueError(f"class {label}: images must be [k, h, w, {c}], got "
+                       f"shape {images.shape}.")
+    if images.shape[1:3] != (h, w):
+      if images.dtype == np.uint8 or h != w:
+        raise ValueError(f"class {label}: images of shape {images.shape[1:]} "
+                         f"cannot be stored as {self.image_shape}.")
+      from pqd_jax.data import pipeline as data_pipeline
+
+      images = data_pipeline.resize_images(images.astype(np.float32), h)
+    images = to_uint8(images)
+    name = self._dirs[label]
+    with workdir.atomic_directory(
+        os.path.join(self.directory, "folder", name)) as tmp:
+      for j, img in enumerate(images):
+        Image.fromarray(img[..., 0] if c == 1 else img).save(
+            os.path.join(tmp, f"{first + j:06d}.png"))
+    workdir.write_npy(_shard(self.directory, label), images)
+
+  def finish(self, labels: np.ndarray, weights: np.ndarray) -> None:
+    """Writes ``weights.csv``, ``set.npz`` and ``grid.png``.
+
+    Args:
+      labels: ``[n]`` class of each image, each class's images contiguous,
+        as written.
+      weights: ``[n]`` per-image weights.
+
+    Raises:
+      ValueError: when a class's images are not contiguous or a shard does
+        not hold its class's count.
+    """
+    labels = np.asarray(labels, np.int32)
+    weights = np.asarray(weights, np.float32)
+    classes, counts = _runs(labels)
+    for label, count in zip(classes, counts, strict=True):
+      if not self.finished(label, count):
+        raise ValueError(f"class {label}'s shard does not hold its {count} "
+                         "images; write it first.")
+    rows = [(os.path.join(self._dirs[y], f"{i:06d}.png"),
+             self.class_names[y], int(y), float(w))
+            for i, (y, w) in enumerate(zip(labels, weights, strict=True))]
+
+    def write_csv(tmp):
+      with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(("file", "class", "label", "weight"))
+        writer.writerows(rows)
+
+    workdir.save_atomic(os.path.join(self.directory, "folder", "weights.csv"),
+                        write_csv)
+    workdir.write_npz(os.path.join(self.directory, SET), labels=labels,
+                      weights=weights, class_names=np.array(self.class_names),
+                      classes=classes, counts=counts,
+                      image_shape=np.array(self.image_shape, np.int64))
+    images, labels, _ = load_set(self.directory)
+    keep, grid_rows = grid_subset(labels)
+    grid = visualize.image_grid(images.take(keep), grid_rows)
+    workdir.save_atomic(os.path.join(self.directory, "grid.png"), grid.save)
+
+
+def _runs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """``(classes, counts)`` of the runs of equal labels; each class once."""
+  if labels.size == 0:
+    raise ValueError("a synthetic set needs at least one image.")
+  edges = np.flatnonzero(np.diff(labels)) + 1
+  starts = np.concatenate([[0], edges])
+  classes = labels[starts]
+  if len(np.unique(classes)) != len(classes):
+    raise ValueError("each class's images must be contiguous in the set; "
+                     f"got the class order {classes[:10].tolist()}...")
+  counts = np.diff(np.concatenate([starts, [labels.size]]))
+  return classes.astype(np.int32), counts.astype(np.int64)
+
+
+def save_set(directory: str, images: np.ndarray, labels: np.ndarray,
+             weights: np.ndarray, class_names: Sequence[str]) -> None:
+  """Writes a set held in memory (shards, folder, ``set.npz``, grid).
+
+  Args:
+    directory: the ``synthetic`` artefact.
+    images: ``[n, h, w, c]`` in ``[-1, 1]`` (or uint8).
+    labels: ``[n]`` class labels, each class's images contiguous.
     weights: ``[n]`` per-image weights.
     class_names: names indexed by label.
-
-  The grid shows a bounded subset, one row per class (:func:`grid_subset`).
   """
-  workdir.write_npz(os.path.join(directory, IMAGES), images=images,
-                    labels=labels, weights=weights,
-                    class_names=np.array(class_names))
-  write_folder(os.path.join(directory, "folder"), images, labels, weights,
-               class_names)
-  keep, rows = grid_subset(labels)
-  grid = visualize.image_grid(images[keep], rows)
-  workdir.save_atomic(os.path.join(directory, "grid.png"), grid.save)
+  images, labels = np.asarray(images), np.asarray(labels, np.int32)
+  writer = SetWriter(directory, class_names, images.shape[1:])
+  classes, counts = _runs(labels)
+  first = 0
+  for label, count in zip(classes, counts, strict=True):
+    writer.write_class(int(label), images[first:first + count], first)
+    first += count
+  writer.finish(labels, weights)
 
 
 def grid_subset(labels: np.ndarray, max_classes: int = GRID_CLASSES,
@@ -65,26 +205,79 @@ def grid_subset(labels: np.ndarray, max_classes: int = GRID_CLASSES,
   return np.concatenate([m[:cols] for m in members]), len(classes)
 
 
+def problem(directory: str) -> str:
+  """Why a ``synthetic`` artefact is incomplete (``""`` when it is whole).
+
+  ``set.npz`` must read back and every shard hold its class's count of
+  images at the set's shape; only headers are read.
+  """
+  try:
+    with np.load(os.path.join(directory, SET)) as s:
+      classes, counts = s["classes"], s["counts"]
+      shape = tuple(int(v) for v in s["image_shape"])
+  except (OSError, ValueError, KeyError, EOFError) as e:
+    return f"{SET} does not read back ({e})"
+  for label, count in zip(classes, counts, strict=True):
+    path = _shard(directory, label)
+    try:
+      got = workdir.array_layout(path).shape
+    except ValueError as e:
+      return str(e)
+    if got != (int(count), *shape):
+      return f"{path} holds {got}, the set needs {(int(count), *shape)}"
+  return ""
+
+
 def load_set(directory: str, weights: str = "quantizer"
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             ) -> tuple[sharding.LazyRows, np.ndarray, np.ndarray]:
   """``(images, labels, weights)`` of a synthetic artefact as students see it.
 
   Args:
-    directory: a ``synthetic`` artefact (``images.npz``).
+    directory: a ``synthetic`` artefact.
     weights: ``config.student.weights``: ``"quantizer"`` (the set's own
       weights) or ``"uniform"`` (ones).
 
+  Returns:
+    ``images`` ``[n, h, w, c]`` float32 in ``[-1, 1]`` as
+    :class:`pqd_jax.sharding.LazyRows`: rows are read from the shards when
+    taken (``images.take(indices)``), so only a batch is in memory;
+    ``labels`` ``[n]`` int32 and ``weights`` ``[n]`` float32.
+
   Raises:
-    ValueError: for another ``weights``.
+    ValueError: for another ``weights``, or an artefact without ``set.npz``.
   """
   if weights not in STUDENT_WEIGHTS:
     raise ValueError(f"student.weights must be one of {STUDENT_WEIGHTS}, got "
                      f"{weights!r}.")
-  with np.load(os.path.join(directory, IMAGES)) as s:
-    images, labels, set_weights = s["images"], s["labels"], s["weights"]
+  path = os.path.join(directory, SET)
+  if not os.path.isfile(path):
+    raise ValueError(f"{directory} is not a synthetic set: it has no {SET}.")
+  with np.load(path) as s:
+    labels, set_weights = s["labels"], s["weights"]
+    classes, counts = s["classes"], s["counts"]
+    shape = tuple(int(v) for v in s["image_shape"])
   if weights == "uniform":
     set_weights = np.ones_like(set_weights)
-  return images, labels, set_weights
+  starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+  layouts = {}
+
+  def read(start: int, stop: int) -> np.ndarray:
+    parts = []
+    first = int(np.searchsorted(starts, start, side="right")) - 1
+    for i in range(max(first, 0), len(classes)):
+      if starts[i] >= stop:
+        break
+      if i not in layouts:
+        layouts[i] = workdir.array_layout(_shard(directory, classes[i]))
+      lo, hi = max(start, starts[i]), min(stop, starts[i + 1])
+      parts.append(workdir.read_rows(layouts[i], lo - starts[i],
+                                     hi - starts[i]))
+    rows = (np.concatenate(parts) if parts
+            else np.zeros((0, *shape), np.uint8))
+    return rows.astype(np.float32) / 127.5 - 1.0
+
+  images = sharding.LazyRows(read, (int(starts[-1]), *shape), np.float32)
+  return images, labels.astype(np.int32), set_weights.astype(np.float32)
 
 
 def folder_names(class_names: Sequence[str]) -> list[str]:
@@ -111,26 +304,3 @@ def folder_names(class_names: Sequence[str]) -> list[str]:
     out.append(unique)
   return out
 
-
-def write_folder(root: str, images: np.ndarray, labels: np.ndarray,
-                 weights: np.ndarray, class_names: Sequence[str]) -> None:
-  """The set as ``<class>/<i>.png`` plus ``weights.csv``, atomically.
-
-  ``<class>`` is :func:`folder_names`'s directory; ``weights.csv`` keeps the
-  class name itself.
-  """
-  dirs = folder_names(class_names)
-  with workdir.atomic_directory(root) as tmp:
-    rows = []
-    for i, (img, y, w) in enumerate(zip(images, labels, weights,
-                                        strict=True)):
-      name = os.path.join(dirs[y], f"{i:06d}.png")
-      os.makedirs(os.path.join(tmp, dirs[y]), exist_ok=True)
-      arr = ((img + 1.0) * 127.5).round().astype(np.uint8)
-      Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr).save(
-          os.path.join(tmp, name))
-      rows.append((name, class_names[y], int(y), float(w)))
-    with open(os.path.join(tmp, "weights.csv"), "w", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(("file", "class", "label", "weight"))
-      writer.writerows(rows)

@@ -6,6 +6,7 @@ from pqd_jax.prior.model import (
     build_unet,
     load_prior,
     save_prior,
+    with_dtype,
 )
 from pqd_jax.prior.sample import guided_prediction, img2img
 from pqd_jax.prior.train import train_prior
@@ -19,4 +20,5 @@ __all__ = [
     "load_prior",
     "save_prior",
     "train_prior",
+    "with_dtype",
 ]

@@ -14,6 +14,11 @@ Latents are NHWC, ``[b, h, w, c]``, already scaled by the VAE's scaling
 factor. The UNet halves the side once per block, so latents whose side does
 not divide are zero-padded at the bottom and right for the UNet and cropped
 back (7×7 Fashion-MNIST latents run as 8×8).
+
+The UNet may compute in bfloat16 or float16 (:func:`with_dtype`): its
+parameters and the contexts are cast to that dtype, the sampler's outputs
+stay float32. The dtype is not saved with a prior; it is given at each
+:func:`load_prior`, so a saved prior is the same on every backend.
 """
 
 import json
@@ -24,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from diffusers import FlaxDDIMScheduler, FlaxUNet2DConditionModel
+from jax.typing import DTypeLike
 
-from pqd_jax import diffusers_compat, workdir
+from pqd_jax import checks, diffusers_compat, workdir
 
 __all__ = [
     "Prior",
@@ -35,6 +41,7 @@ __all__ = [
     "padded_side",
     "read_metadata",
     "save_prior",
+    "with_dtype",
 ]
 
 _PRIOR_FILE = "prior.json"
@@ -69,6 +76,34 @@ class Prior(NamedTuple):
   def num_classes(self) -> int:
     """The number of classes (rows of ``context``)."""
     return int(self.context.shape[0])
+
+
+def with_dtype(prior: Prior, dtype: DTypeLike) -> Prior:
+  """The prior's UNet computing in ``dtype``, parameters and contexts cast.
+
+  Casting the parameters is what halves the UNet's device memory in
+  bfloat16 (diffusers' ``to_bf16``); the contexts only enter the UNet's
+  cross-attention, which casts them to ``dtype`` anyway.
+
+  Args:
+    prior: the prior.
+    dtype: float32, bfloat16 or float16, or a name that
+      :func:`pqd_jax.checks.compute_dtype` resolves (``"auto"``).
+
+  Returns:
+    The prior with the UNet's ``dtype`` set and its floating parameters and
+    contexts in ``dtype`` (leaves already in it are kept as they are).
+
+  Raises:
+    ValueError: for a dtype that is not a compute dtype on this backend.
+  """
+  dtype = checks.compute_dtype(dtype, "dtype")
+  unet = (prior.unet if jnp.dtype(prior.unet.dtype) == dtype
+          else prior.unet.clone(dtype=dtype))
+  params, context, null_context = diffusers_compat.cast_floating(
+      (prior.params, prior.context, prior.null_context), dtype)
+  return prior._replace(unet=unet, params=params, context=context,
+                        null_context=null_context)
 
 
 def padded_side(side: int, num_blocks: int) -> int:
@@ -142,9 +177,11 @@ def save_prior(prior: Prior, directory: str,
 
   ``directory/unet`` and ``directory/scheduler`` are ``save_pretrained``
   folders (loadable by diffusers itself), ``context.npz`` holds the
-  contexts and ``prior.json`` the latent shape and class names, written
-  last: a directory without it is incomplete. The whole directory is
-  written under a temporary name and renamed into place.
+  contexts (float32) and ``prior.json`` the latent shape and class names,
+  written last: a directory without it is incomplete. The whole directory
+  is written under a temporary name and renamed into place. The UNet's
+  parameters are written in their dtype; its compute dtype is not written
+  (:func:`load_prior` takes it).
 
   Args:
     prior: the prior.
@@ -157,8 +194,8 @@ def save_prior(prior: Prior, directory: str,
                                params=jax.device_get(prior.params))
     prior.scheduler.save_pretrained(os.path.join(tmp, "scheduler"))
     np.savez(os.path.join(tmp, _CONTEXT_FILE),
-             context=np.asarray(prior.context),
-             null_context=np.asarray(prior.null_context))
+             context=np.asarray(prior.context, np.float32),
+             null_context=np.asarray(prior.null_context, np.float32))
     with open(os.path.join(tmp, _PRIOR_FILE), "w") as f:
       json.dump({"latent_shape": list(prior.latent_shape),
                  "class_names": list(prior.class_names),
@@ -171,12 +208,19 @@ def read_metadata(directory: str) -> dict:
     return json.load(f).get("metadata", {})
 
 
-def load_prior(directory: str) -> Prior:
+def load_prior(directory: str, dtype: DTypeLike = jnp.float32) -> Prior:
   """Loads a prior written by :func:`save_prior`.
 
+  Args:
+    directory: the saved prior.
+    dtype: what the UNet computes in; its parameters and the contexts are
+      cast to it (:func:`with_dtype`).
+
   Raises:
-    ValueError: when ``directory`` is not a complete saved prior.
+    ValueError: when ``directory`` is not a complete saved prior, or for a
+      dtype that is not a compute dtype on this backend.
   """
+  dtype = checks.compute_dtype(dtype, "dtype")
   meta_path = os.path.join(directory, _PRIOR_FILE)
   if not os.path.exists(meta_path):
     raise ValueError(f"{directory!r} is not a saved prior (no {_PRIOR_FILE}); "
@@ -190,8 +234,9 @@ def load_prior(directory: str) -> Prior:
       os.path.join(directory, "scheduler"))
   with np.load(os.path.join(directory, _CONTEXT_FILE)) as ctx:
     context, null_context = ctx["context"], ctx["null_context"]
-  return Prior(unet=unet, params=params, scheduler=scheduler,
-               context=jnp.asarray(context),
-               null_context=jnp.asarray(null_context),
-               latent_shape=tuple(meta["latent_shape"]),
-               class_names=tuple(meta["class_names"]))
+  return with_dtype(
+      Prior(unet=unet, params=params, scheduler=scheduler,
+            context=jnp.asarray(context),
+            null_context=jnp.asarray(null_context),
+            latent_shape=tuple(meta["latent_shape"]),
+            class_names=tuple(meta["class_names"])), dtype)

@@ -7,6 +7,8 @@ towards its class. ``strength = 0`` returns the centroid unchanged (the
 class-conditional sampling. The noise of sample ``i`` is drawn from
 ``fold_in(rng, i)``, so the outputs do not depend on the batch size or the
 number of devices; batches are sharded over the mesh's ``"data"`` axis.
+The UNet may compute in bfloat16 (:func:`pqd_jax.prior.with_dtype`); the
+guidance and the DDIM updates run in float32, the latents' dtype.
 """
 
 import functools
@@ -17,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from pqd_jax import sharding
+from pqd_jax import checks, sharding
 from pqd_jax.prior.model import Prior, padded_side
 
 __all__ = ["guided_prediction", "img2img", "num_denoising_steps"]
@@ -38,8 +40,8 @@ def guided_prediction(unet: Any, params: Any, x: jnp.ndarray, t: jnp.ndarray,
     guidance_scale: ``g``; 1 gives the conditional prediction.
 
   Returns:
-    ``[b, c, h, w]``. The conditional and unconditional branches run as one
-    batch of ``2b``.
+    ``[b, c, h, w]`` in ``x``'s dtype, whatever the UNet computes in. The
+    conditional and unconditional branches run as one batch of ``2b``.
   """
   b = x.shape[0]
   t = jnp.broadcast_to(jnp.asarray(t), (b,))
@@ -47,6 +49,8 @@ def guided_prediction(unet: Any, params: Any, x: jnp.ndarray, t: jnp.ndarray,
   out = unet.apply({"params": params}, jnp.concatenate([x, x]),
                    jnp.concatenate([t, t]),
                    jnp.concatenate([null, context])).sample
+  # A bfloat16 UNet's output: the difference g scales is taken in x's dtype.
+  out = out.astype(x.dtype)
   uncond, cond = out[:b], out[b:]
   return uncond + guidance_scale * (cond - uncond)
 
@@ -78,7 +82,8 @@ def _denoise(unet, scheduler, params, x0, context, null_context, keys,
                               guidance_scale)
     else:
       out = unet.apply({"params": params}, x,
-                       jnp.broadcast_to(t, (x.shape[0],)), context).sample
+                       jnp.broadcast_to(t, (x.shape[0],)),
+                       context).sample.astype(x.dtype)
     return scheduler.step(state, out, t, x).prev_sample
 
   return jax.lax.fori_loop(start, num_steps, body, x)
@@ -115,7 +120,8 @@ def _check(prior: Prior, latents: Any, classes: Any, strength: float,
 
 def img2img(prior: Prior, latents: Any, classes: Any, *, strength: float,
             guidance_scale: float, num_steps: int, rng: jax.Array,
-            batch_size: int = 256, mesh: Mesh | None = None) -> np.ndarray:
+            batch_size: int = 256, mesh: Mesh | None = None,
+            first_index: int = 0) -> np.ndarray:
   """Noises each latent to ``strength`` and denoises it towards its class.
 
   Args:
@@ -129,10 +135,12 @@ def img2img(prior: Prior, latents: Any, classes: Any, *, strength: float,
     guidance_scale: classifier-free guidance scale (1: conditional only).
     num_steps: DDIM steps of the whole schedule (``strength · num_steps``
       run).
-    rng: key; latent ``i`` uses ``fold_in(rng, i)``.
+    rng: key; latent ``i`` uses ``fold_in(rng, first_index + i)``.
     batch_size: latents per compiled call (rounded to the devices).
     mesh: batches are sharded over its ``"data"`` axis (default: every
       device).
+    first_index: the set index of ``latents[0]``: a set sampled in parts
+      (a class group at a time) draws the same noise as in one call.
 
   Returns:
     ``[b, h, w, c]`` float32 latents.
@@ -169,6 +177,7 @@ def img2img(prior: Prior, latents: Any, classes: Any, *, strength: float,
                    use_cfg=use_cfg)
     return jnp.transpose(out[:, :, :h, :w], (0, 2, 3, 1))
 
-  index = np.arange(z.shape[0], dtype=np.int32)
+  first_index = checks.integer("first_index", first_index, minimum=0)
+  index = first_index + np.arange(z.shape[0], dtype=np.int32)
   return sharding.map_batches(fn, (z, y, index), batch_size, mesh,
                               dtypes=(np.float32, None, None))

@@ -17,9 +17,10 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 import numpy as np
 from diffusers import FlaxDDIMScheduler, FlaxUNet2DConditionModel
+from jax.typing import DTypeLike
 
-from pqd_jax import diffusers_compat
-from pqd_jax.prior.model import Prior
+from pqd_jax import checks, diffusers_compat
+from pqd_jax.prior.model import Prior, with_dtype
 
 __all__ = ["D4M_NEGATIVE_PROMPT", "encode_prompts", "load_stable_diffusion"]
 
@@ -54,7 +55,7 @@ def load_stable_diffusion(
     negative_prompt: str = D4M_NEGATIVE_PROMPT,
     revision: str | None = None,
     from_pt: bool = False,
-    dtype: jnp.dtype = jnp.float32,
+    dtype: DTypeLike = jnp.float32,
     memory_efficient_attention: bool = False,
 ) -> Prior:
   """Loads a Stable Diffusion UNet, scheduler and class prompts as a prior.
@@ -68,7 +69,10 @@ def load_stable_diffusion(
     negative_prompt: the unconditional branch of guidance.
     revision: hub revision (e.g. ``"flax"`` or ``"bf16"``).
     from_pt: convert PyTorch weights (needs torch).
-    dtype: computation dtype of the UNet and text encoder.
+    dtype: computation dtype of the UNet and text encoder; the UNet's
+      parameters and the prompt encodings are cast to it (bfloat16 halves
+      the UNet's 3.2 GiB). A prior saved by ``save_prior`` does not keep
+      it: give it again to ``load_prior``.
     memory_efficient_attention: the UNet's attention in chunks (diffusers'
       ``use_memory_efficient_attention``): the same outputs, a fraction of
       the memory at 64×64 latents (benchmarks/RESULTS.md, sd_memory).
@@ -77,10 +81,12 @@ def load_stable_diffusion(
     The prior; its ``latent_shape`` is the UNet's ``(s, s, in_channels)``.
 
   Raises:
-    ValueError: for no class names or a template without ``{}``.
+    ValueError: for no class names, a template without ``{}`` or a dtype
+      that is not a compute dtype on this backend.
     FileNotFoundError: when ``path`` has no such model.
     ImportError: without the ``sd`` extra.
   """
+  dtype = checks.compute_dtype(dtype, "dtype")
   if not class_names:
     raise ValueError("class_names is empty: one prompt per class is needed.")
   if "{}" not in prompt_template:
@@ -107,8 +113,9 @@ def load_stable_diffusion(
   null_context = encode_prompts(tokenizer, text_encoder, [negative_prompt])[0]
   unet = diffusers_compat.hashable_module(unet)
   side = int(unet.config.sample_size)
-  return Prior(unet=unet, params=params, scheduler=scheduler,
-               context=jnp.asarray(context),
-               null_context=jnp.asarray(null_context),
-               latent_shape=(side, side, int(unet.config.in_channels)),
-               class_names=tuple(class_names))
+  return with_dtype(
+      Prior(unet=unet, params=params, scheduler=scheduler,
+            context=jnp.asarray(context),
+            null_context=jnp.asarray(null_context),
+            latent_shape=(side, side, int(unet.config.in_channels)),
+            class_names=tuple(class_names)), dtype)

@@ -4,14 +4,15 @@ import os
 
 import jax
 import numpy as np
+from tqdm import tqdm
 
-from pqd_jax import embedded, workdir
+from pqd_jax import checks, distributed, embedded, sharding, workdir
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.data import class_names as class_names_lib
 from pqd_jax.data import pipeline as data_pipeline
 from pqd_jax.data import splits, synthetic
-from pqd_jax.stages import encode
+from pqd_jax.stages import encode, relabel
 from pqd_jax.train import trainer
 
 __all__ = ["PRIOR", "RANDOM", "SYNTHETIC", "prior", "random_subset",
@@ -23,13 +24,22 @@ PRIOR = workdir.Stage(
     splits=("train",), outputs=("final",),
     inputs=lambda c: (embedded.fingerprint(c.prior.pretrained, c.dataset,
                                            "prior"),))
-_SET_FILES = (synthetic.IMAGES, "folder", "grid.png")
-SYNTHETIC = workdir.Stage("synthetic", "decode", reads=("decode", "seed"),
-                          splits=("train",), outputs=_SET_FILES)
+_SET_FILES = (synthetic.SET, synthetic.SHARDS, "folder", "grid.png")
+_SET_CHECK = lambda path, meta: synthetic.problem(path)  # noqa: E731
+SYNTHETIC = workdir.Stage("synthetic", "decode",
+                          reads=("decode", "seed", "compute_dtype")
+                          + relabel.IMAGE,
+                          splits=("train",), outputs=_SET_FILES,
+                          check=_SET_CHECK, inputs=encode.compute_dtype_input)
 # The baseline: IPC random real images per class; depends on the data only.
 RANDOM = workdir.Stage("synthetic", "decode",
-                       reads=("ipc", "seed", "image_size"), splits=("train",),
-                       outputs=_SET_FILES)
+                       reads=("ipc", "seed") + relabel.IMAGE,
+                       splits=("train",), outputs=_SET_FILES, check=_SET_CHECK)
+# Images decoded at once (a group of whole classes): bounds the host memory
+# of the decode stage whatever the number of classes (256 SD images of 512²
+# are 0.8 GB of float32); the prior's and the VAE's device batches
+# (``decode.batch_size``, ``decode.vae_batch_size`` per device) split it.
+GROUP_IMAGES = 256
 
 
 def prior(wd: workdir.Workdir, config, data: splits.Splits,
@@ -67,32 +77,60 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
                   prior_art: workdir.Artefact | None) -> workdir.Artefact:
   """The centroids decoded: img2img through the prior, then the decoder.
 
-  ``decode.strength = 0`` decodes the centroids directly (no prior).
+  A group of whole classes at a time (about :data:`GROUP_IMAGES` images):
+  its centroids are read from ``quantization.npz``, sampled, decoded, and
+  each class written as uint8 at the classifiers' resolution; a killed run
+  resumes at the first unfinished group. ``decode.strength = 0`` decodes
+  the centroids directly (no prior).
   """
   class_names = data.source("train", None).class_names
 
   def make(path, c):
     from pqd_jax import prior as prior_lib
 
-    with np.load(os.path.join(q_art.path, "quantization.npz")) as q:
-      cents, weights, classes = q["centroids"], q["weights"], q["classes"]
+    q_path = os.path.join(q_art.path, "quantization.npz")
+    with np.load(q_path) as q:
+      weights, classes = q["weights"], q["classes"]
+    cents = workdir.array_layout(q_path, "centroids")  # read a group at a time
     k = cents.shape[1]
     labels = np.repeat(classes, k).astype(np.int32)
-    z = cents.reshape(-1, *cents.shape[2:])
     d = c.decode
+    mesh = sharding.data_mesh()
+    dtype = checks.compute_dtype(c.compute_dtype)
+    ae = encode.load_autoencoder(ae_art, dtype)
+    ae = ae._replace(params=sharding.replicate(ae.params, mesh))
+    model = None
     if d.strength > 0:
-      model = prior_lib.load_prior(os.path.join(prior_art.path, "final"))
-      z = prior_lib.img2img(
-          model, z, labels, strength=d.strength,
-          guidance_scale=d.guidance_scale, num_steps=d.num_steps,
-          rng=jax.random.key(c.seed),
-          batch_size=d.batch_size * jax.device_count())
-    ae = encode.load_autoencoder(ae_art)
-    images = ae_lib.decode(ae, z,
-                           batch_size=d.vae_batch_size * jax.device_count())
-    images = np.clip(images, -1.0, 1.0).astype(np.float32)
-    synthetic.save_set(path, images, labels,
-                       weights.reshape(-1).astype(np.float32), class_names)
+      model = prior_lib.load_prior(os.path.join(prior_art.path, "final"),
+                                   dtype=dtype)
+      model = model._replace(params=sharding.replicate(model.params, mesh))
+    writer = synthetic.SetWriter(path, class_names, relabel.image_shape(c))
+    group = max(1, GROUP_IMAGES // k)
+    starts = range(0, len(classes), group)
+    # Process 0's shards decide which groups are left: the sampling and
+    # decoding are collective, so every process must run the same groups.
+    left = distributed.from_coordinator(lambda: [
+        lo for lo in starts if not all(
+            writer.finished(classes[i], k)
+            for i in range(lo, min(lo + group, len(classes))))])
+    for lo in tqdm(left, desc="decode", disable=not wd.progress):
+      hi = min(lo + group, len(classes))
+      z = workdir.read_rows(cents, lo, hi).astype(np.float32)
+      z = z.reshape(-1, *cents.shape[2:])
+      if model is not None:
+        z = prior_lib.img2img(
+            model, z, labels[lo * k:hi * k], strength=d.strength,
+            guidance_scale=d.guidance_scale, num_steps=d.num_steps,
+            rng=jax.random.key(c.seed),
+            batch_size=d.batch_size * jax.device_count(), mesh=mesh,
+            first_index=lo * k)
+      images = ae_lib.decode(ae, z, batch_size=d.vae_batch_size
+                             * jax.device_count(), mesh=mesh)
+      for i in range(lo, hi):
+        if not writer.finished(classes[i], k):
+          writer.write_class(int(classes[i]),
+                             images[(i - lo) * k:(i - lo + 1) * k], i * k)
+    writer.finish(labels, weights.reshape(-1))
 
   upstream = (q_art, ae_art) + ((prior_art,) if prior_art else ())
   return wd.run(SYNTHETIC, config, make, upstream=upstream)
@@ -105,11 +143,19 @@ def random_subset(wd: workdir.Workdir, config,
   def make(path, c):
     src = data.source("train", c.image_size)
     idx = trainer.random_subset(src.labels, c.ipc, c.seed)
-    images = data_pipeline.to_unit_range(src.read(idx)).astype(np.float32)
     labels = src.labels[idx].astype(np.int32)
     order = np.argsort(labels, kind="stable")
-    synthetic.save_set(path, images[order], labels[order],
-                       np.ones(len(idx), np.float32), src.class_names)
+    idx, labels = idx[order], labels[order]
+    shape = relabel.image_shape(c)
+    writer = synthetic.SetWriter(path, src.class_names, shape)
+    for label in np.unique(labels):
+      members = np.flatnonzero(labels == label)
+      if writer.finished(label, len(members)):
+        continue
+      images = src.read(idx[members])
+      if images.shape[1:3] != shape[:2]:
+        images = data_pipeline.to_unit_range(images)
+      writer.write_class(int(label), images, int(members[0]))
+    writer.finish(labels, np.ones(len(idx), np.float32))
 
   return wd.run(RANDOM, config, make)
-

@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 
-from pqd_jax import distributed, models, report, sharding, workdir
-from pqd_jax.data import pipeline as data_pipeline
+from pqd_jax import distributed, models, report, workdir
 from pqd_jax.data import splits
 from pqd_jax.stages import relabel
-from pqd_jax.train import steps, trainer
+from pqd_jax.train import evaluation as evaluation_lib
+from pqd_jax.train import trainer
 
 __all__ = ["EVAL", "RESULTS", "evaluate", "results"]
 
@@ -46,24 +46,24 @@ def evaluate(wd: workdir.Workdir, config, data: splits.Splits,
 
   The results are also appended to the workdir's history (a JSON line).
   """
+  # The host's input pipeline: the predictions are the same whatever it is,
+  # so it is read here, outside the stage's view, and no digest covers it.
+  workers, prefetch = config.input.num_workers, config.input.prefetch
 
   def make(path, c):
     teacher = relabel.load_teacher(teacher_art, num_classes)
     shape = relabel.image_shape(c)
     test = data.source("test", shape[0])
-    # Read when indexed: each process reads only its devices' test images,
-    # and no process holds the whole split (ImageNet: 50k × 224² × 3).
-    x = sharding.LazyRows(
-        lambda a, b: data_pipeline.to_unit_range(test.read(range(a, b))),
-        (len(test), *test[0][0].shape), np.float32)
     model = models.build_classifier(c.student, num_classes)
-    accs = []
-    for art in student_arts:
-      variables = trainer.restore_variables(model, art.path, shape)
-      accs.append(float(np.mean(steps.predict(model, variables, x)
-                                == test.labels)))
-    teacher_acc = float(np.mean(
-        steps.predict(teacher.model, teacher.variables, x) == test.labels))
+    classifiers = [(model, trainer.restore_variables(model, art.path, shape))
+                   for art in student_arts]
+    # The test split read once for every classifier, a batch at a time
+    # decoded ahead by grain workers (each process its devices' images).
+    *preds, teacher_pred = evaluation_lib.predict_source(
+        classifiers + [(teacher.model, teacher.variables)], test,
+        num_workers=workers, prefetch=prefetch)
+    accs = [float(np.mean(p == test.labels)) for p in preds]
+    teacher_acc = float(np.mean(teacher_pred == test.labels))
     distortion = []
     if q_art:
       with np.load(os.path.join(q_art.path, "quantization.npz")) as q:

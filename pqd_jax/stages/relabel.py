@@ -71,6 +71,9 @@ def load_teacher(art: workdir.Artefact, num_classes: int) -> Classifier:
 def teacher(wd: workdir.Workdir, config, data: splits.Splits,
             num_classes: int) -> workdir.Artefact:
   """The teacher: trained on the training split, or loaded and checked."""
+  # The host's input pipeline: the training is the same whatever it is, so
+  # it is read here, outside the stage's view, and no digest covers it.
+  workers, prefetch = config.input.num_workers, config.input.prefetch
 
   def make(path, c):
     t, shape = c.teacher, image_shape(c)
@@ -92,7 +95,8 @@ def teacher(wd: workdir.Workdir, config, data: splits.Splits,
           num_epochs=t.num_epochs or None, batch_size=t.batch_size,
           optimizer=t.optimizer, learning_rate=t.learning_rate,
           weight_decay=t.weight_decay, warmup_steps=t.warmup_steps,
-          aug=steps.aug_from_config(t), seed=t.seed, progress=wd.progress)
+          aug=steps.aug_from_config(t), seed=t.seed, progress=wd.progress,
+          num_workers=workers, prefetch=prefetch)
       return {"steps": int(sharding.to_host(state.step))}
 
   return wd.run(TEACHER, config, make)

@@ -1,7 +1,6 @@
 """Train: students from scratch on the weighted synthetic set."""
 
 from pqd_jax import models, sharding, workdir
-from pqd_jax.data import pipeline as data_pipeline
 from pqd_jax.data import synthetic
 from pqd_jax.stages import relabel
 from pqd_jax.train import steps, trainer
@@ -34,13 +33,15 @@ def student(wd: workdir.Workdir, config, seed: int,
     teacher = (relabel.load_teacher(teacher_art, num_classes)
                if s.soft_labels else relabel.Classifier(None, None))  # CE
     images, labels, weights = synthetic.load_set(syn_art.path, s.weights)
-    size = relabel.image_shape(c)[0]
+    if images.shape[1:] != relabel.image_shape(c):
+      raise ValueError(f"the synthetic set in {syn_art.path} holds images of "
+                       f"shape {images.shape[1:]}, the classifiers take "
+                       f"{relabel.image_shape(c)}.")
     num_steps = trainer.steps_from_epochs(
         None if s.num_epochs else s.num_steps, s.num_epochs or None,
         len(images), s.batch_size)
     state = trainer.train_student(
-        models.build_classifier(s, num_classes),
-        data_pipeline.resize_images(images, size), labels, weights, path,
+        models.build_classifier(s, num_classes), images, labels, weights, path,
         num_classes=num_classes, num_steps=num_steps,
         batch_size=s.batch_size, optimizer=s.optimizer,
         learning_rate=s.learning_rate, weight_decay=s.weight_decay,

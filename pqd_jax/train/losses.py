@@ -13,6 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pqd_jax import sharding
+
 __all__ = [
     "ce_per_sample",
     "check_distilled_set",
@@ -66,18 +68,22 @@ def check_distilled_set(images: Any, labels: Any, weights: Any,
                         num_classes: int) -> None:
   """Validates a distilled set before training (host side).
 
+  ``images`` may be an array or anything with a ``shape`` whose rows are
+  read later (a set on disk, stored as uint8 and so always finite).
+
   Raises:
     ValueError: for an empty set, images that are not finite, mismatched
       lengths, labels outside ``[0, num_classes)``, or weights that are
       negative, NaN or all zero.
   """
-  images = np.asarray(images)
+  in_memory = not isinstance(images, sharding.LazyRows)
+  images = np.asarray(images) if in_memory else images
   labels = np.asarray(labels)
   weights = np.asarray(weights, np.float64)
-  if images.ndim != 4 or images.shape[0] == 0:
+  if len(images.shape) != 4 or images.shape[0] == 0:
     raise ValueError(f"the distilled set must be [n >= 1, h, w, c] images, "
                      f"got shape {images.shape}.")
-  if not np.isfinite(images).all():
+  if in_memory and not np.isfinite(images).all():
     rows = np.flatnonzero(~np.isfinite(images.reshape(len(images), -1)).all(1))
     raise ValueError(f"images must be finite; rows {rows[:5].tolist()} hold "
                      "NaN or Inf.")

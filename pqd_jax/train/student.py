@@ -18,19 +18,22 @@ from pqd_jax.train import loop, losses, start, steps
 __all__ = ["distilled_batches", "train_student"]
 
 
-def distilled_batches(images: np.ndarray, labels: np.ndarray,
-                      weights: np.ndarray, batch_size: int,
-                      seed: int) -> Callable[[int], dict]:
-  """Batches of a small distilled set, a pure function of seed and step.
+def distilled_batches(images: np.ndarray | sharding.LazyRows,
+                      labels: np.ndarray, weights: np.ndarray,
+                      batch_size: int, seed: int) -> Callable[[int], dict]:
+  """Batches of a distilled set, a pure function of seed and step.
 
-  Every step draws ``min(batch_size, n)`` distinct images afresh.
+  Every step draws ``min(batch_size, n)`` distinct images afresh; a set on
+  disk (:class:`pqd_jax.sharding.LazyRows`) is read a batch at a time.
   """
   n = images.shape[0]
   size = min(batch_size, n)
+  take = (images.take if isinstance(images, sharding.LazyRows)
+          else lambda idx: images[idx])
 
   def batch(step: int) -> dict:
     idx = np.random.default_rng([seed, step]).choice(n, size, replace=False)
-    return {"image": np.asarray(images[idx], np.float32),
+    return {"image": np.asarray(take(idx), np.float32),
             "label": np.asarray(labels[idx], np.int32),
             "weight": np.asarray(weights[idx], np.float32)}
 
@@ -39,7 +42,7 @@ def distilled_batches(images: np.ndarray, labels: np.ndarray,
 
 def train_student(
     model: nn.Module,
-    images: np.ndarray,
+    images: np.ndarray | sharding.LazyRows,
     labels: np.ndarray,
     weights: np.ndarray,
     workdir: str,
@@ -72,7 +75,9 @@ def train_student(
 
   Args:
     model: the student module.
-    images: ``[n, h, w, c]`` float images in the model's input range.
+    images: ``[n, h, w, c]`` float images in the model's input range, in
+      memory or read a batch at a time
+      (:func:`pqd_jax.data.synthetic.load_set`).
     labels: ``[n]`` int labels.
     weights: ``[n]`` non-negative per-image weights (ones = D4M).
     workdir: checkpoints and metrics (resumable).

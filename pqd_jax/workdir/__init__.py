@@ -38,24 +38,28 @@ from pqd_jax.workdir.digests import (
     to_jsonable,
 )
 from pqd_jax.workdir.files import (
+    ArrayLayout,
     append_jsonl,
+    array_layout,
     atomic_directory,
     read_json,
     read_jsonl,
+    read_rows,
     readable,
     save_atomic,
     tree_stats,
     write_json,
+    write_npy,
     write_npz,
     write_text,
 )
 
 __all__ = [
-    "Artefact", "ConfigView", "Stage", "UndeclaredConfigRead", "Workdir",
-    "append_jsonl", "atomic_directory", "config_values", "digest",
-    "read_json", "read_jsonl", "readable", "save_atomic", "to_jsonable",
-    "tree_stats",
-    "write_json", "write_npz", "write_text",
+    "ArrayLayout", "Artefact", "ConfigView", "Stage", "UndeclaredConfigRead",
+    "Workdir", "append_jsonl", "array_layout", "atomic_directory",
+    "config_values", "digest", "read_json", "read_jsonl", "read_rows",
+    "readable", "save_atomic", "to_jsonable", "tree_stats", "write_json",
+    "write_npy", "write_npz", "write_text",
 ]
 
 STAGE_FILE = "stage.json"

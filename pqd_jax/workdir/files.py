@@ -11,15 +11,17 @@ import hashlib
 import json
 import os
 import shutil
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 __all__ = [
-    "append_jsonl", "atomic_directory", "read_json", "read_jsonl", "readable",
-    "save_atomic", "tree_stats", "write_json", "write_npz", "write_text",
+    "ArrayLayout", "append_jsonl", "array_layout", "atomic_directory",
+    "read_json", "read_jsonl", "read_rows", "readable", "save_atomic",
+    "tree_stats", "write_json", "write_npy", "write_npz", "write_text",
 ]
 
 
@@ -50,6 +52,11 @@ def write_npz(path: str, **arrays: Any) -> None:
   tmp = _tmp(path)
   np.savez(tmp, **arrays)
   os.replace(tmp, path)
+
+
+def write_npy(path: str, array: Any) -> None:
+  """``np.save`` to ``path`` atomically (``path`` ends in ``.npy``)."""
+  save_atomic(path, lambda tmp: np.save(tmp, array))
 
 
 def save_atomic(path: str, save: Callable[[str], None]) -> None:
@@ -182,3 +189,94 @@ def tree_stats(path: str) -> str:
     st = os.stat(path)
     h.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
   return h.hexdigest()[:16]
+
+
+class ArrayLayout(NamedTuple):
+  """Where an array's rows sit in a file: read with :func:`read_rows`.
+
+  Attributes:
+    path: the ``.npy`` file, or the ``.npz`` holding the array.
+    offset: byte offset of row 0.
+    shape: the array's shape ``[n, ...]``.
+    dtype: its dtype.
+  """
+  path: str
+  offset: int
+  shape: tuple[int, ...]
+  dtype: np.dtype
+
+
+def _npy_header(f: Any, path: str) -> tuple[tuple[int, ...], np.dtype]:
+  version = np.lib.format.read_magic(f)
+  read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                 else np.lib.format.read_array_header_2_0)
+  shape, fortran, dtype = read_header(f)
+  if fortran or dtype.hasobject:
+    raise ValueError(f"{path}: rows can be read only from a C-ordered array "
+                     "of plain values.")
+  return tuple(shape), dtype
+
+
+def array_layout(path: str, member: str | None = None) -> ArrayLayout:
+  """The layout of a ``.npy`` file, or of array ``member`` of an ``.npz``.
+
+  The member must be stored uncompressed (``np.savez``, as
+  :func:`write_npz` does), so its rows can be read in place.
+
+  Raises:
+    ValueError: for a file that is not such an array, is cut short, or
+      lacks ``member``, naming the file.
+  """
+  try:
+    with open(path, "rb") as f:
+      if member is not None:
+        with zipfile.ZipFile(f) as z:
+          info = z.getinfo(member + ".npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+          raise ValueError(f"{path}: {member!r} is compressed; rows are read "
+                           "only from np.savez (stored) members.")
+        # The local header: 30 bytes, then the name and the extra field.
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+        f.seek(info.header_offset + 30 + name_len + extra_len)
+      shape, dtype = _npy_header(f, path)
+      offset = f.tell()
+  except (KeyError, OSError, EOFError, zipfile.BadZipFile,
+          struct.error) as e:
+    what = f"array {member!r} of " if member else ""
+    raise ValueError(f"cannot read {what}{path}: {e}") from None
+  size = os.path.getsize(path)
+  need = offset + int(np.prod(shape)) * dtype.itemsize
+  if need > size:
+    raise ValueError(f"{path} is cut short: {size} bytes, the array needs "
+                     f"{need}.")
+  return ArrayLayout(path, offset, shape, dtype)
+
+
+def read_rows(layout: ArrayLayout, start: int, stop: int) -> np.ndarray:
+  """Rows ``[start, stop)`` of an array, read from its file (no mapping).
+
+  Reads with ``pread`` into a new array, so a process that reads a large
+  file row by row holds only the rows it asked for (a memory map would
+  keep every page it touched resident).
+  """
+  n = layout.shape[0]
+  if not 0 <= start <= stop <= n:
+    raise IndexError(f"rows [{start}, {stop}) are outside [0, {n}) of "
+                     f"{layout.path}.")
+  row = int(np.prod(layout.shape[1:])) * layout.dtype.itemsize
+  out = np.empty((stop - start,) + layout.shape[1:], layout.dtype)
+  if out.size:
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    fd = os.open(layout.path, os.O_RDONLY)
+    try:
+      got = 0
+      while got < len(view):
+        k = os.preadv(fd, [view[got:]], layout.offset + start * row + got)
+        if k == 0:
+          raise ValueError(f"{layout.path} is cut short at row "
+                           f"{start + got // row}.")
+        got += k
+    finally:
+      os.close(fd)
+  return out

@@ -11,7 +11,7 @@ from sklearn.cluster import KMeans
 
 from pqd_jax import workdir
 from pqd_jax.autoencoder import model as ae_lib
-from pqd_jax.data import splits
+from pqd_jax.data import splits, synthetic
 from tests.conftest import ROOT
 from tests.tiny_folders import write_folder
 
@@ -192,10 +192,10 @@ def test_a_prior_knob_cell_decodes_with_its_strength_and_guidance(finished):
   with open(work / "ddoq_ipc2_soft_strength0.9_guidance4" / "config.json") as f:
     decode = json.load(f)["decode"]
   assert (decode["strength"], decode["guidance_scale"]) == (0.9, 4.0)
-  with np.load(work / "ddoq_ipc2_soft" / "synthetic" / "images.npz") as a, \
-      np.load(work / "ddoq_ipc2_soft_strength0.9_guidance4" / "synthetic"
-              / "images.npz") as b:
-    assert not np.allclose(a["images"], b["images"])
+  a = synthetic.load_set(str(work / "ddoq_ipc2_soft" / "synthetic"))[0]
+  b = synthetic.load_set(str(work / "ddoq_ipc2_soft_strength0.9_guidance4"
+                             / "synthetic"))[0]
+  assert not np.allclose(a[:], b[:])
 
 
 def test_the_table_shows_the_prior_knobs_beside_the_default(finished):

@@ -152,3 +152,18 @@ def test_the_fmnist_teacher_is_the_configs():
   assert variables is None
   assert model == models.build_classifier(
       fashion_mnist.get_config().teacher, 10)
+
+
+def test_parse_ints_keeps_the_order_and_drops_repeats():
+  assert harness.parse_ints("10,1,10,50", "--ipcs") == [10, 1, 50]
+  assert harness.parse_ints("8,8,16", "--blocks", unique=False) == [8, 8, 16]
+  assert harness.parse_ints("0,2", "--workers", minimum=0) == [0, 2]
+
+
+@pytest.mark.parametrize("spec, match", [
+    ("1,a", r"--ipcs: 'a' is not an integer >= 1"),
+    ("0", r"--ipcs: '0' is not an integer >= 1"),
+    (",", r"--ipcs: ',' has no value")])
+def test_parse_ints_names_the_flag_and_the_bad_item(spec, match):
+  with pytest.raises(ValueError, match=match):
+    harness.parse_ints(spec, "--ipcs")

@@ -58,6 +58,15 @@ class TestFolderSource:
     with pytest.raises(FileNotFoundError, match="No images"):
       sources.open_source(f"folder:{tmp_path}", "train")
 
+  def test_images_without_class_folders_say_how_to_lay_them_out(
+      self, tmp_path):
+    os.makedirs(tmp_path / "train")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "train" /
+                                                     "a.png")
+    with pytest.raises(FileNotFoundError,
+                       match=r"1 images but no class folders.*<class>/<image>"):
+      sources.open_source(f"folder:{tmp_path}", "train")
+
   def test_bad_channels(self, tmp_path):
     root = _folder(str(tmp_path), "train")
     with pytest.raises(ValueError, match="channels must be 1, 3 or None"):

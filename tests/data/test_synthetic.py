@@ -12,12 +12,56 @@ def test_folder_names_give_every_class_its_own_directory():
 
 def test_the_synthetic_folder_reads_back_as_an_image_folder(tmp_path):
   images = np.linspace(-1, 1, 4 * 8 * 8).reshape(4, 8, 8, 1)
-  synthetic.write_folder(str(tmp_path / "folder"), images,
-                         np.array([0, 0, 1, 1]), np.ones(4),
-                         ["T-shirt/top", "Trouser"])
+  synthetic.save_set(str(tmp_path), images, np.array([0, 0, 1, 1]),
+                     np.ones(4), ["T-shirt/top", "Trouser"])
   src = sources.FolderSource(str(tmp_path), "folder")
   assert src.class_names == ("T-shirt_top", "Trouser")
   np.testing.assert_array_equal(src.labels, [0, 0, 1, 1])
+  np.testing.assert_array_equal(src.read(), synthetic.to_uint8(images))
+
+
+def test_the_images_read_back_as_their_uint8_rounding(tmp_path):
+  images = np.random.default_rng(0).uniform(-1.2, 1.2, (6, 5, 5, 3))
+  synthetic.save_set(str(tmp_path), images, np.array([2, 2, 0, 0, 0, 1]),
+                     np.ones(6), ["a", "b", "c"])
+  lazy, labels, _ = synthetic.load_set(str(tmp_path))
+  expected = synthetic.to_uint8(images) / np.float32(127.5) - 1
+  np.testing.assert_array_equal(labels, [2, 2, 0, 0, 0, 1])
+  np.testing.assert_allclose(lazy[:], expected, atol=1e-6)
+  np.testing.assert_allclose(lazy.take([5, 0, 3]), expected[[5, 0, 3]],
+                             atol=1e-6)
+  assert np.abs(lazy[:] - np.clip(images, -1, 1)).max() <= 1 / 255 + 1e-6
+
+
+def test_float_images_are_stored_at_the_writers_size(tmp_path):
+  writer = synthetic.SetWriter(str(tmp_path), ["a"], (4, 4, 1))
+  writer.write_class(0, np.zeros((3, 8, 8, 1), np.float32), 0)
+  writer.finish(np.zeros(3, np.int32), np.ones(3))
+  assert synthetic.load_set(str(tmp_path))[0].shape == (3, 4, 4, 1)
+
+
+def test_a_finished_class_is_one_whose_shard_holds_its_count(tmp_path):
+  writer = synthetic.SetWriter(str(tmp_path), ["a", "b"], (4, 4, 1))
+  writer.write_class(1, np.zeros((2, 4, 4, 1), np.float32), 0)
+  assert writer.finished(1, 2)
+  assert not writer.finished(1, 3) and not writer.finished(0, 2)
+  with pytest.raises(ValueError, match="class 0"):
+    writer.finish(np.array([1, 1, 0, 0]), np.ones(4))
+
+
+def test_a_set_whose_classes_are_not_contiguous_is_refused(tmp_path):
+  with pytest.raises(ValueError, match="contiguous"):
+    synthetic.save_set(str(tmp_path), np.zeros((3, 4, 4, 1)),
+                       np.array([0, 1, 0]), np.ones(3), ["a", "b"])
+
+
+def test_a_cut_shard_is_a_problem_naming_it(tmp_path):
+  synthetic.save_set(str(tmp_path), np.zeros((4, 4, 4, 1)),
+                     np.array([0, 0, 1, 1]), np.ones(4), ["a", "b"])
+  assert synthetic.problem(str(tmp_path)) == ""
+  shard = tmp_path / "shards" / "00001.npy"
+  shard.write_bytes(shard.read_bytes()[:-5])
+  assert "00001.npy" in synthetic.problem(str(tmp_path))
 
 
 def test_a_saved_set_loads_with_its_weights_or_uniform(tmp_path):
@@ -35,6 +79,11 @@ def test_a_saved_set_loads_with_its_weights_or_uniform(tmp_path):
 def test_load_set_refuses_other_weights_naming_them(tmp_path):
   with pytest.raises(ValueError, match="'mass'"):
     synthetic.load_set(str(tmp_path), "mass")
+
+
+def test_load_set_of_a_directory_without_a_set_names_it(tmp_path):
+  with pytest.raises(ValueError, match="set.npz"):
+    synthetic.load_set(str(tmp_path))
 
 
 def test_the_grid_shows_at_most_ten_classes_of_ten_images():

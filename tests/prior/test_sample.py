@@ -44,6 +44,22 @@ def test_output_does_not_depend_on_the_batch_size(prior):
                              _run(prior, z, y, batch_size=8), atol=1e-5)
 
 
+def test_a_set_sampled_in_parts_is_the_set_sampled_at_once(prior):
+  z, y = tiny_latents(n=5)
+  parts = np.concatenate([_run(prior, z[:2], y[:2], batch_size=4),
+                          _run(prior, z[2:], y[2:], batch_size=4,
+                               first_index=2)])
+  # Same noise per latent; only the float rounding of other batch contents.
+  np.testing.assert_allclose(parts, _run(prior, z, y, batch_size=4),
+                             atol=1e-5)
+
+
+def test_a_negative_first_index_is_refused(prior):
+  z, y = tiny_latents()
+  with pytest.raises(ValueError, match="first_index"):
+    _run(prior, z, y, first_index=-1)
+
+
 def test_strength_one_forgets_the_input(prior):
   z, y = tiny_latents()
   np.testing.assert_allclose(_run(prior, z, y, strength=1.0),

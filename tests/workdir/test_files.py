@@ -97,3 +97,38 @@ def test_readable_files_and_directories(tmp_path):
   assert workdir.readable(str(tmp_path / "ok.json"))
   assert not workdir.readable(str(tmp_path / "dir"))  # empty
   assert not workdir.readable(str(tmp_path / "missing"))
+
+
+def test_read_rows_of_an_npy_file(tmp_path):
+  a = np.arange(60, dtype=np.float32).reshape(5, 3, 4)
+  np.save(tmp_path / "a.npy", a)
+  layout = workdir.array_layout(str(tmp_path / "a.npy"))
+  assert layout.shape == (5, 3, 4) and layout.dtype == np.float32
+  np.testing.assert_array_equal(workdir.read_rows(layout, 1, 4), a[1:4])
+  assert workdir.read_rows(layout, 2, 2).shape == (0, 3, 4)
+
+
+def test_read_rows_of_an_npz_member(tmp_path):
+  a, b = np.arange(12).reshape(4, 3), np.ones((2, 2), np.float16)
+  workdir.write_npz(str(tmp_path / "a.npz"), a=a, b=b)
+  for name, arr in (("a", a), ("b", b)):
+    layout = workdir.array_layout(str(tmp_path / "a.npz"), name)
+    np.testing.assert_array_equal(workdir.read_rows(layout, 1, 2), arr[1:2])
+
+
+def test_array_layout_names_a_missing_member_or_a_cut_file(tmp_path):
+  workdir.write_npz(str(tmp_path / "a.npz"), a=np.zeros(3))
+  with pytest.raises(ValueError, match="'b'.*a.npz"):
+    workdir.array_layout(str(tmp_path / "a.npz"), "b")
+  np.save(tmp_path / "c.npy", np.zeros((100, 10)))
+  cut = tmp_path / "c.npy"
+  cut.write_bytes(cut.read_bytes()[:-80])
+  with pytest.raises(ValueError, match="c.npy is cut short"):
+    workdir.array_layout(str(cut))
+
+
+def test_read_rows_outside_the_array_is_an_index_error(tmp_path):
+  np.save(tmp_path / "a.npy", np.zeros((3, 2)))
+  layout = workdir.array_layout(str(tmp_path / "a.npy"))
+  with pytest.raises(IndexError, match=r"\[2, 4\)"):
+    workdir.read_rows(layout, 2, 4)
