@@ -74,6 +74,7 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
   # tfds labels are scanned once per dataset version into the workdir.
   data = splits.Splits(config, label_cache=os.path.join(workdir_path,
                                                          ".labels"))
+  data.check(config.ipc)
   wd = workdir.Workdir(workdir_path, steps=stages,
                        fingerprint=data.fingerprint, log=log,
                        progress=progress)

@@ -54,4 +54,8 @@ def test_ipc_larger_than_a_class_is_a_one_line_error(tmp_path):
   proc = _run("--config.ipc=9", f"--workdir={tmp_path / 'run'}",
               data_dir=_small_fmnist(tmp_path / "data"))
   assert proc.returncode != 0
-  assert proc.stderr.strip().splitlines()[-1].startswith("error: k=9")
+  # Found before any stage runs, with what to use instead.
+  assert proc.stderr.strip().splitlines()[-1].startswith(
+      "error: ipc=9 is more than the")
+  assert "--config.ipc=" in proc.stderr and not (tmp_path / "run" /
+                                                  "autoencoder").exists()

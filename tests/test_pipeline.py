@@ -368,3 +368,13 @@ def test_a_killed_decode_resumes_at_its_first_unfinished_class(
   original = synthetic.load_set(os.path.join(finished[0], "synthetic"))[0]
   np.testing.assert_array_equal(again[:], original[:])
   assert result.accuracies == finished[1].accuracies
+
+
+def test_a_test_split_with_other_classes_stops_the_run_before_any_stage(
+    tmp_path):
+  root = write_folder(str(tmp_path / "data"))
+  shutil.rmtree(os.path.join(root, "test", "left"))
+  with pytest.raises(ValueError, match=r"missing \['left'\]"):
+    pipeline.run(get_config(root), str(tmp_path / "run"), progress=False,
+                 log=lambda line: None)
+  assert not os.path.exists(tmp_path / "run" / "autoencoder")

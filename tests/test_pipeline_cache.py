@@ -88,8 +88,9 @@ def test_overwritten_training_images_recompute_from_the_autoencoder(encoded):
 
 def test_a_new_class_folder_recomputes_from_the_autoencoder(encoded):
   root, path = encoded
-  shutil.copytree(os.path.join(root, "train", "bar"),
-                  os.path.join(root, "train", "column"))
+  for split in ("train", "test"):  # a class both splits hold
+    shutil.copytree(os.path.join(root, split, "bar"),
+                    os.path.join(root, split, "column"))
   assert set(_run(get_config(root), path).seconds) == ENCODED
   with open(path / "latents" / "index.json") as f:
     assert len(json.load(f)["counts"]) == 4

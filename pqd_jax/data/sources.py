@@ -173,7 +173,9 @@ class FolderSource(ImageSource):
           f"Image folder {root!r} has no {split!r} split: expected "
           f"{split_dir}/<class>/*.png|jpg."
       )
-    names = sorted(e.name for e in os.scandir(split_dir) if e.is_dir())
+    # Hidden directories (.ipynb_checkpoints, ...) are not classes.
+    names = sorted(e.name for e in os.scandir(split_dir)
+                   if e.is_dir() and not e.name.startswith("."))
     files, labels = [], []
     for label, name in enumerate(names):
       class_dir = os.path.join(split_dir, name)

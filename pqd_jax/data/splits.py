@@ -8,6 +8,8 @@ split's name and channels), which the stages' digests include.
 import hashlib
 from typing import Any
 
+import numpy as np
+
 from pqd_jax.data.sources import ImageSource, open_source
 
 __all__ = ["Splits", "open_split"]
@@ -48,6 +50,45 @@ class Splits:
           label_cache=self.label_cache)
     return self._sources[split, size]
 
+  def check(self, ipc: int) -> None:
+    """Checks what a run needs of its splits before any stage runs.
+
+    Both splits open, hold the same class names in the same label order
+    (a test split is compared by name: labels are positions in each split's
+    class list, so another set of classes would score predictions against
+    other classes), no training class is empty, and every training class
+    holds at least ``ipc`` images.
+
+    Raises:
+      ValueError: naming the split, the classes and what to do.
+      FileNotFoundError: for a split that is not there (from the source).
+    """
+    train, test = self.source("train"), self.source("test")
+    names, test_names = tuple(train.class_names), tuple(test.class_names)
+    where = f"{self.dataset}: the {self.names['test']!r} split"
+    if names != test_names:
+      missing = [n for n in names if n not in set(test_names)]
+      extra = [n for n in test_names if n not in set(names)]
+      if not missing and not extra:
+        raise ValueError(f"{where} lists the same classes as "
+                         f"{self.names['train']!r} in another label order.")
+      raise ValueError(
+          f"{where} has other classes than {self.names['train']!r}: "
+          f"missing {_few(missing)}, extra {_few(extra)}; both splits must "
+          "hold the same classes.")
+    counts = np.bincount(np.asarray(train.labels, np.int64),
+                         minlength=len(names))
+    empty = [names[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
+      raise ValueError(f"{self.dataset}: training classes {_few(empty)} have "
+                       "no images; remove them or add images.")
+    smallest = int(np.argmin(counts))
+    if ipc > counts[smallest]:
+      raise ValueError(
+          f"ipc={ipc} is more than the {counts[smallest]} training images of "
+          f"class {names[smallest]!r}: use --config.ipc={counts[smallest]} "
+          "or fewer.")
+
   def fingerprint(self, split: str) -> str:
     """The split's identity: its name, channels and records.
 
@@ -60,6 +101,12 @@ class Splits:
           self.names[split], self.channels,
           self.source(split).fingerprint())).encode()).hexdigest()[:16]
     return self._fingerprints[split]
+
+
+def _few(names: list[str], shown: int = 5) -> str:
+  """A list of names for a message, cut after ``shown``."""
+  more = f" and {len(names) - shown} more" if len(names) > shown else ""
+  return f"{names[:shown]}{more}"
 
 
 def open_split(config: Any, split: str,
