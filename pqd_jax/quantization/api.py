@@ -141,16 +141,31 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
   """
   axis = sharding.DATA_AXIS
 
-  def prepare(x, mask):
-    x = cells.chunk_points(x, chunk)
-    mask = cells.chunk_points(mask, chunk)
+  def frame(args):
+    # Each class is quantized as (x - shift) / scale: its mean at the origin
+    # and its points in [-1, 1], so that the expanded distances
+    # ||c||^2 - 2 c.x cannot lose the spread to an offset (cancellation) or
+    # to a tiny or huge scale (underflow, overflow) that float32 can hold.
+    x, mask = args
+    m = mask[:, None]
+    n = jax.lax.psum(jnp.sum(mask, dtype=jnp.float32), axis)
     xf = x.astype(jnp.float32)
-    return x, jnp.sum(xf * xf, axis=-1), mask
+    shift = jax.lax.psum(jnp.sum(jnp.where(m, xf / n, 0.0), axis=0), axis)
+    spread = jax.lax.pmax(jnp.max(jnp.where(m, jnp.abs(xf - shift), 0.0)),
+                          axis)
+    return shift, jnp.where(spread > 0, spread, 1.0)
+
+  def prepare(x, mask, shift, scale):
+    # In float32 whatever the input's dtype: half-precision points give the
+    # quantizer of their float32 copy (one class's copy at a time).
+    x = cells.chunk_points((x.astype(jnp.float32) - shift) / scale, chunk)
+    mask = cells.chunk_points(mask, chunk)
+    return x, jnp.sum(x * x, axis=-1), mask
 
   def seed_class(args):
-    key, x, mask = args
+    key, x, mask, shift, scale = args
     d = x.shape[-1]
-    x, x_sq, mask = prepare(x, mask)
+    x, x_sq, mask = prepare(x, mask, shift, scale)
     seed = functools.partial(
         seeding.initial_centroids, x=x.reshape(-1, d),
         x_sq=x_sq.reshape(-1), mask=mask.reshape(-1), k=k, init=init,
@@ -159,8 +174,8 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     return jax.lax.map(lambda key: seed(key), keys)  # [n_init, k, d]
 
   def fit_class(args):
-    key, seeds, x, mask = args
-    x, x_sq, mask = prepare(x, mask)
+    key, seeds, x, mask, shift, scale = args
+    x, x_sq, mask = prepare(x, mask, shift, scale)
     if method == "lloyd":
       run = lambda c0: lloyd_lib.lloyd(c0, x, x_sq, mask, num_iters=num_iters,
                                        tol=tol, axis_name=axis)
@@ -176,9 +191,11 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     return jax.tree.map(lambda leaf: leaf[best], restarts)
 
   def all_classes(keys, x, mask):
-    seeds = jax.lax.map(seed_class, (keys, x, mask))
-    return jax.lax.map(fit_class, (keys, seeds, x, mask),
-                       batch_size=class_batch_size)
+    shift, scale = jax.lax.map(frame, (x, mask))
+    seeds = jax.lax.map(seed_class, (keys, x, mask, shift, scale))
+    out = jax.lax.map(fit_class, (keys, seeds, x, mask, shift, scale),
+                      batch_size=class_batch_size)
+    return out, shift, scale
 
   sharded = jax.shard_map(
       all_classes, mesh=mesh,
@@ -308,13 +325,18 @@ def quantize(
   local_batch = -(-batch_size // shards)
   fn = _compiled(mesh, method, k, num_iters, float(tol), init, n_init,
                  n_local_trials, local_batch, layout.chunk, class_batch_size)
-  out = fn(keys, points, mask)
+  out, shift, scale = fn(keys, points, mask)
   c = classes.shape[0]
+  centroids = out.centroids * scale[:, None, None] + shift[:, None, :]
+  # On the host in float64: the squared scale of tiny data is below float32's
+  # normal range, where device arithmetic may flush it to zero.
+  distortion = np.asarray(out.distortion, np.float64) * np.square(
+      np.asarray(scale, np.float64))
   return QuantizeResult(
-      centroids=out.centroids.reshape((c, k) + latent_shape),
+      centroids=centroids.reshape((c, k) + latent_shape),
       weights=weights_lib.cell_weights(out.counts, weights),
       counts=out.counts,
-      distortion=out.distortion,
+      distortion=jnp.asarray(distortion.astype(np.float32)),
       classes=classes,
       iterations=out.iterations,
       converged=out.converged,

@@ -1,0 +1,71 @@
+"""quantize is exact for data at any offset and scale float32 can hold.
+
+The oracle is a float64 recount: each point's nearest returned centroid, the
+cell counts and the mean squared distance, computed from the same float32
+data. Offsets are relative to the spread (the data are ``scale · (z +
+offset)``, z standard normal), so every case keeps its spread in float32.
+"""
+
+import jax
+import numpy as np
+import pytest
+
+import pqd_jax
+
+
+def _data(offset, scale, classes=3, per_class=20, d=8, seed=0):
+  z = np.random.default_rng(seed).standard_normal((classes * per_class, d))
+  x = (scale * (z + offset)).astype(np.float32)
+  return x, np.repeat(np.arange(classes), per_class)
+
+
+def _recount(x, labels, out):
+  x64 = x.astype(np.float64)
+  counts, distortion = [], []
+  for i, c in enumerate(np.asarray(out.classes)):
+    pts = x64[labels == c]
+    cents = np.asarray(out.centroids[i], np.float64)
+    d2 = ((pts[:, None, :] - cents[None]) ** 2).sum(-1)
+    nearest = d2.argmin(1)
+    counts.append(np.bincount(nearest, minlength=len(cents)))
+    distortion.append(d2.min(1).mean())
+  return np.array(counts), np.array(distortion)
+
+
+CASES = [(offset, scale) for offset in (0.0, 1e4, 1e6)
+         for scale in (1e-20, 1e-5, 1.0, 1e15)
+         if scale * (offset + 5) < 3e18]  # see the last test
+
+
+@pytest.mark.parametrize("method", ["lloyd", "clvq"])
+@pytest.mark.parametrize("offset, scale", CASES)
+def test_counts_and_distortion_are_a_float64_recount(method, offset, scale):
+  x, labels = _data(offset, scale)
+  out = pqd_jax.quantize(x, labels, 3, method=method, batch_size=8,
+                         rng=jax.random.key(0))
+  counts, distortion = _recount(x, labels, out)
+  np.testing.assert_array_equal(np.asarray(out.counts), counts)
+  # The returned centroids are rounded to float32 at the offset: 1e6 times
+  # the spread leaves them 2^-5 of it, which moves the recount by ~0.2%.
+  rtol = 1e-5 if offset < 1e5 else 5e-3
+  np.testing.assert_allclose(np.asarray(out.distortion, np.float64),
+                             distortion, rtol=rtol)
+  assert (distortion > 0).all()
+
+
+def test_values_whose_distances_overflow_float32_are_refused():
+  x, labels = _data(1e4, 1e15)  # |x| ~ 1e19: distortions beyond float32
+  with pytest.raises(ValueError, match="Rescale the latents"):
+    pqd_jax.quantize(x, labels, 3)
+
+
+@pytest.mark.parametrize("offset", [1e3, 1e4])
+def test_an_offset_does_not_change_the_quantizer(offset):
+  x, labels = _data(0.0, 1.0)
+  far, _ = _data(offset, 1.0)
+  near = pqd_jax.quantize(x, labels, 3, rng=jax.random.key(0))
+  moved = pqd_jax.quantize(far, labels, 3, rng=jax.random.key(0))
+  np.testing.assert_array_equal(np.asarray(moved.counts),
+                                np.asarray(near.counts))
+  np.testing.assert_allclose(np.asarray(moved.distortion),
+                             np.asarray(near.distortion), rtol=1e-2)
