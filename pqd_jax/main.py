@@ -46,19 +46,25 @@ def _dataset_from_argv(argv: list[str]) -> str:
   return "fashion_mnist"
 
 
-def _summary(result, config) -> str:
+def summary(result, config) -> str:
+  """The lines printed after a run: stage times and the students' accuracy.
+
+  The ± is the sample standard deviation over seeds, as in ``results.json``
+  and ``report.md``.
+  """
   lines = ["", "stage times:"]
   for name, seconds in result.seconds.items():
     lines.append(f"  {name:<16}{seconds:>9.1f} s")
   for name in result.skipped:
     lines.append(f"  {name:<16}   cached")
   if result.accuracies:
-    import numpy as np
+    from pqd_jax.train import evaluation
 
-    accs = 100 * np.asarray(result.accuracies)
+    mean, std = evaluation.mean_std([100 * a for a in result.accuracies])
     lines.append(
-        f"student accuracy: {accs.mean():.2f} ± {accs.std():.2f}% over "
-        f"{len(accs)} seed(s) — {config.dataset}, IPC {config.ipc}, "
+        f"student accuracy: {mean:.2f} ± {std:.2f}% over "
+        f"{len(result.accuracies)} seed(s) — {config.dataset}, "
+        f"IPC {config.ipc}, "
         f"weights {config.quantize.weights} (student: "
         f"{config.student.weights}), strength {config.decode.strength}")
   lines.append(f"outputs: {result.workdir} (results.json, report.md, "
@@ -97,7 +103,7 @@ def main(argv: list[str]) -> None:
                         log=print if distributed.is_coordinator()
                         else lambda line: None)
   if distributed.is_coordinator():
-    print(_summary(result, config))
+    print(summary(result, config))
 
 
 def _missing_field(error: BaseException) -> str:
@@ -111,6 +117,16 @@ def _missing_field(error: BaseException) -> str:
     return "(unknown)"
   hints = [m.split("\n", 1)[1] for m in messages if "\n" in m]
   return repr(messages[-1]) + (f" ({hints[0]})" if hints else "")
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """Parses the flags; a --config=<file> meets its overrides here."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:
+    sys.exit(f"error: a --config.<field> flag names a field the config does "
+             f"not have: {_missing_field(e)}; the fields are those of the "
+             "--config file.")
 
 
 def run_main() -> None:
@@ -138,7 +154,7 @@ def run_main() -> None:
   except (OSError, ValueError) as e:
     sys.exit(f"error: --config: {e}")
   try:
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)
   except (ValueError, OSError) as e:
     sys.exit(f"error: {e}")
 

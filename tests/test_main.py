@@ -59,3 +59,22 @@ def test_ipc_larger_than_a_class_is_a_one_line_error(tmp_path):
       "error: ipc=9 is more than the")
   assert "--config.ipc=" in proc.stderr and not (tmp_path / "run" /
                                                   "autoencoder").exists()
+
+
+def test_the_summary_gives_the_sample_std_as_results_json_does():
+  from pqd_jax import main, pipeline
+  from pqd_jax.configs import fashion_mnist
+
+  result = pipeline.RunResult((0.5, 0.7), {"eval": 1.0}, (), "/tmp/run")
+  text = main.summary(result, fashion_mnist.get_config())
+  assert "student accuracy: 60.00 ± 14.14% over 2 seed(s)" in text
+
+
+def test_an_unknown_field_with_a_config_file_is_a_one_line_error(tmp_path):
+  proc = _run("--config=pqd_jax/configs/tiny.py:/nonexistent",
+              "--config.nosuch=1", f"--workdir={tmp_path / 'run'}",
+              data_dir=str(tmp_path))
+  assert proc.returncode != 0
+  assert proc.stderr.strip().splitlines() == [
+      "error: a --config.<field> flag names a field the config does not "
+      "have: 'nosuch'; the fields are those of the --config file."]
