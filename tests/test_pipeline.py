@@ -239,9 +239,12 @@ def test_cli_killed_resumes_to_the_same_result(finished, tmp_path, sig,
                                                            signal.SIG_DFL))
   pending = os.path.join(workdir, stage_dir, "pending.json")
   deadline = time.time() + 300
+  # A short poll: the stage is seconds long, and a loaded machine may
+  # deschedule this loop past it.
   while not os.path.exists(pending) and proc.poll() is None:
     assert time.time() < deadline
-    time.sleep(0.2)
+    time.sleep(0.01)
+  assert proc.poll() is None, f"the run ended before {stage_dir} was seen"
   proc.send_signal(sig)
   proc.wait()
   assert not os.path.exists(os.path.join(workdir, "results.json"))
