@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from pqd_jax import checks, sharding
 from pqd_jax.quantization import cells, inputs, seeding
 from pqd_jax.quantization import clvq as clvq_lib
+from pqd_jax.quantization import frame as frame_lib
 from pqd_jax.quantization import lloyd as lloyd_lib
 from pqd_jax.quantization import weights as weights_lib
 
@@ -129,23 +130,16 @@ class _Grouped:
     return np.arange(self.n_pad)[None, :] < self.layout.sizes[:, None]
 
 
-@functools.lru_cache(maxsize=32)
-def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
-              init: str, n_init: int, n_local_trials: int | None,
-              batch_size: int, chunk: int, class_batch_size: int):
-  """The jitted, sharded quantizer for one static configuration.
+@functools.lru_cache(maxsize=8)
+def _compiled_frame(mesh: Mesh):
+  """The jitted ``ClassFrame`` of every class: its mean and largest deviation.
 
-  Two phases, each a ``lax.map`` over classes: the seeds, one class at a time
-  (k passes over the class's points, which then stay in cache), and the
-  iterations, ``class_batch_size`` classes side by side.
+  Computed before the quantizer so that a spread whose distortion would
+  overflow float32 is refused before any work (``frame.check_spread``).
   """
   axis = sharding.DATA_AXIS
 
-  def frame(args):
-    # Each class is quantized as (x - shift) / scale: its mean at the origin
-    # and its points in [-1, 1], so that the expanded distances
-    # ||c||^2 - 2 c.x cannot lose the spread to an offset (cancellation) or
-    # to a tiny or huge scale (underflow, overflow) that float32 can hold.
+  def one_class(args):
     x, mask = args
     m = mask[:, None]
     n = jax.lax.psum(jnp.sum(mask, dtype=jnp.float32), axis)
@@ -153,7 +147,31 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     shift = jax.lax.psum(jnp.sum(jnp.where(m, xf / n, 0.0), axis=0), axis)
     spread = jax.lax.pmax(jnp.max(jnp.where(m, jnp.abs(xf - shift), 0.0)),
                           axis)
-    return shift, jnp.where(spread > 0, spread, 1.0)
+    return shift, jnp.where(spread == 0, 1.0, spread)  # NaN, inf are refused
+
+  def all_classes(x, mask):
+    return frame_lib.ClassFrame(*jax.lax.map(one_class, (x, mask)))
+
+  return jax.jit(jax.shard_map(
+      all_classes, mesh=mesh,
+      in_specs=(P(None, axis, None), P(None, axis)), out_specs=P()))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
+              init: str, n_init: int, n_local_trials: int | None,
+              batch_size: int, chunk: int, class_batch_size: int):
+  """The jitted, sharded quantizer for one static configuration.
+
+  Each class is quantized in its ``ClassFrame``, as ``(x - shift) / scale``:
+  its mean at the origin and its points in [-1, 1], so that the expanded
+  distances ``||c||^2 - 2 c.x`` cannot lose the spread to an offset
+  (cancellation) or to a tiny or huge scale (underflow, overflow). Two
+  phases, each a ``lax.map`` over classes: the seeds, one class at a time (k
+  passes over the class's points, which then stay in cache), and the
+  iterations, ``class_batch_size`` classes side by side.
+  """
+  axis = sharding.DATA_AXIS
 
   def prepare(x, mask, shift, scale):
     # In float32 whatever the input's dtype: half-precision points give the
@@ -190,16 +208,14 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     best = jnp.argmin(restarts.distortion)
     return jax.tree.map(lambda leaf: leaf[best], restarts)
 
-  def all_classes(keys, x, mask):
-    shift, scale = jax.lax.map(frame, (x, mask))
+  def all_classes(keys, x, mask, shift, scale):
     seeds = jax.lax.map(seed_class, (keys, x, mask, shift, scale))
-    out = jax.lax.map(fit_class, (keys, seeds, x, mask, shift, scale),
-                      batch_size=class_batch_size)
-    return out, shift, scale
+    return jax.lax.map(fit_class, (keys, seeds, x, mask, shift, scale),
+                       batch_size=class_batch_size)
 
   sharded = jax.shard_map(
       all_classes, mesh=mesh,
-      in_specs=(P(), P(None, axis, None), P(None, axis)),
+      in_specs=(P(), P(None, axis, None), P(None, axis), P(), P()),
       out_specs=P(),
   )
   return jax.jit(sharded)
@@ -325,18 +341,16 @@ def quantize(
   local_batch = -(-batch_size // shards)
   fn = _compiled(mesh, method, k, num_iters, float(tol), init, n_init,
                  n_local_trials, local_batch, layout.chunk, class_batch_size)
-  out, shift, scale = fn(keys, points, mask)
+  frame = _compiled_frame(mesh)(points, mask)
+  frame_lib.check_spread(np.asarray(frame.scale), classes, flat.shape[1])
+  out = fn(keys, points, mask, *frame)
   c = classes.shape[0]
-  centroids = out.centroids * scale[:, None, None] + shift[:, None, :]
-  # On the host in float64: the squared scale of tiny data is below float32's
-  # normal range, where device arithmetic may flush it to zero.
-  distortion = np.asarray(out.distortion, np.float64) * np.square(
-      np.asarray(scale, np.float64))
   return QuantizeResult(
-      centroids=centroids.reshape((c, k) + latent_shape),
+      centroids=frame.centroids_back(out.centroids).reshape(
+          (c, k) + latent_shape),
       weights=weights_lib.cell_weights(out.counts, weights),
       counts=out.counts,
-      distortion=jnp.asarray(distortion.astype(np.float32)),
+      distortion=frame_lib.distortion_back(out.distortion, frame.scale),
       classes=classes,
       iterations=out.iterations,
       converged=out.converged,

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from ott.problems.linear import barycenter_problem
 from ott.solvers.linear import continuous_barycenter, sinkhorn
 
@@ -56,11 +57,16 @@ def barycenter(
     num_iters: outer (support update) iterations.
     sinkhorn_iters: iterations of each inner Sinkhorn solve.
 
+  The solve runs in float32 on the points centred on their mean and scaled
+  into [-1, 1] (so an offset or a tiny or huge scale loses no precision);
+  the support and the cost are mapped back. Points that are all equal (one
+  point, say) have that point as their barycenter, ``k`` times over.
+
   Returns:
     A ``BarycenterResult``.
 
   Raises:
-    ValueError: on bad input, or points that are all equal.
+    ValueError: on bad input.
   """
   arr = inputs.check_latents(points)
   k = checks.integer("k", k, maximum=len(arr))
@@ -68,17 +74,22 @@ def barycenter(
   num_iters = checks.integer("num_iters", num_iters)
   sinkhorn_iters = checks.integer("sinkhorn_iters", sinkhorn_iters)
   rng = jax.random.key(0) if rng is None else checks.prng_key("rng", rng)
-  flat = jnp.asarray(arr.reshape(arr.shape[0], -1), jnp.float32)
+  flat = arr.reshape(arr.shape[0], -1).astype(np.float64)
   n = flat.shape[0]
-  # Absolute epsilon from the data's scale: mean squared distance to the mean.
-  scale = jnp.mean(jnp.sum((flat - flat.mean(0)) ** 2, axis=-1))
-  if not float(scale) > 0:
-    raise ValueError(
-        f"points must not all be equal: the barycenter's epsilon is relative "
-        f"to their spread, which is {float(scale)}.")
+  shift = flat.mean(0)
+  scale = float(np.abs(flat - shift).max())
+  if scale == 0:
+    return BarycenterResult(
+        support=jnp.asarray(np.broadcast_to(arr[0], (k,) + arr.shape[1:]),
+                            jnp.float32),
+        weights=jnp.full((k,), 1.0 / k), cost=jnp.zeros(()),
+        converged=jnp.asarray(True))
+  flat = jnp.asarray((flat - shift) / scale, jnp.float32)
+  # Absolute epsilon from the spread: mean squared distance to the mean.
+  spread = jnp.mean(jnp.sum(flat ** 2, axis=-1))
   problem = barycenter_problem.FreeBarycenterProblem(
       y=flat[None], b=jnp.full((1, n), 1.0 / n),
-      epsilon=float(epsilon * scale),
+      epsilon=float(epsilon * spread),
   )
   solver = continuous_barycenter.FreeWassersteinBarycenter(
       sinkhorn.Sinkhorn(max_iterations=sinkhorn_iters),
@@ -88,9 +99,10 @@ def barycenter(
   costs = out.costs
   last = jnp.max(jnp.where(costs >= 0, jnp.arange(costs.shape[0]), 0))
   conv = out.linear_convergence
+  support = np.asarray(out.x, np.float64) * scale + shift
   return BarycenterResult(
-      support=out.x.reshape((k,) + arr.shape[1:]),
+      support=jnp.asarray(support.reshape((k,) + arr.shape[1:]), jnp.float32),
       weights=out.a,
-      cost=costs[last],
+      cost=jnp.asarray(float(costs[last]) * scale ** 2, jnp.float32),
       converged=jnp.all(jnp.where(conv >= 0, conv > 0, True)),
   )

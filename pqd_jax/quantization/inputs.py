@@ -34,8 +34,8 @@ def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
   they are read into memory.
 
   Raises:
-    ValueError: if they are empty, of rank < 2, not floating point, hold
-      NaN/Inf, or values so large that float32 squared distances overflow.
+    ValueError: if they are empty, of rank < 2, not floating point or hold
+      NaN/Inf.
   """
   lazy = keep_lazy and isinstance(latents, sharding.LazyRows)
   try:
@@ -63,10 +63,11 @@ def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
 
 
 def check_values(rows: np.ndarray, first: int) -> None:
-  """Rows ``[b, ...]`` must be finite and small enough for float32 distances.
+  """Rows ``[b, ...]`` must be finite in float32 (``first`` numbers them).
 
-  Squared distances between two such rows sum ``d`` terms of up to
-  ``(2 max|x|)²``; they must stay below float32's largest value.
+  Their size does not matter otherwise: the quantizers work in each class's
+  frame and refuse only a spread whose distortion overflows float32
+  (:func:`pqd_jax.quantization.frame.check_spread`).
   """
   flat = rows.reshape(rows.shape[0], -1)
   finite = np.isfinite(flat).all(axis=1)
@@ -76,15 +77,14 @@ def check_values(rows: np.ndarray, first: int) -> None:
         f"latents contain NaN or Inf in {bad.size} rows (first rows: "
         f"{bad[:5].tolist()})."
     )
-  limit = math.sqrt(float(np.finfo(np.float32).max) / (4 * flat.shape[1]))
-  # max and -min instead of abs(): no copy of a large array.
-  largest = max(float(flat.max()), -float(flat.min())) if flat.size else 0.0
-  if largest >= limit:
-    raise ValueError(
-        f"latents hold values up to {largest:.3g} in absolute value; "
-        f"squared distances between {flat.shape[1]}-dimensional points "
-        f"overflow float32 unless |x| < {limit:.3g}. Rescale the latents."
-    )
+  if flat.dtype.itemsize > 4 and flat.size:
+    # max and -min instead of abs(): no copy of a large array.
+    largest = max(float(flat.max()), -float(flat.min()))
+    if largest > float(np.finfo(np.float32).max):
+      raise ValueError(
+          f"latents hold values up to {largest:.3g} in absolute value, "
+          "beyond float32's range (3.4e38) in which they are quantized. "
+          "Rescale the latents.")
 
 
 def check_labels(labels: Any, n: int) -> np.ndarray:

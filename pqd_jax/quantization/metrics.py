@@ -128,9 +128,18 @@ def _exact_w2_sq(x, c, b):
 
 
 def _sinkhorn_w2_sq(x, c, b, epsilon, max_iterations):
-  """W2² estimated by ott-jax's entropic plan: ``<P, C>``."""
-  xj = jnp.asarray(x, jnp.float32)
-  cj = jnp.asarray(c, jnp.float32)
+  """W2² estimated by ott-jax's entropic plan: ``<P, C>``.
+
+  Solved in float32 on ``(· - mean) / scale`` (the points' mean, the largest
+  deviation from it), where the squared costs can neither cancel nor
+  overflow, and scaled back by ``scale²`` in float64.
+  """
+  shift = x.mean(0)
+  scale = max(np.abs(x - shift).max(), np.abs(c - shift).max())
+  if scale == 0:
+    return 0.0
+  xj = jnp.asarray((x - shift) / scale, jnp.float32)
+  cj = jnp.asarray((c - shift) / scale, jnp.float32)
   geom = pointcloud.PointCloud(xj, cj, epsilon=epsilon,
                                relative_epsilon="mean")
   prob = linear_problem.LinearProblem(
@@ -143,7 +152,7 @@ def _sinkhorn_w2_sq(x, c, b, epsilon, max_iterations):
         f"Sinkhorn did not converge in {max_iterations} iterations at "
         f"relative epsilon {epsilon}; raise max_iterations or epsilon."
     )
-  return float(out.primal_cost)
+  return float(out.primal_cost) * scale ** 2
 
 
 def w2(

@@ -4,10 +4,13 @@
 returns a fresh iterable of ``(latents [b, ...], labels [b])`` batches each
 time it is called, and makes:
 
-1. a seeding pass: per-class statistics (size, mean, variance) and a uniform
-   random sample of ``init_size`` points per class (priority sampling, so the
-   sample does not depend on where a class's points sit in the stream), on
-   which Lloyd from k-means++ gives the seeds;
+1. a seeding pass: per-class statistics (size, mean, variance, spread) and a
+   uniform random sample of ``init_size`` points per class (priority
+   sampling, so the sample does not depend on where a class's points sit in
+   the stream), on which Lloyd from k-means++ gives the seeds. Every later
+   step works in each class's frame (its points centred and scaled into
+   [-1, 1], :mod:`pqd_jax.quantization.frame`), so an offset or scale of the
+   data loses no precision;
 2. ``num_passes`` CLVQ passes: every batch is assigned to its classes'
    centroids at once and each centroid moves by the mini-batch k-means rule,
    step ``n_j / N_j`` (``N_j`` = points it has absorbed so far, starting
@@ -36,7 +39,9 @@ from jax.sharding import Mesh
 from pqd_jax import checks
 from pqd_jax.quantization import api as api_lib
 from pqd_jax.quantization import clvq as clvq_lib
+from pqd_jax.quantization import frame as frame_lib
 from pqd_jax.quantization import inputs
+from pqd_jax.quantization import stream_stats as stats_lib
 from pqd_jax.quantization import stream_steps as steps
 from pqd_jax.quantization import weights as weights_lib
 
@@ -47,7 +52,8 @@ class StreamState(NamedTuple):
   """What :func:`quantize_stream` knows after each pass over the stream.
 
   ``C`` classes, ``k`` centroids per class, ``d`` the flattened latent size.
-  The counting pass sets the first five fields, the seeding the codebook,
+  The codebook, ``shift`` and ``sse`` are in the classes' frames. The
+  counting pass sets the first six fields, the seeding the codebook,
   each CLVQ pass the codebook and ``shift``, the final pass ``counts`` and
   ``sse``; fields not set yet are ``None``.
 
@@ -55,6 +61,7 @@ class StreamState(NamedTuple):
     latent_shape: shape of one latent (``d`` entries in all).
     classes: ``[C]`` the sorted distinct labels.
     sizes: ``[C]`` int64 points per class.
+    frame: each class's mean and scale (``ClassFrame``).
     tol_abs: ``[C]`` float64 tolerance on a pass's summed squared centroid
       shift: ``tol`` times the class's mean per-dimension variance.
     sample: label → ``[≤ init_size, d]`` uniform sample of the class
@@ -70,6 +77,7 @@ class StreamState(NamedTuple):
   latent_shape: tuple[int, ...]
   classes: np.ndarray
   sizes: np.ndarray
+  frame: frame_lib.ClassFrame
   tol_abs: np.ndarray
   sample: dict[int, np.ndarray] | None
   codebook: clvq_lib.Codebook | None = None
@@ -105,32 +113,6 @@ def _batches(make_batches, latent_shape=None):
           f"batch had {latent_shape}."
       )
     yield arr.shape[1:], flat, lab
-
-
-class _Reservoir:
-  """Per-class uniform sample of fixed size by random priorities."""
-
-  def __init__(self, size: int, seed: int):
-    self.size = size
-    self.gen = np.random.default_rng(seed)
-    self.points: dict[int, np.ndarray] = {}
-    self.prios: dict[int, np.ndarray] = {}
-
-  def add(self, flat: np.ndarray, labels: np.ndarray) -> None:
-    prio = self.gen.random(labels.shape[0])
-    for c in np.unique(labels):
-      sel = labels == c
-      pts = flat[sel]
-      if pts.dtype != np.float16:
-        pts = pts.astype(np.float32)
-      pr = prio[sel]
-      if c in self.points:
-        pts = np.concatenate([self.points[c], pts])
-        pr = np.concatenate([self.prios[c], pr])
-      if pr.shape[0] > self.size:
-        keep = np.argpartition(pr, self.size)[:self.size]
-        pts, pr = pts[keep], pr[keep]
-      self.points[int(c)], self.prios[int(c)] = pts, pr
 
 
 def _class_index(labels, classes):
@@ -171,14 +153,14 @@ def _fixed_batches(make_batches, latent_shape, classes, batch):
 
 
 def _count_pass(make_batches, k, init_size, seed, tol) -> StreamState:
-  """Pass 0: the classes, their sizes and moments, a uniform sample of each.
+  """Pass 0: the classes, their sizes and frames, a uniform sample of each.
 
   Raises:
-    ValueError: on a batch of another latent shape, an empty stream, or a
-      class of fewer than ``k`` points.
+    ValueError: on a batch of another latent shape, an empty stream, a
+      class of fewer than ``k`` points, or one whose spread overflows.
   """
-  reservoir = _Reservoir(init_size, seed)
-  stats: dict[int, np.ndarray] = {}
+  reservoir = stats_lib.Reservoir(init_size, seed)
+  moments = stats_lib.ClassMoments()
   shape = None
   for latent_shape, flat, lab in _batches(make_batches):
     if shape is None:
@@ -189,26 +171,23 @@ def _count_pass(make_batches, k, init_size, seed, tol) -> StreamState:
           f"had {shape}."
       )
     reservoir.add(flat, lab)
-    f64 = flat.astype(np.float64)
-    for c in np.unique(lab):
-      sel = lab == c
-      row = np.array([sel.sum(), *f64[sel].sum(0), (f64[sel] ** 2).sum()])
-      stats[int(c)] = stats[int(c)] + row if int(c) in stats else row
+    moments.add(flat, lab)
   if shape is None:
     raise ValueError("make_batches() yielded no batch; the stream is empty.")
-  classes = np.array(sorted(stats))
-  sizes = np.array([stats[c][0] for c in classes], np.int64)
+  classes = moments.classes()
+  sizes, mean, scale, variance = moments.summary(classes)
   if k > sizes.min():
     raise ValueError(
         f"k={k} is larger than the number of points of class(es) "
         f"{classes[sizes < k][:10].tolist()}; k must be <= every class size."
     )
   d = math.prod(shape)
-  mean = np.stack([stats[c][1:1 + d] / stats[c][0] for c in classes])
-  sq = np.array([stats[c][-1] / stats[c][0] for c in classes])
+  frame_lib.check_spread(scale, classes, d)
   return StreamState(
       latent_shape=shape, classes=classes, sizes=sizes,
-      tol_abs=tol * np.maximum(sq - (mean ** 2).sum(1), 0.0) / d,
+      frame=frame_lib.ClassFrame(jnp.asarray(mean, jnp.float32),
+                                 jnp.asarray(scale, jnp.float32)),
+      tol_abs=tol * variance / d / np.square(scale),
       sample=reservoir.points)
 
 
@@ -216,9 +195,11 @@ def _seed(state: StreamState, k: int, *, group_size: int,
           **quantize_kwargs) -> StreamState:
   """Seeds: Lloyd on the sample, ``group_size`` classes at a time.
 
-  Class ``y`` uses ``fold_in(rng, y)`` whatever its group. The seeds' cell
-  counts in the sample start the step counts, so the first batch refines
-  the seeds instead of overwriting them.
+  Class ``y`` uses ``fold_in(rng, y)`` whatever its group. ``quantize``
+  works in the sample's own frame; its centroids are moved into the
+  stream's frame in float64. The seeds' cell counts in the sample start the
+  step counts, so the first batch refines the seeds instead of overwriting
+  them.
   """
   d = math.prod(state.latent_shape)
   seed_cents, seed_counts = [], []
@@ -228,8 +209,11 @@ def _seed(state: StreamState, k: int, *, group_size: int,
     sample_y = np.concatenate(
         [np.full(len(state.sample[c]), c) for c in group])
     seeds = api_lib.quantize(sample_x, sample_y, k, **quantize_kwargs)
-    seed_cents.append(np.asarray(seeds.centroids, np.float32).reshape(
-        len(group), k, d))
+    cents = np.asarray(seeds.centroids, np.float64).reshape(len(group), k, d)
+    shift = np.asarray(state.frame.shift[g:g + group_size], np.float64)
+    scale = np.asarray(state.frame.scale[g:g + group_size], np.float64)
+    seed_cents.append(((cents - shift[:, None]) / scale[:, None, None]
+                       ).astype(np.float32))
     seed_counts.append(np.asarray(seeds.counts))
     del sample_x, sample_y
   book = clvq_lib.Codebook(
@@ -246,7 +230,7 @@ def _clvq_pass(state: StreamState, make_batches,
   for xs, cs in _fixed_batches(make_batches, state.latent_shape,
                                state.classes, batch_size):
     present, local = steps.present_classes(cs, len(state.classes))
-    book = steps.update(book, present, xs, local)
+    book = steps.update(book, state.frame, present, xs, local)
   shift = np.asarray(jnp.sum((book.centroids - before) ** 2, axis=(1, 2)))
   return state._replace(codebook=book, shift=shift)
 
@@ -265,7 +249,7 @@ def _recount_pass(state: StreamState, make_batches,
                                state.classes, batch_size):
     present, local = steps.present_classes(cs, num_classes)
     counts, sse = steps.recount(counts, sse, state.codebook.centroids,
-                                present, xs, local)
+                                state.frame, present, xs, local)
   total = np.asarray(counts).sum(1)
   if not np.array_equal(total, state.sizes):
     raise ValueError(
@@ -281,11 +265,12 @@ def _result(state: StreamState, weights: str,
   """The ``QuantizeResult`` of the final state."""
   num_classes, k = state.counts.shape
   return api_lib.QuantizeResult(
-      centroids=state.codebook.centroids.reshape(
+      centroids=state.frame.centroids_back(state.codebook.centroids).reshape(
           (num_classes, k) + state.latent_shape),
       weights=weights_lib.cell_weights(state.counts, weights),
       counts=state.counts,
-      distortion=state.sse / jnp.asarray(state.sizes, jnp.float32),
+      distortion=frame_lib.distortion_back(state.sse, state.frame.scale,
+                                           state.sizes),
       classes=state.classes,
       iterations=jnp.full((num_classes,), num_passes, jnp.int32),
       converged=jnp.asarray(state.shift <= state.tol_abs),

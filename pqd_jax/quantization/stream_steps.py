@@ -14,6 +14,7 @@ import numpy as np
 
 from pqd_jax.quantization import cells
 from pqd_jax.quantization import clvq as clvq_lib
+from pqd_jax.quantization import frame as frame_lib
 
 __all__ = ["cell_stats", "present_classes", "recount", "sub_size", "update"]
 
@@ -21,12 +22,17 @@ __all__ = ["cell_stats", "present_classes", "recount", "sub_size", "update"]
 _GATHER_ELEMENTS = 1 << 22
 
 
-def cell_stats(cents: jnp.ndarray, x: jnp.ndarray, cls: jnp.ndarray, *,
+def cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
+               x: jnp.ndarray, cls: jnp.ndarray, *,
                sub: int) -> cells.CellStats:
   """Nearest own-class centroid of every point, and the cell sums.
 
+  Everything but ``x`` is in the classes' frame; each point is moved into
+  its class's frame as it is read.
+
   Args:
     cents: ``[C, k, d]`` float32.
+    frame: the ``[C]`` classes' frames.
     x: ``[b, d]`` points, ``b`` a multiple of ``sub``.
     cls: ``[b]`` int32 class index, ``C`` on padding.
     sub: points per gather.
@@ -42,8 +48,9 @@ def cell_stats(cents: jnp.ndarray, x: jnp.ndarray, cls: jnp.ndarray, *,
 
   def body(stats: cells.CellStats, chunk):
     xc, cc = chunk
-    xc = xc.astype(jnp.float32)
     safe = jnp.minimum(cc, num_classes - 1)
+    xc = ((xc.astype(jnp.float32) - frame.shift[safe])
+          / frame.scale[safe][:, None])
     dist = c_sq[safe] - 2.0 * jnp.einsum("sd,skd->sk", xc, cents[safe])
     dmin, a = cells.first_argmin(dist, axis=1)
     seg = jnp.where(cc < num_classes, cc * k + a, num_classes * k)
@@ -62,7 +69,8 @@ def cell_stats(cents: jnp.ndarray, x: jnp.ndarray, cls: jnp.ndarray, *,
 
 
 @functools.partial(jax.jit, donate_argnums=0)
-def update(book: clvq_lib.Codebook, present: jnp.ndarray, x: jnp.ndarray,
+def update(book: clvq_lib.Codebook, frame: frame_lib.ClassFrame,
+           present: jnp.ndarray, x: jnp.ndarray,
            local: jnp.ndarray) -> clvq_lib.Codebook:
   """One mini-batch k-means step on the classes ``present`` in the batch.
 
@@ -71,7 +79,9 @@ def update(book: clvq_lib.Codebook, present: jnp.ndarray, x: jnp.ndarray,
   rather than O(C·K·D).
 
   Args:
-    book: ``[C, k, d]`` centroids and ``[C, k]`` absorbed counts (donated).
+    book: ``[C, k, d]`` centroids and ``[C, k]`` absorbed counts (donated),
+      in the classes' frame.
+    frame: the ``[C]`` classes' frames.
     present: ``[u]`` distinct class indices: those in the batch, then absent
       ones as padding.
     x: ``[b, d]`` points.
@@ -84,8 +94,8 @@ def update(book: clvq_lib.Codebook, present: jnp.ndarray, x: jnp.ndarray,
   sub_book = clvq_lib.Codebook(book.centroids[present],
                                book.absorbed[present])
   u, k, d = sub_book.centroids.shape
-  stats = cell_stats(sub_book.centroids, x, local,
-                     sub=sub_size(x.shape[0], k, d))
+  stats = cell_stats(sub_book.centroids, _sub_frame(frame, present), x,
+                     local, sub=sub_size(x.shape[0], k, d))
   new = clvq_lib.absorb(sub_book, stats.sums.reshape(u, k, d),
                         stats.counts.reshape(u, k))
   # Padding entries of ``present`` are distinct absent classes: they get
@@ -96,14 +106,16 @@ def update(book: clvq_lib.Codebook, present: jnp.ndarray, x: jnp.ndarray,
 
 @functools.partial(jax.jit, donate_argnums=(0, 1))
 def recount(counts: jnp.ndarray, sse: jnp.ndarray, cents: jnp.ndarray,
-            present: jnp.ndarray, x: jnp.ndarray,
+            frame: frame_lib.ClassFrame, present: jnp.ndarray, x: jnp.ndarray,
             local: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Adds a batch's exact cell counts and squared errors (present classes).
 
   Args:
     counts: ``[C, k]`` int32 counts so far (donated).
-    sse: ``[C]`` float32 summed squared errors so far (donated).
-    cents: ``[C, k, d]`` float32 centroids.
+    sse: ``[C]`` float32 summed squared errors so far, in the frames
+      (donated).
+    cents: ``[C, k, d]`` float32 centroids in the classes' frame.
+    frame: the ``[C]`` classes' frames.
     present: ``[u]`` as for :func:`update`.
     x: ``[b, d]`` points.
     local: ``[b]`` as for :func:`update`.
@@ -113,9 +125,15 @@ def recount(counts: jnp.ndarray, sse: jnp.ndarray, cents: jnp.ndarray,
   """
   sub_cents = cents[present]
   u, k, d = sub_cents.shape
-  stats = cell_stats(sub_cents, x, local, sub=sub_size(x.shape[0], k, d))
+  stats = cell_stats(sub_cents, _sub_frame(frame, present), x, local,
+                     sub=sub_size(x.shape[0], k, d))
   return (counts.at[present].add(stats.counts.reshape(u, k)),
           sse.at[present].add(stats.sse))
+
+
+def _sub_frame(frame: frame_lib.ClassFrame,
+               present: jnp.ndarray) -> frame_lib.ClassFrame:
+  return frame_lib.ClassFrame(frame.shift[present], frame.scale[present])
 
 
 def present_classes(cs: np.ndarray,

@@ -65,6 +65,45 @@ def test_barycenter_is_the_uniform_weight_case(quantized):
   assert metrics.w2(x, c, counts) < w2_bary
 
 
+@pytest.mark.parametrize("factor", [1e-20, 1e20])
+def test_sinkhorn_w2_scales_with_the_data(quantized, factor):
+  # 1e20: squared costs beyond float32; 1e-20: below its normal range.
+  x, c, _, _ = quantized
+  w = np.ones(len(c))
+  ref = metrics.w2(x, c, w, method="sinkhorn")
+  scaled = metrics.w2(factor * x, factor * c, w, method="sinkhorn")
+  # Within the solve's marginal tolerance (1e-3).
+  np.testing.assert_allclose(scaled, factor * ref, rtol=1e-3)
+
+
+def test_sinkhorn_w2_ignores_an_offset(quantized):
+  x, c, _, _ = quantized
+  w = np.ones(len(c))
+  ref = metrics.w2(x, c, w, method="sinkhorn")
+  far = metrics.w2(x + 1e4, c + 1e4, w, method="sinkhorn")
+  np.testing.assert_allclose(far, ref, rtol=1e-3)
+
+
+def test_barycenter_of_one_point_is_the_point():
+  point = np.array([[1.5, -2.0, 3.0]], np.float32)
+  out = pqd_jax.barycenter(point, 1)
+  np.testing.assert_array_equal(np.asarray(out.support), point)
+  assert float(out.cost) == 0.0 and bool(out.converged)
+
+
+def test_barycenter_of_equal_points_repeats_the_point():
+  out = pqd_jax.barycenter(np.ones((6, 3), np.float32), 2)
+  np.testing.assert_array_equal(np.asarray(out.support), np.ones((2, 3)))
+
+
+def test_barycenter_ignores_an_offset(quantized):
+  x, c, _, _ = quantized
+  near = pqd_jax.barycenter(x, len(c), rng=jax.random.key(0))
+  far = pqd_jax.barycenter(x + 1e4, len(c), rng=jax.random.key(0))
+  np.testing.assert_allclose(np.asarray(far.support) - 1e4,
+                             np.asarray(near.support), atol=5e-3)
+
+
 class TestBadInput:
 
   def test_shape_mismatch(self):
@@ -109,10 +148,6 @@ class TestBadInput:
   def test_barycenter_k_too_large(self):
     with pytest.raises(ValueError, match="k must be <= 5, got 6"):
       pqd_jax.barycenter(np.zeros((5, 3), np.float32), 6)
-
-  def test_barycenter_of_equal_points(self):
-    with pytest.raises(ValueError, match="must not all be equal"):
-      pqd_jax.barycenter(np.ones((6, 3), np.float32), 2)
 
   @pytest.mark.parametrize("kwarg,value,message", [
       ("epsilon", -1.0, "epsilon must be > 0"),

@@ -1,4 +1,4 @@
-"""quantize is exact for data at any offset and scale float32 can hold.
+"""quantize and quantize_stream are exact at any offset and scale of the data.
 
 The oracle is a float64 recount: each point's nearest returned centroid, the
 cell counts and the mean squared distance, computed from the same float32
@@ -33,16 +33,24 @@ def _recount(x, labels, out):
 
 
 CASES = [(offset, scale) for offset in (0.0, 1e4, 1e6)
-         for scale in (1e-20, 1e-5, 1.0, 1e15)
-         if scale * (offset + 5) < 3e18]  # see the last test
+         for scale in (1e-20, 1e-5, 1.0, 1e15)]
 
 
-@pytest.mark.parametrize("method", ["lloyd", "clvq"])
+def _quantize(method, x, labels):
+  if method == "stream":
+    batches = lambda: ((x[s:s + 7], labels[s:s + 7])
+                       for s in range(0, len(labels), 7))
+    return pqd_jax.quantize_stream(batches, 3, batch_size=16, num_passes=2,
+                                   rng=jax.random.key(0))
+  return pqd_jax.quantize(x, labels, 3, method=method, batch_size=8,
+                          rng=jax.random.key(0))
+
+
+@pytest.mark.parametrize("method", ["lloyd", "clvq", "stream"])
 @pytest.mark.parametrize("offset, scale", CASES)
 def test_counts_and_distortion_are_a_float64_recount(method, offset, scale):
   x, labels = _data(offset, scale)
-  out = pqd_jax.quantize(x, labels, 3, method=method, batch_size=8,
-                         rng=jax.random.key(0))
+  out = _quantize(method, x, labels)
   counts, distortion = _recount(x, labels, out)
   np.testing.assert_array_equal(np.asarray(out.counts), counts)
   # The returned centroids are rounded to float32 at the offset: 1e6 times
@@ -53,10 +61,10 @@ def test_counts_and_distortion_are_a_float64_recount(method, offset, scale):
   assert (distortion > 0).all()
 
 
-def test_values_whose_distances_overflow_float32_are_refused():
-  x, labels = _data(1e4, 1e15)  # |x| ~ 1e19: distortions beyond float32
-  with pytest.raises(ValueError, match="Rescale the latents"):
-    pqd_jax.quantize(x, labels, 3)
+def test_a_stream_whose_distortion_overflows_float32_is_refused():
+  x, labels = _data(0.0, 1e19)  # deviations ~1e19: d * 1e38 > float32 max
+  with pytest.raises(ValueError, match=r"class\(es\) \[0, 1, 2\] spread"):
+    _quantize("stream", x, labels)
 
 
 @pytest.mark.parametrize("offset", [1e3, 1e4])
