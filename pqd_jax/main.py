@@ -120,13 +120,23 @@ def _missing_field(error: BaseException) -> str:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """Parses the flags; a --config=<file> meets its overrides here."""
+  """Parses the flags, loading the --config file; a bad one is one line."""
   try:
-    return app.parse_flags_with_usage(argv)
+    rest = flags.FLAGS(argv)
+    flags.FLAGS.config.get("dataset")  # a config that failed to load raises
   except (AttributeError, KeyError) as e:
     sys.exit(f"error: a --config.<field> flag names a field the config does "
              f"not have: {_missing_field(e)}; the fields are those of the "
              "--config file.")
+  except SyntaxError as e:
+    sys.exit(f"error: --config file {e.filename}, line {e.lineno}: "
+             f"{e.msg}.")
+  except flags.Error as e:
+    sys.exit(f"error: {e}")
+  except OSError as e:  # the file is missing or unreadable
+    reason = str(e).strip().splitlines()[-1].strip()
+    sys.exit(f"error: --config: cannot load the config file: {reason}")
+  return rest
 
 
 def run_main() -> None:

@@ -1,13 +1,17 @@
 """Flax linen classifiers: the distillation ConvNet and ResNet-18."""
 
-from typing import Any
+from typing import Any, get_args
 
+from pqd_jax.models import convnet, resnet
 from pqd_jax.models.convnet import ConvNet
 from pqd_jax.models.resnet import ResNet, ResNet18
 
-__all__ = ["ARCHS", "ConvNet", "ResNet", "ResNet18", "build_classifier"]
+__all__ = ["ARCHS", "NORMS", "STEMS", "ConvNet", "ResNet", "ResNet18",
+           "build_classifier"]
 
 ARCHS = ("convnet", "resnet18")
+NORMS = get_args(convnet.Norm)  # the ConvNet's
+STEMS = get_args(resnet.Stem)  # ResNet-18's
 
 
 def build_classifier(config: Any, num_classes: int) -> ConvNet | ResNet:

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 
 __all__ = ["ResNet", "ResNet18"]
 
+Stem = Literal["imagenet", "small"]
+
 
 class _BasicBlock(nn.Module):
   filters: int
@@ -51,7 +53,7 @@ class ResNet(nn.Module):
   num_classes: int
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   width: int = 64
-  stem: Literal["imagenet", "small"] = "imagenet"
+  stem: Stem = "imagenet"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:

@@ -1,0 +1,112 @@
+"""The CLI as a hostile user meets it: every anticipated error is one line.
+
+Each case runs ``python -m pqd_jax.main`` (a subprocess, a few seconds) on
+the tiny image folder with one thing wrong, through each way of passing a
+config (``--dataset``, ``--config=<file>``, ``--config=<file>:<arg>`` and
+``--config.<field>`` overrides), and checks that it exits non-zero with a
+single ``error: ...`` line on stderr that says what is wrong, before any
+stage has written anything.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.tiny_folders import write_folder
+
+TINY = os.path.join(ROOT, "pqd_jax", "configs", "tiny.py")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  return write_folder(str(tmp_path_factory.mktemp("folder")))
+
+
+def _copy(folder, tmp_path):
+  root = str(tmp_path / "data")
+  shutil.copytree(folder, root)
+  return root
+
+
+def _tiny(root, *overrides):
+  return [f"--config={TINY}:{root}", *overrides]
+
+
+def _syntax_error(folder, tmp_path):
+  bad = tmp_path / "config.py"
+  bad.write_text("def get_config(:\n")
+  return [f"--config={bad}"]
+
+
+def _missing_test_class(folder, tmp_path):
+  root = _copy(folder, tmp_path)
+  shutil.rmtree(os.path.join(root, "test", "bar"))
+  return _tiny(root)
+
+
+def _empty_train_class(folder, tmp_path):
+  root = _copy(folder, tmp_path)
+  for name in os.listdir(os.path.join(root, "train", "left")):
+    os.remove(os.path.join(root, "train", "left", name))
+  return _tiny(root)
+
+
+CASES = {
+    "config file missing": (
+        lambda folder, tmp: [f"--config={tmp}/nonexistent.py"],
+        r"--config: cannot load the config file: \[Errno 2\] No such file"),
+    "config file with a syntax error": (
+        _syntax_error, r"--config file .*config.py, line 1: invalid syntax"),
+    "a word for an integer field": (
+        lambda folder, tmp: _tiny(folder, "--config.teacher.width=abc"),
+        "flag --config.teacher.width=abc: invalid literal for int"),
+    "zero width, default config": (
+        lambda folder, tmp: ["--config.teacher.width=0"],
+        r"config.teacher.width must be >= 1, got 0"),
+    "zero width, config file": (
+        lambda folder, tmp: _tiny(folder, "--config.student.width=0"),
+        r"config.student.width must be >= 1, got 0"),
+    "no prior steps": (
+        lambda folder, tmp: _tiny(folder, "--config.prior.num_steps=0"),
+        r"config.prior.num_steps must be >= 1, got 0"),
+    "a UNet the norms cannot group": (
+        lambda folder, tmp: _tiny(folder,
+                                  "--config.prior.block_out_channels=(48,)"),
+        r"config.prior: block_out_channels must be non-empty multiples of 32"),
+    "a ConvNet deeper than its inputs": (
+        lambda folder, tmp: _tiny(folder, "--config.teacher.depth=4"),
+        r"config.teacher.depth=4 halves the 8-pixel inputs 4 times"),
+    "ipc above the smallest class": (
+        lambda folder, tmp: _tiny(folder, "--config.ipc=13"),
+        r"ipc=13 is more than the"),
+    "a test split without a class": (
+        _missing_test_class, r"missing \['bar'\]"),
+    "an empty class folder": (
+        _empty_train_class, r"training classes \['left'\] have no images"),
+    "an unknown flag": (
+        lambda folder, tmp: ["--ipc=3"], r"Unknown command line flag 'ipc'"),
+    "a positional argument": (
+        lambda folder, tmp: _tiny(folder, "distill"),
+        r"unexpected arguments \['distill'\]"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_an_anticipated_error_is_one_line(case, folder, tmp_path):
+  make_args, message = CASES[case]
+  workdir = tmp_path / "run"
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "pqd_jax.main",
+       *make_args(folder, tmp_path), f"--workdir={workdir}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode != 0
+  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+  assert re.search(message, lines[0]), lines[0]
+  assert not os.path.exists(workdir / "autoencoder")
