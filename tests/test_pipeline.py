@@ -152,9 +152,10 @@ def test_stages_stop_after_the_last_requested_one(data_root, tmp_path):
   assert not (tmp_path / "synthetic").exists()
 
 
-def test_stream_quantizer_reads_the_class_files(data_root, tmp_path):
+@pytest.mark.parametrize("method", ["stream", "d4m"])
+def test_the_quantize_stage_runs_every_method(data_root, tmp_path, method):
   config = get_config(data_root)
-  config.quantize.method = "stream"
+  config.quantize.method = method
   config.report.sweep_ks = ()
   pipeline.run(config, str(tmp_path), stages=("encode", "quantize"),
                progress=False, log=lambda line: None)

@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 from pqd_jax import checks, sharding
 from pqd_jax.quantization import cells, inputs, seeding
 from pqd_jax.quantization import clvq as clvq_lib
+from pqd_jax.quantization import d4m as d4m_lib
 from pqd_jax.quantization import frame as frame_lib
 from pqd_jax.quantization import lloyd as lloyd_lib
 from pqd_jax.quantization import weights as weights_lib
@@ -30,7 +31,7 @@ from pqd_jax.quantization.inputs import check_labels, check_latents
 
 __all__ = ["METHODS", "INITS", "QuantizeResult", "quantize"]
 
-METHODS = ("lloyd", "clvq")
+METHODS = ("lloyd", "clvq", "d4m")
 INITS = ("kmeans++", "random")
 # Distances are computed [k, chunk] at a time: this many float32 entries.
 _CHUNK_ELEMENTS = 1 << 20
@@ -208,7 +209,16 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     best = jnp.argmin(restarts.distortion)
     return jax.tree.map(lambda leaf: leaf[best], restarts)
 
+  def d4m_class(args):
+    key, x, mask, shift, scale = args
+    x, x_sq, mask = prepare(x, mask, shift, scale)
+    return d4m_lib.d4m(jax.random.fold_in(key, 2), x, x_sq, mask, k,
+                       axis_name=axis)
+
   def all_classes(keys, x, mask, shift, scale):
+    if method == "d4m":  # seeds itself from the first batch
+      return jax.lax.map(d4m_class, (keys, x, mask, shift, scale),
+                         batch_size=class_batch_size)
     seeds = jax.lax.map(seed_class, (keys, x, mask, shift, scale))
     return jax.lax.map(fit_class, (keys, seeds, x, mask, shift, scale),
                        batch_size=class_batch_size)
@@ -254,7 +264,12 @@ def quantize(
       each process reads only the rows of its own devices.
     labels: ``[n]`` integer class labels (any values; sorted in the output).
     k: centroids per class (IPC); at most the size of the smallest class.
-    method: ``"lloyd"`` or ``"clvq"`` (mini-batch k-means, D4M's quantizer).
+    method: ``"lloyd"``, ``"clvq"`` (mini-batch k-means with k-means++
+      seeds, epochs until ``tol``) or ``"d4m"`` (D4M's exact quantizer:
+      scikit-learn's MiniBatchKMeans with batch ``k``, one pass over each
+      class's points in input order, initialised from its first ``k``
+      points; :mod:`pqd_jax.quantization.d4m`). ``init``, ``n_init``,
+      ``num_iters``, ``tol`` and ``batch_size`` do not apply to ``"d4m"``.
     weights: ``"mass"`` (cell mass), ``"sqrt"`` (∝ √count) or ``"uniform"``
       (D4M); normalised to mean 1 within each class.
     init: ``"kmeans++"`` (greedy, as scikit-learn) or ``"random"``.
@@ -296,6 +311,9 @@ def quantize(
   if n_local_trials is not None:
     n_local_trials = checks.integer("n_local_trials", n_local_trials)
   tol = checks.number("tol", tol, minimum=0)
+  if method == "d4m" and n_init != 1:
+    raise ValueError(f"n_init={n_init} does not apply to method='d4m', "
+                     "which seeds from each class's first k points.")
   rng = jax.random.key(0) if rng is None else checks.prng_key("rng", rng)
   mesh = sharding.data_mesh() if mesh is None else checks.mesh(mesh)
   arr = check_latents(latents, keep_lazy=True)

@@ -70,3 +70,12 @@ def test_sharded_clvq_is_deterministic_and_counts_every_point():
   assert runs["four"] == runs["four_again"]
   np.testing.assert_array_equal(np.sum(runs["four"]["counts"], 1),
                                 runs["n_points"])
+
+
+def test_d4m_on_four_devices_matches_one_device():
+  # Each batch of k rows is gathered from the devices that hold it.
+  runs = _run("d4m")
+  one, four = runs["one"], runs["four"]
+  np.testing.assert_array_equal(one["counts"], four["counts"])
+  np.testing.assert_allclose(one["centroids"], four["centroids"], rtol=1e-4,
+                             atol=1e-4)
