@@ -16,6 +16,9 @@ import jax.numpy as jnp
 __all__ = ["ResNet", "ResNet18"]
 
 Stem = Literal["imagenet", "small"]
+# torchvision's ImageNet input normalisation (RGB, of images in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class _BasicBlock(nn.Module):
@@ -48,12 +51,16 @@ class ResNet(nn.Module):
     stage_sizes: blocks per stage (ResNet-18: 2, 2, 2, 2).
     width: channels of the first stage (doubled at every stage).
     stem: ``"imagenet"`` or ``"small"``.
+    torchvision_input: map the ``[-1, 1]`` images to torchvision's ImageNet
+      normalisation, ``((x + 1) / 2 - mean) / std``, as the weights of
+      :func:`pqd_jax.models.from_torch.load_resnet18` expect.
   """
 
   num_classes: int
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   width: int = 64
   stem: Stem = "imagenet"
+  torchvision_input: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -61,6 +68,9 @@ class ResNet(nn.Module):
     if self.stem not in ("imagenet", "small"):
       raise ValueError(f"stem must be 'imagenet' or 'small', got "
                        f"{self.stem!r}.")
+    if self.torchvision_input:
+      x = ((x + 1.0) / 2.0 - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(
+          IMAGENET_STD)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9, epsilon=1e-5)
     if self.stem == "imagenet":
