@@ -61,6 +61,7 @@ _CONFIG_INTEGERS = {  # path: smallest value
     "student.width": 1, "student.depth": 1,
     "student.num_steps": 0, "student.num_epochs": 0,
     "student.batch_size": 1, "student.num_seeds": 1,
+    "student.grad_accumulation": 1,
 }
 _CONFIG_REALS = {  # path: (smallest value, whether it must be above it)
     "quantize.tol": (0.0, False),
@@ -173,3 +174,10 @@ def _check_batches_divide(config: Any) -> None:
           f"config.{section}.batch_size={batch} does not divide over the "
           f"{devices} devices: use a multiple of {devices}, e.g. "
           f"--config.{section}.batch_size={-(-batch // devices) * devices}.")
+  passes = config.student.grad_accumulation
+  if (config.student.batch_size // devices) % passes:
+    raise ValueError(
+        f"config.student.grad_accumulation={passes} does not divide the "
+        f"{config.student.batch_size // devices} images of a step on each of "
+        f"the {devices} devices (config.student.batch_size="
+        f"{config.student.batch_size}).")

@@ -157,6 +157,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.student.optimizer = "adamw"
   config.student.learning_rate = 1e-3
   config.student.weight_decay = 0.01
+  # False: no weight decay on norm scales and biases (SRe2L's students).
+  config.student.decay_norm_and_bias = True
+  # Micro-batches per step (gradient accumulation) for a batch a device
+  # cannot hold in one pass; the update is the whole batch's.
+  config.student.grad_accumulation = 1
   config.student.warmup_fraction = 0.05
   config.student.flip = True
   config.student.crop_scale = (0.08, 1.0)

@@ -12,8 +12,9 @@ __all__ = ["STUDENT_READS", "student", "student_stage"]
 STUDENT_READS = tuple(f"student.{f}" for f in (
     "arch", "width", "depth", "norm", "stem", "weights", "soft_labels",
     "temperature", "num_steps", "num_epochs", "batch_size", "optimizer",
-    "learning_rate", "weight_decay", "warmup_fraction", "flip", "crop_scale",
-    "dsa", "cutmix")) + relabel.IMAGE
+    "learning_rate", "weight_decay", "decay_norm_and_bias", "warmup_fraction",
+    "grad_accumulation", "flip", "crop_scale", "dsa", "cutmix")
+) + relabel.IMAGE
 
 
 def student_stage(seed: int) -> workdir.Stage:
@@ -45,6 +46,8 @@ def student(wd: workdir.Workdir, config, seed: int,
         num_classes=num_classes, num_steps=num_steps,
         batch_size=s.batch_size, optimizer=s.optimizer,
         learning_rate=s.learning_rate, weight_decay=s.weight_decay,
+        decay_norm_and_bias=s.decay_norm_and_bias,
+        grad_accumulation=s.grad_accumulation,
         warmup_steps=int(s.warmup_fraction * num_steps),
         teacher=teacher.model, teacher_variables=teacher.variables,
         temperature=s.temperature, aug=steps.aug_from_config(s), seed=seed,

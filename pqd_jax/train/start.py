@@ -53,7 +53,8 @@ class Start(NamedTuple):
 
 def initial_state(model: nn.Module, image_shape: tuple[int, ...], *,
                   num_steps: int, optimizer: str, learning_rate: float,
-                  weight_decay: float, warmup_steps: int, seed: int) -> Start:
+                  weight_decay: float, warmup_steps: int, seed: int,
+                  decay_norm_and_bias: bool = True) -> Start:
   """The optimizer, initial state and step key of a classifier run.
 
   ``key(seed)`` splits into the key of the initialisation and the base key
@@ -69,13 +70,16 @@ def initial_state(model: nn.Module, image_shape: tuple[int, ...], *,
     weight_decay: weight decay.
     warmup_steps: linear warm-up steps.
     seed: the run's seed.
+    decay_norm_and_bias: whether weight decay also applies to norm scales
+      and biases (False: kernels only).
 
   Returns:
     The optimizer, initial state and base key of the steps.
   """
   tx = steps.make_optimizer(optimizer, learning_rate, num_steps,
                             warmup_steps=warmup_steps,
-                            weight_decay=weight_decay)
+                            weight_decay=weight_decay,
+                            decay_norm_and_bias=decay_norm_and_bias)
   init_key, step_key = jax.random.split(jax.random.key(seed))
   return Start(tx, steps.create_state(model, init_key, image_shape, tx),
                step_key)

@@ -58,15 +58,25 @@ def variables_of(state: TrainState) -> dict:
   return variables
 
 
+def _kernels(params: Any) -> Any:
+  """True for the parameters that weight decay applies to: rank >= 2."""
+  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
+
+
 @functools.lru_cache(maxsize=64)
 def make_optimizer(name: str, learning_rate: float, num_steps: int, *,
                    warmup_steps: int = 0, weight_decay: float = 0.0,
-                   momentum: float = 0.9) -> optax.GradientTransformation:
+                   momentum: float = 0.9,
+                   decay_norm_and_bias: bool = True
+                   ) -> optax.GradientTransformation:
   """AdamW or SGD with linear warm-up and cosine decay to 0.
 
   The same settings return the same object: the optimizer is a static
   argument of the jitted steps, so a second run with equal settings (another
-  seed) reuses the compiled step instead of compiling it again.
+  seed) reuses the compiled step instead of compiling it again. With
+  ``decay_norm_and_bias=False`` only the conv and dense kernels decay, not
+  the norms' scales and biases nor the layers' biases (the parameters of
+  rank < 2), as SRe2L's and D4M's students.
 
   Raises:
     ValueError: for an unknown optimizer or a non-positive step count.
@@ -77,10 +87,11 @@ def make_optimizer(name: str, learning_rate: float, num_steps: int, *,
   schedule = optax.warmup_cosine_decay_schedule(
       0.0 if warmup_steps else learning_rate, learning_rate, warmup,
       max(num_steps, warmup + 1))
+  mask = None if decay_norm_and_bias else _kernels
   if name == "adamw":
-    return optax.adamw(schedule, weight_decay=weight_decay)
+    return optax.adamw(schedule, weight_decay=weight_decay, mask=mask)
   if name == "sgd":
-    return optax.chain(optax.add_decayed_weights(weight_decay),
+    return optax.chain(optax.add_decayed_weights(weight_decay, mask=mask),
                        optax.sgd(schedule, momentum=momentum))
   raise ValueError(f"Unknown optimizer {name!r}; expected 'adamw' or 'sgd'.")
 
@@ -106,14 +117,60 @@ def apply_gradients(state: TrainState, grads: Any,
       opt_state=opt_state)
 
 
-def _apply_train(model, state, params, images):
+def _apply_train(model, batch_stats, params, images):
   variables = {"params": params}
-  if state.batch_stats:
-    variables["batch_stats"] = state.batch_stats
+  if batch_stats:
+    variables["batch_stats"] = batch_stats
     logits, updated = model.apply(variables, images, train=True,
                                   mutable=["batch_stats"])
     return logits, updated["batch_stats"]
-  return model.apply(variables, images, train=True), state.batch_stats
+  return model.apply(variables, images, train=True), batch_stats
+
+
+def _loss_and_grads(micro_loss, state: TrainState, inputs: Any,
+                    accumulate: int):
+  """The batch loss, batch statistics and gradient, in micro-batches.
+
+  ``micro_loss(params, batch_stats, inputs) -> (loss, batch_stats)`` is a
+  sum over the rows of ``inputs`` (normalised by the whole batch), so the
+  micro-batches' gradients add up to the whole batch's: the update is the
+  large batch's (BatchNorm aside, which normalises each micro-batch by its
+  own statistics, as on a device holding only it). Micro-batch ``i`` takes
+  rows ``i, i + a, i + 2a, …`` so that it is spread over the devices as
+  the batch is.
+
+  Args:
+    micro_loss: the loss of a piece of the batch.
+    state: the current state.
+    inputs: a pytree of ``[b, ...]`` arrays.
+    accumulate: micro-batches ``a`` (dividing ``b``); 1 is one pass.
+
+  Returns:
+    ``(loss, batch_stats, grads)``.
+  """
+  grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+  if accumulate == 1:
+    (loss, stats), grads = grad_fn(state.params, state.batch_stats, inputs)
+    return loss, stats, grads
+  micro = jax.tree.map(
+      lambda a: jnp.moveaxis(a.reshape((-1, accumulate) + a.shape[1:]), 1, 0),
+      inputs)
+
+  def body(carry, piece):
+    total, stats, grads = carry
+    (loss, stats), g = grad_fn(state.params, stats, piece)
+    return (total + loss, stats, jax.tree.map(jnp.add, grads, g)), None
+
+  init = (jnp.zeros((), jnp.float32), state.batch_stats,
+          jax.tree.map(jnp.zeros_like, state.params))
+  (loss, stats, grads), _ = jax.lax.scan(body, init, micro)
+  return loss, stats, grads
+
+
+def _normaliser(weights: jnp.ndarray) -> jnp.ndarray:
+  """``Σ w`` of the whole batch (1 if it is 0), as losses.weighted_mean."""
+  total = jnp.sum(weights)
+  return jnp.where(total > 0, total, 1.0)
 
 
 AUG_KEYS = ("flip", "crop_scale", "cutmix", "dsa")
@@ -195,12 +252,13 @@ def augmented_views(rng: jax.Array, images: jnp.ndarray, weights: jnp.ndarray,
 
 
 @functools.partial(jax.jit, static_argnames=("model", "teacher", "tx",
-                                             "temperature", "aug"),
+                                             "temperature", "aug",
+                                             "accumulate"),
                    donate_argnums=(0,))
 def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
             model: nn.Module, teacher: nn.Module, teacher_variables: Any,
             tx: optax.GradientTransformation, temperature: float,
-            aug: Any) -> tuple[TrainState, dict]:
+            aug: Any, accumulate: int = 1) -> tuple[TrainState, dict]:
   """One step of weighted KD on online teacher labels of augmented views.
 
   Args:
@@ -215,30 +273,36 @@ def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
     aug: hashable augmentation settings (:func:`check_aug`; unlisted ones
       are off), e.g.
       ``(("flip", True), ("crop_scale", (0.5, 1.0)), ("cutmix", True))``.
+    accumulate: micro-batches the batch is split into (gradient
+      accumulation: the views, CutMix pairs included, are those of the
+      whole batch, and so is the update; :func:`_loss_and_grads`).
 
   Returns:
     ``(new_state, {"loss": scalar})``.
   """
   aug = check_aug(aug)
   views, weights = augmented_views(rng, batch["image"], batch["weight"], aug)
-  teacher_logits = jax.lax.stop_gradient(
-      teacher.apply(teacher_variables, views, train=False))
+  norm = _normaliser(weights)
 
-  def loss_fn(params):
-    logits, stats = _apply_train(model, state, params, views)
-    return losses.weighted_kd_loss(logits, teacher_logits, weights,
-                                   temperature), stats
+  def micro_loss(params, batch_stats, piece):
+    views, weights = piece
+    teacher_logits = jax.lax.stop_gradient(
+        teacher.apply(teacher_variables, views, train=False))
+    logits, stats = _apply_train(model, batch_stats, params, views)
+    per_sample = losses.kd_per_sample(logits, teacher_logits, temperature)
+    return jnp.sum(weights * per_sample) / norm, stats
 
-  (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  loss, stats, grads = _loss_and_grads(micro_loss, state, (views, weights),
+                                       accumulate)
   return apply_gradients(state, grads, tx, stats), {"loss": loss}
 
 
-@functools.partial(jax.jit, static_argnames=("model", "tx", "aug"),
+@functools.partial(jax.jit, static_argnames=("model", "tx", "aug",
+                                             "accumulate"),
                    donate_argnums=(0,))
 def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
             model: nn.Module, tx: optax.GradientTransformation,
-            aug: Any) -> tuple[TrainState, dict]:
+            aug: Any, accumulate: int = 1) -> tuple[TrainState, dict]:
   """One step of weighted cross-entropy with hard labels.
 
   Args:
@@ -250,19 +314,24 @@ def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
     aug: hashable augmentation settings (:func:`check_aug`), e.g.
       ``(("dsa", True),)`` for the DSA protocol; CutMix is not used with
       hard labels.
+    accumulate: micro-batches the batch is split into (as for
+      :func:`kd_step`).
 
   Returns:
     ``(new_state, {"loss": scalar})``.
   """
   aug = dict(check_aug(aug), cutmix=False)
   views, weights = augmented_views(rng, batch["image"], batch["weight"], aug)
+  norm = _normaliser(weights)
 
-  def loss_fn(params):
-    logits, stats = _apply_train(model, state, params, views)
-    return losses.weighted_ce_loss(logits, batch["label"], weights), stats
+  def micro_loss(params, batch_stats, piece):
+    views, labels, weights = piece
+    logits, stats = _apply_train(model, batch_stats, params, views)
+    per_sample = losses.ce_per_sample(logits, labels)
+    return jnp.sum(weights * per_sample) / norm, stats
 
-  (loss, stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-      state.params)
+  loss, stats, grads = _loss_and_grads(
+      micro_loss, state, (views, batch["label"], weights), accumulate)
   return apply_gradients(state, grads, tx, stats), {"loss": loss}
 
 

@@ -60,7 +60,9 @@ def train_student(
     optimizer: str = "adamw",
     learning_rate: float = 1e-3,
     weight_decay: float = 0.01,
+    decay_norm_and_bias: bool = True,
     warmup_steps: int = 0,
+    grad_accumulation: int = 1,
     eval_fn: Callable[[steps.TrainState], dict] | None = None,
     eval_every: int = 0,
     checkpoint_every: int = 500,
@@ -95,7 +97,13 @@ def train_student(
     optimizer: ``"adamw"`` or ``"sgd"``.
     learning_rate: peak learning rate.
     weight_decay: weight decay.
+    decay_norm_and_bias: whether weight decay also applies to the norms'
+      scales and the biases (False: kernels only, as SRe2L).
     warmup_steps: linear warm-up steps before the cosine decay.
+    grad_accumulation: micro-batches each step's batch is split into, so
+      that a batch a device cannot hold (SRe2L's 1024) takes several passes
+      for one update equal to the whole batch's (BatchNorm aside); must
+      divide the batch on each device.
     eval_fn: optional ``state -> metrics`` (e.g. test accuracy).
     eval_every: steps between evaluations (0: at the end only); the rows of
       ``workdir/metrics.jsonl`` give the accuracy-versus-steps curve.
@@ -115,6 +123,7 @@ def train_student(
   losses.check_distilled_set(images, labels, weights, num_classes)
   steps.check_aug(aug)
   batch_size = checks.integer("batch_size", batch_size)
+  grad_accumulation = checks.integer("grad_accumulation", grad_accumulation)
   seed = checks.integer("seed", seed, minimum=0)
   num_steps = start.steps_from_epochs(num_steps, num_epochs, len(images),
                                       batch_size)
@@ -123,17 +132,26 @@ def train_student(
   tx, state, step_key = start.initial_state(
       model, images.shape[1:], num_steps=num_steps, optimizer=optimizer,
       learning_rate=learning_rate, weight_decay=weight_decay,
-      warmup_steps=warmup_steps, seed=seed)
+      warmup_steps=warmup_steps, seed=seed,
+      decay_norm_and_bias=decay_norm_and_bias)
   mesh = sharding.data_mesh() if mesh is None else mesh
+  local = min(batch_size, len(images)) // sharding.num_data_shards(mesh)
+  if local % grad_accumulation:
+    raise ValueError(
+        f"grad_accumulation={grad_accumulation} does not divide the "
+        f"{local} images a step puts on each device (batch "
+        f"{min(batch_size, len(images))} over "
+        f"{sharding.num_data_shards(mesh)} devices).")
   if teacher is not None:
     teacher_variables = sharding.replicate(teacher_variables, mesh)
     step_fn = lambda s, b, k: steps.kd_step(
         s, b, k, model=model, teacher=teacher,
         teacher_variables=teacher_variables, tx=tx, temperature=temperature,
-        aug=aug)
+        aug=aug, accumulate=grad_accumulation)
   else:
     step_fn = lambda s, b, k: steps.ce_step(s, b, k, model=model, tx=tx,
-                                            aug=aug)
+                                            aug=aug,
+                                            accumulate=grad_accumulation)
   return loop.fit(state, step_fn,
                   distilled_batches(images, labels, weights, batch_size, seed),
                   num_steps, workdir, rng=step_key,

@@ -121,3 +121,14 @@ def test_a_pretrained_network_ignores_its_architecture_fields():
   config.autoencoder.norm_num_groups = 3
   config.prior.attention = "none"
   checks.check_config(config)
+
+
+def test_gradient_accumulation_must_divide_a_devices_batch(monkeypatch):
+  monkeypatch.setattr(checks.jax, "device_count", lambda: 4)
+  config = imagenet2012.get_config()  # batch 1024 in 4 passes
+  checks.check_config(config)
+  config.student.grad_accumulation = 3
+  with pytest.raises(ValueError, match=r"config.student.grad_accumulation=3 "
+                     "does not divide the 256 images of a step on each of "
+                     "the 4 devices"):
+    checks.check_config(config)

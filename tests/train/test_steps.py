@@ -134,3 +134,52 @@ def test_ce_step_with_dsa_fits_hard_labels():
     state, _ = steps.ce_step(state, batch, jax.random.key(i), model=student,
                              tx=tx, aug=(("dsa", ("flip", "color")),))
   assert steps.accuracy(student, state, batch["image"], batch["label"]) == 1.0
+
+
+def _assert_trees_close(a, b, **tol):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
+
+
+@pytest.mark.parametrize("accumulate", [2, 4])
+def test_kd_gradient_accumulation_is_the_large_batch_update(accumulate):
+  student, teacher, tvars, tx, _, batch = _setup()
+  states = []
+  for acc in (1, accumulate):
+    state = steps.create_state(student, jax.random.key(0), (8, 8, 1), tx)
+    state, metrics = steps.kd_step(
+        state, batch, jax.random.key(7), model=student, teacher=teacher,
+        teacher_variables=tvars, tx=tx, temperature=4.0, aug=AUG,
+        accumulate=acc)
+    states.append((state, float(metrics["loss"])))
+  (whole, loss), (pieces, loss_pieces) = states
+  np.testing.assert_allclose(loss_pieces, loss, rtol=1e-5)
+  _assert_trees_close(pieces.params, whole.params, rtol=1e-5, atol=1e-6)
+
+
+def test_ce_gradient_accumulation_is_the_large_batch_update():
+  student, _, _, tx, _, batch = _setup()
+  states = []
+  for acc in (1, 3):
+    state = steps.create_state(student, jax.random.key(0), (8, 8, 1), tx)
+    states.append(steps.ce_step(state, batch, jax.random.key(5),
+                                model=student, tx=tx, aug=AUG,
+                                accumulate=acc)[0])
+  _assert_trees_close(states[1].params, states[0].params, rtol=1e-5,
+                      atol=1e-6)
+
+
+def test_without_norm_and_bias_decay_only_kernels_shrink():
+  model = models.ConvNet(num_classes=3, width=4, depth=1)
+  tx = steps.make_optimizer("adamw", 0.1, 10, weight_decay=0.5,
+                            decay_norm_and_bias=False)
+  state = steps.create_state(model, jax.random.key(0), (8, 8, 1), tx)
+  params = jax.tree.map(lambda p: p + 1.0, state.params)  # biases non-zero
+  state = state.replace(params=params, opt_state=tx.init(params))
+  zero = jax.tree.map(jnp.zeros_like, params)  # only the decay moves them
+  after = steps.apply_gradients(state, zero, tx).params
+  pairs = zip(jax.tree_util.tree_leaves_with_path(params),
+              jax.tree.leaves(after), strict=True)
+  for (path, before), now in pairs:
+    moved = not np.array_equal(np.asarray(before), np.asarray(now))
+    assert moved == (before.ndim >= 2), jax.tree_util.keystr(path)
