@@ -26,22 +26,36 @@ def imagenet_synonyms() -> dict[str, str]:
   return {wnid: names for wnid, names in rows}
 
 
-def readable(class_names: Sequence[str]) -> tuple[str, ...]:
-  """Maps WordNet ids to their first synonym; other names are kept.
+SYNONYMS = ("first", "all")
+
+
+def readable(class_names: Sequence[str],
+             synonyms: str = "first") -> tuple[str, ...]:
+  """Maps WordNet ids to words; other names are kept.
 
   Args:
     class_names: dataset class names, e.g. ``("n01440764", "n02102040")``
       or ``("T-shirt/top", ...)``.
+    synonyms: ``"first"``: the id's first synonym (``"tench"``);
+      ``"all"``: its whole synonym line (``"tench, Tinca tinca"``), D4M's
+      prompts.
 
   Returns:
     ``("tench", "English springer")`` for the ids; unknown ids and ordinary
     names unchanged (underscores of folder names become spaces).
+
+  Raises:
+    ValueError: for another ``synonyms``.
   """
+  if synonyms not in SYNONYMS:
+    raise ValueError(f"synonyms must be one of {SYNONYMS}, got "
+                     f"{synonyms!r}.")
   table = imagenet_synonyms()
   out = []
   for name in class_names:
     if _WNID.match(name) and name in table:
-      out.append(table[name].split(",")[0].strip())
+      line = table[name]
+      out.append(line if synonyms == "all" else line.split(",")[0].strip())
     else:
       out.append(name.replace("_", " "))
   return tuple(out)

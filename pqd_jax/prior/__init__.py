@@ -8,10 +8,16 @@ from pqd_jax.prior.model import (
     save_prior,
     with_dtype,
 )
-from pqd_jax.prior.sample import guided_prediction, img2img
+from pqd_jax.prior.sample import (
+    SCHEDULERS,
+    guided_prediction,
+    img2img,
+    with_scheduler,
+)
 from pqd_jax.prior.train import train_prior
 
 __all__ = [
+    "SCHEDULERS",
     "Prior",
     "build_scheduler",
     "build_unet",
@@ -21,4 +27,5 @@ __all__ = [
     "save_prior",
     "train_prior",
     "with_dtype",
+    "with_scheduler",
 ]

@@ -1,14 +1,16 @@
 """SDEdit / img2img through the prior: push centroids onto the data manifold.
 
 Each centroid is noised to ``t = strength · T`` with the scheduler's
-``add_noise`` and denoised with DDIM (η = 0) and classifier-free guidance
-towards its class. ``strength = 0`` returns the centroid unchanged (the
-"decode only" ablation); ``strength = 1`` starts from pure noise, i.e. plain
-class-conditional sampling. The noise of sample ``i`` is drawn from
-``fold_in(rng, i)``, so the outputs do not depend on the batch size or the
-number of devices; batches are sharded over the mesh's ``"data"`` axis.
-The UNet may compute in bfloat16 (:func:`pqd_jax.prior.with_dtype`); the
-guidance and the DDIM updates run in float32, the latents' dtype.
+``add_noise`` and denoised with DDIM (η = 0) — or PNDM, Stable Diffusion's
+default sampler that D4M uses (:func:`with_scheduler`) — and
+classifier-free guidance towards its class. ``strength = 0`` returns the
+centroid unchanged (the "decode only" ablation); ``strength = 1`` starts
+from pure noise, i.e. plain class-conditional sampling. The noise of
+sample ``i`` is drawn from ``fold_in(rng, i)``, so the outputs do not
+depend on the batch size or the number of devices; batches are sharded
+over the mesh's ``"data"`` axis. The UNet may compute in bfloat16
+(:func:`pqd_jax.prior.with_dtype`); the guidance and the sampler's updates
+run in float32, the latents' dtype.
 """
 
 import functools
@@ -22,7 +24,34 @@ from jax.sharding import Mesh
 from pqd_jax import checks, sharding
 from pqd_jax.prior.model import Prior, padded_side
 
-__all__ = ["guided_prediction", "img2img", "num_denoising_steps"]
+__all__ = ["SCHEDULERS", "guided_prediction", "img2img",
+           "num_denoising_steps", "with_scheduler"]
+
+SCHEDULERS = ("ddim", "pndm")
+
+
+def with_scheduler(prior: Prior, name: str) -> Prior:
+  """The prior sampling with ``name``: ``"ddim"`` or ``"pndm"``.
+
+  Both take the noise schedule and prediction type of the prior's own
+  scheduler. ``"pndm"`` is Stable Diffusion's default (PLMS with the
+  Runge-Kutta warm-up skipped, ``skip_prk_steps``), what D4M samples with;
+  ``"ddim"`` (η = 0) is deterministic given the starting noise.
+
+  Raises:
+    ValueError: for another name.
+  """
+  checks.choice("scheduler", name, SCHEDULERS)
+  from diffusers import FlaxDDIMScheduler, FlaxPNDMScheduler
+
+  config = dict(prior.scheduler.config)
+  if name == "pndm":
+    scheduler = FlaxPNDMScheduler.from_config(config, skip_prk_steps=True)
+  else:
+    scheduler = FlaxDDIMScheduler.from_config(config)
+  if type(scheduler) is type(prior.scheduler):
+    return prior
+  return prior._replace(scheduler=scheduler)
 
 
 def guided_prediction(unet: Any, params: Any, x: jnp.ndarray, t: jnp.ndarray,
@@ -75,7 +104,8 @@ def _denoise(unet, scheduler, params, x0, context, null_context, keys,
     t0 = jnp.full((x0.shape[0],), timesteps[start])
     x = scheduler.add_noise(state, x0, noise, t0)
 
-  def body(i, x):
+  def body(i, carry):
+    x, state = carry  # PNDM's state keeps its past predictions
     t = timesteps[i]
     if use_cfg:
       out = guided_prediction(unet, params, x, t, context, null_context,
@@ -84,9 +114,10 @@ def _denoise(unet, scheduler, params, x0, context, null_context, keys,
       out = unet.apply({"params": params}, x,
                        jnp.broadcast_to(t, (x.shape[0],)),
                        context).sample.astype(x.dtype)
-    return scheduler.step(state, out, t, x).prev_sample
+    step = scheduler.step(state, out, t, x)
+    return step.prev_sample, step.state
 
-  return jax.lax.fori_loop(start, num_steps, body, x)
+  return jax.lax.fori_loop(start, num_steps, body, (x, state))[0]
 
 
 def _check(prior: Prior, latents: Any, classes: Any, strength: float,

@@ -1,3 +1,5 @@
+import pytest
+
 from pqd_jax.data import class_names
 
 
@@ -17,3 +19,13 @@ def test_other_names_are_kept_with_underscores_as_spaces():
   assert class_names.readable(["T-shirt/top", "golden_retriever",
                                "n99999999"]) == (
       "T-shirt/top", "golden retriever", "n99999999")
+
+
+def test_all_synonyms_give_the_whole_line_as_d4m_prompts():
+  assert class_names.readable(("n01440764", "folder_name"), "all") == (
+      "tench, Tinca tinca", "folder name")
+
+
+def test_an_unknown_synonyms_choice_is_refused():
+  with pytest.raises(ValueError, match="synonyms must be one of"):
+    class_names.readable(("n01440764",), "some")
