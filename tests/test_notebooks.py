@@ -16,12 +16,17 @@ def test_quickstart_notebook_runs_end_to_end(tmp_path, monkeypatch):
   monkeypatch.setenv("PQD_NOTEBOOK_CONFIG", f"{config}:{root}")
   monkeypatch.setenv("PQD_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  monkeypatch.delenv("PQD_SOURCE", raising=False)
   path = os.path.join(ROOT, "colab", "quickstart.ipynb")
   nb = nbformat.read(path, as_version=4)
+  # Started where the notebook sits, as Jupyter starts it.
   NotebookClient(nb, timeout=900, kernel_name="python3",
-                 resources={"metadata": {"path": str(tmp_path)}}).execute()
+                 resources={"metadata": {"path": os.path.dirname(path)}}
+                 ).execute()
   outputs = "".join(o.get("text", "") for c in nb.cells
                     if c.cell_type == "code" for o in c.get("outputs", []))
+  # It would install the checkout it sits in, with the CPU build of JAX.
+  assert f"install: install -q jax pqd_jax[sd] @ file://{ROOT}\n" in outputs
   assert "student accuracies" in outputs
   assert os.path.exists(tmp_path / "run" / "synthetic" / "grid.png")
   images = [o for c in nb.cells if c.cell_type == "code"
