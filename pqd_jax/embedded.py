@@ -13,7 +13,6 @@ A config field set to :data:`EMBEDDED` (``"embedded"``) selects them;
 """
 
 import hashlib
-import json
 import os
 import shutil
 from typing import Any
@@ -40,6 +39,9 @@ __all__ = [
 EMBEDDED = "embedded"
 _ROOT = os.path.join(os.path.dirname(__file__), "assets")
 _TEACHER_FILE = "variables.msgpack"
+# What to do about a shipped file that is cut short or corrupt.
+_REINSTALL = ("the checkpoint shipped with pqd_jax is damaged: reinstall "
+              "pqd_jax (in a git checkout: git checkout -- pqd_jax/assets)")
 
 
 def dataset_read(name: str) -> tuple[str, ...]:
@@ -85,22 +87,24 @@ def asset_dir(dataset: str, name: str) -> str:
 
 def provenance(dataset: str, name: str) -> dict:
   """The provenance record of an embedded checkpoint."""
-  with open(os.path.join(asset_dir(dataset, name), "provenance.json")) as f:
-    return json.load(f)
+  return workdir.load_json(
+      os.path.join(asset_dir(dataset, name), "provenance.json"), _REINSTALL)
 
 
 def load_autoencoder(dataset: str):
   """The embedded :class:`~pqd_jax.autoencoder.model.Autoencoder`."""
   from pqd_jax.autoencoder import model as ae_lib
 
-  return ae_lib.load_pretrained(asset_dir(dataset, "autoencoder"))
+  with workdir.advise(_REINSTALL):
+    return ae_lib.load_pretrained(asset_dir(dataset, "autoencoder"))
 
 
 def load_prior(dataset: str):
   """The embedded prior, parameters cast back to float32."""
   from pqd_jax.prior import model as prior_lib
 
-  prior = prior_lib.load_prior(asset_dir(dataset, "prior"))
+  with workdir.advise(_REINSTALL):
+    prior = prior_lib.load_prior(asset_dir(dataset, "prior"))
   return prior._replace(params=jax.tree.map(
       lambda x: jnp.asarray(x, jnp.float32), prior.params))
 
@@ -110,17 +114,19 @@ def load_teacher_variables(dataset: str, model: Any,
   """The embedded teacher's variables for ``model``.
 
   Raises:
-    ValueError: when they do not match the model.
+    ValueError: when they do not match the model, or
+      (:class:`pqd_jax.workdir.UnreadableFileError`) the file is cut short
+      or corrupt.
   """
   path = os.path.join(asset_dir(dataset, "teacher"), _TEACHER_FILE)
   template = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1, *image_shape))))
   template = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
                           dict(template))
-  with open(path, "rb") as f:
-    data = f.read()
+  with workdir.reading(path, _REINSTALL), open(path, "rb") as f:
+    state = serialization.msgpack_restore(f.read())
   try:
-    variables = serialization.from_bytes(template, data)
+    variables = serialization.from_state_dict(template, state)
   except (ValueError, KeyError) as e:
     raise ValueError(f"The embedded teacher for {dataset!r} does not match "
                      f"{type(model).__name__}: {e}") from e

@@ -10,8 +10,10 @@ Layout of a latents directory::
 Each class file is written to a temporary name and renamed, and
 ``index.json`` is written last, so a directory with an index is complete; a
 killed run leaves no index and is redone. :func:`stream` yields the files in
-chunks (``np.load(mmap_mode="r")``), so memory stays bounded by the chunk
-size whatever the dataset size.
+chunks (read in place, :func:`pqd_jax.workdir.read_rows`), so memory stays
+bounded by the chunk size whatever the dataset size. The readers check each
+class file's header against the index: a file cut short or of another count
+is an error.
 """
 
 import functools
@@ -45,13 +47,45 @@ def exists(directory: str) -> bool:
 
 
 def read_index(directory: str) -> dict:
-  """The artefact's index (class names, shape, dtype, counts, scaling)."""
+  """The artefact's index (class names, shape, dtype, counts, scaling).
+
+  Raises FileNotFoundError when there is none, and
+  :class:`pqd_jax.workdir.UnreadableFileError` when it is cut or corrupt.
+  """
   path = os.path.join(directory, _INDEX)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"No complete latents artefact in {directory!r} "
                             f"(missing {_INDEX}).")
-  with open(path) as f:
-    return json.load(f)
+  with workdir.reading(path, workdir.remake(directory), also=(TypeError,)):
+    with open(path, "rb") as f:
+      index = json.load(f)
+    # The fields the readers use, of the types they use them as.
+    index["counts"] = [int(n) for n in index["counts"]]
+    index["latent_shape"] = [int(n) for n in index["latent_shape"]]
+    np.dtype(index["dtype"])
+  return index
+
+
+def _layouts(directory: str, index: dict, classes: Sequence[int] | None = None
+             ) -> dict[int, workdir.ArrayLayout]:
+  """Each class file's layout, checked against the index.
+
+  A file missing, cut short, corrupt, or of another count or shape than the
+  index says raises :class:`pqd_jax.workdir.UnreadableFileError`.
+  """
+  counts, shape = index["counts"], tuple(index["latent_shape"])
+  advice = workdir.remake(directory)
+  layouts = {}
+  for c in range(len(counts)) if classes is None else classes:
+    path = _class_file(directory, c)
+    layout = workdir.array_layout(path, advice=advice)
+    if layout.shape != (counts[c], *shape):
+      raise workdir.UnreadableFileError(
+          path, f"it holds {layout.shape[0]} latents of shape "
+          f"{layout.shape[1:]}, {_INDEX} counts {counts[c]} of shape {shape}",
+          advice)
+    layouts[c] = layout
+  return layouts
 
 
 def encode_source(
@@ -193,24 +227,16 @@ def _write_index(directory: str, index: dict) -> None:
 def problem(directory: str) -> str:
   """What a latents artefact lacks: ``""`` when every class file is whole.
 
-  Reads the index and each class file's header (memory-mapped, so a file
-  shorter than its header says fails): its shape must be the class's count
-  by the latent shape.
+  Reads the index and each class file's header (a file shorter than its
+  header says fails): its shape must be the class's count by the latent
+  shape.
   """
   try:
-    index = read_index(directory)
-    counts, shape = index["counts"], tuple(index["latent_shape"])
+    _layouts(directory, read_index(directory))
+  except workdir.UnreadableFileError as e:
+    return f"{os.path.basename(e.path)}: {e.reason}"
   except (OSError, ValueError, KeyError, TypeError) as e:
-    return f"unreadable {_INDEX}: {e}"
-  for label, count in enumerate(counts):
-    path = _class_file(directory, label)
-    try:
-      got = np.load(path, mmap_mode="r").shape
-    except (OSError, ValueError) as e:
-      return f"{os.path.basename(path)} is missing or cut short ({e})"
-    if got != (count, *shape):
-      return (f"{os.path.basename(path)} holds {got}, the index says "
-              f"{(count, *shape)}")
+    return str(e)
   return ""
 
 
@@ -293,24 +319,26 @@ def load(directory: str, *, lazy: bool = False, dtype: str | None = None
   Args:
     directory: a latents artefact.
     lazy: return the latents as :class:`pqd_jax.sharding.LazyRows` over the
-      memory-mapped class files instead of one array in memory: rows are
-      read when indexed, so :func:`pqd_jax.quantize` reads in each process
-      of a multi-process run only the rows of its own devices.
+      class files instead of one array in memory: rows are read when
+      indexed, so :func:`pqd_jax.quantize` reads in each process of a
+      multi-process run only the rows of its own devices.
     dtype: dtype of the rows (a floating dtype); default the stored one.
 
   Raises:
-    ValueError: for a dtype that is not floating point.
+    ValueError: for a dtype that is not floating point, or an index or a
+      class file that is cut short, corrupt or of another count.
   """
   dtype = _check_dtype(dtype)
   index = read_index(directory)
   counts = index["counts"]
   labels = np.repeat(np.arange(len(counts)), counts).astype(np.int32)
+  layouts = _layouts(directory, index)
+  advice = workdir.remake(directory)
   if not lazy:
-    z = np.concatenate([np.load(_class_file(directory, c))
-                        for c in range(len(counts))])
+    z = np.concatenate([workdir.read_rows(lay, 0, lay.shape[0], advice=advice)
+                        for lay in layouts.values()])
     return (z if dtype is None else z.astype(dtype)), labels
   starts = np.concatenate([[0], np.cumsum(counts)])
-  files = {}
 
   def read(start, stop):
     parts = []
@@ -318,10 +346,9 @@ def load(directory: str, *, lazy: bool = False, dtype: str | None = None
                    len(counts)):
       if starts[c] >= stop:
         break
-      if c not in files:
-        files[c] = np.load(_class_file(directory, c), mmap_mode="r")
       lo, hi = max(start, starts[c]) - starts[c], min(stop, starts[c + 1])
-      parts.append(np.asarray(files[c][lo:hi - starts[c]], out_dtype))
+      rows = workdir.read_rows(layouts[c], lo, hi - starts[c], advice=advice)
+      parts.append(rows.astype(out_dtype, copy=False))
     if not parts:
       return np.zeros((0, *shape), out_dtype)
     return np.concatenate(parts)
@@ -337,8 +364,8 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
            ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
   """A re-iterable stream of ``(latents, labels)`` chunks, class by class.
 
-  The returned callable suits :func:`pqd_jax.quantize_stream`; files are
-  memory-mapped, so only one chunk is in memory at a time.
+  The returned callable suits :func:`pqd_jax.quantize_stream`; only one
+  chunk is in memory at a time.
 
   Args:
     directory: a latents artefact.
@@ -348,8 +375,9 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
     classes: stream only these classes' files (default all), in this order.
 
   Raises:
-    ValueError: for a chunk < 1, a dtype that is not floating point or
-      classes that are not integer labels of the artefact.
+    ValueError: for a chunk < 1, a dtype that is not floating point,
+      classes that are not integer labels of the artefact, or an index or
+      a class file that is cut short, corrupt or of another count.
   """
   dtype = _check_dtype(dtype)
   chunk = checks.integer("chunk", chunk)
@@ -362,12 +390,15 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
   if bad:
     raise ValueError(f"classes {bad[:5]} are not integer labels in "
                      f"[0, {num_classes}).")
+  layouts = _layouts(directory, index, classes)
+  advice = workdir.remake(directory)
 
   def batches():
     for c in classes:
-      arr = np.load(_class_file(directory, c), mmap_mode="r")
-      for s in range(0, arr.shape[0], chunk):
-        part = np.asarray(arr[s:s + chunk], dtype)
+      n = layouts[c].shape[0]
+      for s in range(0, n, chunk):
+        part = np.asarray(workdir.read_rows(
+            layouts[c], s, min(s + chunk, n), advice=advice), dtype)
         yield part, np.full(part.shape[0], c, np.int32)
 
   return batches

@@ -10,7 +10,6 @@ works in. The module may compute in bfloat16 or float16
 """
 
 import functools
-import json
 import os
 from typing import Any, NamedTuple
 
@@ -18,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from diffusers import FlaxAutoencoderKL
+from diffusers.utils import CONFIG_NAME, FLAX_WEIGHTS_NAME
 from jax.sharding import Mesh
 from jax.typing import DTypeLike
 
@@ -35,6 +35,11 @@ __all__ = [
     "save_pretrained",
     "with_dtype",
 ]
+
+# What to do about a checkpoint that is cut short or corrupt (a pipeline
+# stage that loads its own artefact says more: pqd_jax.workdir.advise).
+_DAMAGED = ("the checkpoint is truncated or corrupt: save, copy or download "
+            "it again")
 
 
 class Autoencoder(NamedTuple):
@@ -139,8 +144,11 @@ def load_pretrained(path: str, *, subfolder: str | None = None,
     The autoencoder with the scaling factor from its config.
 
   Raises:
-    FileNotFoundError: for a local path that does not exist.
-    ValueError: for a dtype that is not a compute dtype on this backend.
+    FileNotFoundError: for a local path that does not exist or holds no
+      autoencoder.
+    ValueError: for a dtype that is not a compute dtype on this backend, or
+      (:class:`pqd_jax.workdir.UnreadableFileError`) a config or weights
+      file that is cut short or corrupt.
   """
   dtype = checks.compute_dtype(dtype, "dtype")
   looks_local = os.path.sep in path or path.startswith(".")
@@ -149,14 +157,25 @@ def load_pretrained(path: str, *, subfolder: str | None = None,
   kwargs = {"subfolder": subfolder} if subfolder else {}
   if revision:
     kwargs["revision"] = revision
-  try:
-    model, params = FlaxAutoencoderKL.from_pretrained(
-        path, from_pt=from_pt, **kwargs)
-  except OSError as e:
-    raise FileNotFoundError(
-        f"Could not load a FlaxAutoencoderKL from {path!r}"
-        f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {e}"
-    ) from e
+  where = os.path.join(path, subfolder or "")
+  config_file = os.path.join(where, CONFIG_NAME)
+  if os.path.isfile(config_file):  # diffusers would call a cut one missing
+    workdir.load_json(config_file, _DAMAGED)
+  weights = (os.path.join(where, FLAX_WEIGHTS_NAME)
+             if os.path.isdir(where) and not from_pt else where)
+  # A cut weights file fails in msgpack (a ValueError), or in diffusers
+  # ("Unable to convert ..."): both are converted, as missing files are not.
+  with workdir.reading(weights, _DAMAGED):
+    try:
+      model, params = FlaxAutoencoderKL.from_pretrained(
+          path, from_pt=from_pt, **kwargs)
+    except OSError as e:
+      if "Unable to convert" in str(e):
+        raise
+      raise FileNotFoundError(
+          f"Could not load a FlaxAutoencoderKL from {path!r}"
+          f"{f' (subfolder {subfolder!r})' if subfolder else ''}: {e}"
+      ) from e
   # config.json gives lists; jit needs a hashable (static) module.
   model = diffusers_compat.hashable_module(model)
   return with_dtype(
@@ -171,9 +190,8 @@ def save_pretrained(ae: Autoencoder, path: str) -> None:
   ae.model.save_pretrained(path, params=ae.params)
   if float(ae.model.config.scaling_factor) != ae.scaling_factor:
     # diffusers keeps the factor in config.json; record the trained one.
-    cfg_path = os.path.join(path, "config.json")
-    with open(cfg_path) as f:
-      cfg = json.load(f)
+    cfg_path = os.path.join(path, CONFIG_NAME)
+    cfg = workdir.load_json(cfg_path, _DAMAGED)
     cfg["scaling_factor"] = ae.scaling_factor
     workdir.write_json(cfg_path, cfg)
 

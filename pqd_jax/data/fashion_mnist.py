@@ -9,6 +9,8 @@ import os
 
 import numpy as np
 
+from pqd_jax import workdir
+
 __all__ = ["CLASS_NAMES", "DEBIAN_DIR", "find_dir", "load", "read_idx"]
 
 DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
@@ -25,6 +27,8 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"),
                0x0E: np.dtype(">f8")}
 
 
+_DAMAGED = (f"{workdir.DAMAGED} (the Debian package: `sudo apt-get install "
+            "--reinstall dataset-fashion-mnist`)")
 _HOW_TO = (
     "Install it with `sudo apt-get install dataset-fashion-mnist` (files in "
     "/usr/share/datasets/fashion-mnist), or point PQD_DATA_DIR (or "
@@ -73,25 +77,26 @@ def read_idx(path: str) -> np.ndarray:
   """Reads an IDX file (optionally gzipped) into a numpy array.
 
   Raises:
-    ValueError: if the header is not a valid IDX header or the payload size
-      does not match it.
+    pqd_jax.workdir.UnreadableFileError: (a ValueError) naming the file for
+      one that is cut short, not gzip, or whose IDX header is invalid or
+      does not match its payload size.
   """
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rb") as f:
+  with workdir.reading(path, _DAMAGED), opener(path, "rb") as f:
     raw = f.read()
   if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-    raise ValueError(f"{path} is not an IDX file (bad magic {raw[:4]!r}).")
+    raise workdir.UnreadableFileError(
+        path, f"not an IDX file (bad magic {raw[:4]!r})", _DAMAGED)
   dtype = np.dtype(_IDX_DTYPES[raw[2]])
   ndim = raw[3]
   header = 4 + 4 * ndim
   shape = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big")
                 for i in range(ndim))
   expected = int(np.prod(shape)) * dtype.itemsize
-  if len(raw) - header != expected:
-    raise ValueError(
-        f"{path}: header says shape {shape} ({expected} bytes) but the file "
-        f"holds {len(raw) - header} bytes of data."
-    )
+  if len(raw) < header or len(raw) - header != expected:
+    raise workdir.UnreadableFileError(
+        path, f"header says shape {shape} ({expected} bytes) but the file "
+        f"holds {max(len(raw) - header, 0)} bytes of data", _DAMAGED)
   return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(
       dtype.newbyteorder("="))
 
@@ -108,7 +113,9 @@ def load(split: str = "train",
     ``(images [n, 28, 28] uint8, labels [n] int32)``.
 
   Raises:
-    ValueError: for an unknown split or inconsistent files.
+    ValueError: for an unknown split or inconsistent files
+      (:class:`pqd_jax.workdir.UnreadableFileError` for a cut or corrupt
+      one).
     FileNotFoundError: when the data is nowhere to be found.
   """
   if split not in _FILES:
@@ -116,11 +123,18 @@ def load(split: str = "train",
                      f"{tuple(_FILES)}.")
   directory = find_dir(data_dir)
   img_stem, lab_stem = _FILES[split]
-  images = read_idx(_resolve(directory, img_stem))
-  labels = read_idx(_resolve(directory, lab_stem)).astype(np.int32)
-  if images.ndim != 3 or images.shape[0] != labels.shape[0]:
-    raise ValueError(
-        f"Fashion-MNIST {split}: images {images.shape} and labels "
-        f"{labels.shape} do not match."
-    )
+  img_path, lab_path = (_resolve(directory, img_stem),
+                        _resolve(directory, lab_stem))
+  for stem, path in ((img_stem, img_path), (lab_stem, lab_path)):
+    if path is None:
+      raise FileNotFoundError(f"No {stem}[.gz] in {directory!r}. {_HOW_TO}")
+  images = read_idx(img_path)
+  if images.ndim != 3:
+    raise workdir.UnreadableFileError(
+        img_path, f"images of shape {images.shape}, not [n, 28, 28]", _DAMAGED)
+  labels = read_idx(lab_path).astype(np.int32)
+  if labels.shape != images.shape[:1]:
+    raise workdir.UnreadableFileError(
+        lab_path, f"labels of shape {labels.shape} for the {images.shape[0]} "
+        f"images of {img_path}", _DAMAGED)
   return images, labels

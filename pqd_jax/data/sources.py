@@ -204,8 +204,10 @@ class FolderSource(ImageSource):
 
   def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
     i = _check_index(index, len(self))
-    with Image.open(self.files[i]) as image:
-      arr = _convert(image, self.image_size, self.channels)
+    # PIL's PNG reader raises SyntaxError for a broken chunk.
+    with workdir.reading(self.files[i], workdir.DAMAGED, also=(SyntaxError,)):
+      with Image.open(self.files[i]) as image:
+        arr = _convert(image, self.image_size, self.channels)
     return arr, int(self.labels[i])
 
   def _stored(self) -> Iterable[bytes]:
@@ -294,8 +296,10 @@ class TfdsSource(ImageSource):
     if cache:
       key = hashlib.sha256(b"".join(self._stored())).hexdigest()[:16]
       path = os.path.join(cache, f"{self._name}-{split}-labels-{key}.npy")
-      if os.path.exists(path):
+      try:
         return np.load(path)
+      except (OSError, ValueError, EOFError):
+        pass  # not there yet, or damaged: scanned and written again below
     # The labels without decoding a single image (ImageNet: 1.28 M JPEGs).
     undecoded = builder.as_data_source(
         split=split, decoders={self._image_key: tfds.decode.SkipDecoding()})

@@ -205,6 +205,18 @@ def grid_subset(labels: np.ndarray, max_classes: int = GRID_CLASSES,
   return np.concatenate([m[:cols] for m in members]), len(classes)
 
 
+def _layout(directory: str, label: int, count: int, shape: tuple[int, ...],
+            advice: str) -> workdir.ArrayLayout:
+  """Class ``label``'s shard, which must hold ``count`` images of ``shape``."""
+  path = _shard(directory, label)
+  layout = workdir.array_layout(path, advice=advice)
+  if layout.shape != (int(count), *shape):
+    raise workdir.UnreadableFileError(
+        path, f"it holds {layout.shape}, {SET} says {(int(count), *shape)}",
+        advice)
+  return layout
+
+
 def problem(directory: str) -> str:
   """Why a ``synthetic`` artefact is incomplete (``""`` when it is whole).
 
@@ -212,19 +224,21 @@ def problem(directory: str) -> str:
   images at the set's shape; only headers are read.
   """
   try:
-    with np.load(os.path.join(directory, SET)) as s:
-      classes, counts = s["classes"], s["counts"]
-      shape = tuple(int(v) for v in s["image_shape"])
-  except (OSError, ValueError, KeyError, EOFError) as e:
+    s = workdir.read_npz(os.path.join(directory, SET),
+                         ("classes", "counts", "image_shape"))
+  except workdir.UnreadableFileError as e:
+    return f"{SET} does not read back ({e.reason})"
+  except OSError as e:
     return f"{SET} does not read back ({e})"
+  classes, counts = s["classes"], s["counts"]
+  shape = tuple(int(v) for v in s["image_shape"])
   for label, count in zip(classes, counts, strict=True):
-    path = _shard(directory, label)
     try:
-      got = workdir.array_layout(path).shape
+      _layout(directory, label, count, shape, "")
+    except workdir.UnreadableFileError as e:
+      return f"{e.path}: {e.reason}"
     except ValueError as e:
       return str(e)
-    if got != (int(count), *shape):
-      return f"{path} holds {got}, the set needs {(int(count), *shape)}"
   return ""
 
 
@@ -244,7 +258,10 @@ def load_set(directory: str, weights: str = "quantizer"
     ``labels`` ``[n]`` int32 and ``weights`` ``[n]`` float32.
 
   Raises:
-    ValueError: for another ``weights``, or an artefact without ``set.npz``.
+    ValueError: for another ``weights``, an artefact without ``set.npz``,
+      or (:class:`pqd_jax.workdir.UnreadableFileError`, naming the file)
+      a ``set.npz`` or a shard that is cut short, corrupt or holds another
+      count than the set says.
   """
   if weights not in STUDENT_WEIGHTS:
     raise ValueError(f"student.weights must be one of {STUDENT_WEIGHTS}, got "
@@ -252,10 +269,12 @@ def load_set(directory: str, weights: str = "quantizer"
   path = os.path.join(directory, SET)
   if not os.path.isfile(path):
     raise ValueError(f"{directory} is not a synthetic set: it has no {SET}.")
-  with np.load(path) as s:
-    labels, set_weights = s["labels"], s["weights"]
-    classes, counts = s["classes"], s["counts"]
-    shape = tuple(int(v) for v in s["image_shape"])
+  advice = workdir.remake(directory)
+  s = workdir.read_npz(path, ("labels", "weights", "classes", "counts",
+                              "image_shape"), advice)
+  labels, set_weights = s["labels"], s["weights"]
+  classes, counts = s["classes"], s["counts"]
+  shape = tuple(int(v) for v in s["image_shape"])
   if weights == "uniform":
     set_weights = np.ones_like(set_weights)
   starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
@@ -268,10 +287,10 @@ def load_set(directory: str, weights: str = "quantizer"
       if starts[i] >= stop:
         break
       if i not in layouts:
-        layouts[i] = workdir.array_layout(_shard(directory, classes[i]))
+        layouts[i] = _layout(directory, classes[i], counts[i], shape, advice)
       lo, hi = max(start, starts[i]), min(stop, starts[i + 1])
       parts.append(workdir.read_rows(layouts[i], lo - starts[i],
-                                     hi - starts[i]))
+                                     hi - starts[i], advice=advice))
     rows = (np.concatenate(parts) if parts
             else np.zeros((0, *shape), np.uint8))
     return rows.astype(np.float32) / 127.5 - 1.0

@@ -46,6 +46,9 @@ __all__ = [
 
 _PRIOR_FILE = "prior.json"
 _CONTEXT_FILE = "context.npz"
+# What to do about a saved prior that is cut short or corrupt (a pipeline
+# stage that loads its own artefact says more: pqd_jax.workdir.advise).
+_DAMAGED = "the saved prior is truncated or corrupt: save or copy it again"
 
 
 class Prior(NamedTuple):
@@ -127,7 +130,8 @@ def build_unet(config: Any, latent_shape: tuple[int, int, int]
     The module (initialise with ``unet.init_weights(rng)``).
 
   Raises:
-    ValueError: for non-square latents or channels the norms cannot group.
+    ValueError: for non-square latents, channels the norms cannot group or
+      the attention heads cannot split.
   """
   h, w, c = latent_shape
   if h != w:
@@ -136,6 +140,11 @@ def build_unet(config: Any, latent_shape: tuple[int, int, int]
   if not channels or any(ch % 32 for ch in channels):
     raise ValueError(f"block_out_channels must be non-empty multiples of 32 "
                      f"(GroupNorm(32) in the UNet), got {channels}.")
+  heads = config.attention_head_dim  # diffusers' name for the head count
+  if any(ch % heads for ch in channels):
+    raise ValueError(f"attention_head_dim={heads} (the number of attention "
+                     f"heads) must divide every block_out_channels, got "
+                     f"{channels}.")
   if config.attention not in ("all", "low"):
     raise ValueError(f"attention must be 'all' or 'low', got "
                      f"{config.attention!r}.")
@@ -204,8 +213,9 @@ def save_prior(prior: Prior, directory: str,
 
 def read_metadata(directory: str) -> dict:
   """The ``metadata`` a saved prior was written with (empty if none)."""
-  with open(os.path.join(directory, _PRIOR_FILE)) as f:
-    return json.load(f).get("metadata", {})
+  path = os.path.join(directory, _PRIOR_FILE)
+  with workdir.reading(path, _DAMAGED, also=(AttributeError,)):
+    return workdir.load_json(path, _DAMAGED).get("metadata", {})
 
 
 def load_prior(directory: str, dtype: DTypeLike = jnp.float32) -> Prior:
@@ -218,25 +228,33 @@ def load_prior(directory: str, dtype: DTypeLike = jnp.float32) -> Prior:
 
   Raises:
     ValueError: when ``directory`` is not a complete saved prior, or for a
-      dtype that is not a compute dtype on this backend.
+      dtype that is not a compute dtype on this backend;
+      :class:`pqd_jax.workdir.UnreadableFileError` names a file that is cut
+      short or corrupt.
   """
   dtype = checks.compute_dtype(dtype, "dtype")
   meta_path = os.path.join(directory, _PRIOR_FILE)
   if not os.path.exists(meta_path):
     raise ValueError(f"{directory!r} is not a saved prior (no {_PRIOR_FILE}); "
                      "expected the output of pqd_jax.prior.save_prior.")
-  with open(meta_path) as f:
-    meta = json.load(f)
-  unet, params = FlaxUNet2DConditionModel.from_pretrained(
-      os.path.join(directory, "unet"))
+  with workdir.reading(meta_path, _DAMAGED, also=(TypeError,)):
+    meta = workdir.load_json(meta_path, _DAMAGED)
+    latent_shape = tuple(int(n) for n in meta["latent_shape"])
+    class_names = tuple(meta["class_names"])
+  # diffusers reports a cut config as an OSError naming it and a cut weights
+  # file as msgpack's ValueError naming nothing: the folder is named.
+  unet_dir = os.path.join(directory, "unet")
+  with workdir.reading(unet_dir, _DAMAGED):
+    unet, params = FlaxUNet2DConditionModel.from_pretrained(unet_dir)
   unet = diffusers_compat.hashable_module(unet)
-  scheduler, _ = FlaxDDIMScheduler.from_pretrained(  # (scheduler, state)
-      os.path.join(directory, "scheduler"))
-  with np.load(os.path.join(directory, _CONTEXT_FILE)) as ctx:
-    context, null_context = ctx["context"], ctx["null_context"]
+  scheduler_dir = os.path.join(directory, "scheduler")
+  with workdir.reading(scheduler_dir, _DAMAGED):
+    scheduler, _ = FlaxDDIMScheduler.from_pretrained(  # (scheduler, state)
+        scheduler_dir)
+  ctx = workdir.read_npz(os.path.join(directory, _CONTEXT_FILE),
+                         ("context", "null_context"), _DAMAGED)
   return with_dtype(
       Prior(unet=unet, params=params, scheduler=scheduler,
-            context=jnp.asarray(context),
-            null_context=jnp.asarray(null_context),
-            latent_shape=tuple(meta["latent_shape"]),
-            class_names=tuple(meta["class_names"])), dtype)
+            context=jnp.asarray(ctx["context"]),
+            null_context=jnp.asarray(ctx["null_context"]),
+            latent_shape=latent_shape, class_names=class_names), dtype)

@@ -89,9 +89,11 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
     from pqd_jax import prior as prior_lib
 
     q_path = os.path.join(q_art.path, "quantization.npz")
-    with np.load(q_path) as q:
-      weights, classes = q["weights"], q["classes"]
-    cents = workdir.array_layout(q_path, "centroids")  # read a group at a time
+    q_advice = workdir.remake(q_art.path)
+    q = workdir.read_npz(q_path, ("weights", "classes"), q_advice)
+    weights, classes = q["weights"], q["classes"]
+    # Read a group at a time.
+    cents = workdir.array_layout(q_path, "centroids", advice=q_advice)
     k = cents.shape[1]
     labels = np.repeat(classes, k).astype(np.int32)
     d = c.decode
@@ -101,8 +103,9 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
     ae = ae._replace(params=sharding.replicate(ae.params, mesh))
     model = None
     if d.strength > 0:
-      model = prior_lib.load_prior(os.path.join(prior_art.path, "final"),
-                                   dtype=dtype)
+      with workdir.advise(workdir.remake(prior_art.path)):
+        model = prior_lib.load_prior(os.path.join(prior_art.path, "final"),
+                                     dtype=dtype)
       model = model._replace(params=sharding.replicate(model.params, mesh))
     writer = synthetic.SetWriter(path, class_names, relabel.image_shape(c))
     group = max(1, GROUP_IMAGES // k)
@@ -115,7 +118,7 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
             for i in range(lo, min(lo + group, len(classes))))])
     for lo in tqdm(left, desc="decode", disable=not wd.progress):
       hi = min(lo + group, len(classes))
-      z = workdir.read_rows(cents, lo, hi).astype(np.float32)
+      z = workdir.read_rows(cents, lo, hi, advice=q_advice).astype(np.float32)
       z = z.reshape(-1, *cents.shape[2:])
       if model is not None:
         z = prior_lib.img2img(

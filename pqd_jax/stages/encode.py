@@ -44,7 +44,9 @@ LATENTS = workdir.Stage(
 def load_autoencoder(art: workdir.Artefact,
                      dtype: DTypeLike = "float32") -> ae_lib.Autoencoder:
   """The autoencoder of an ``autoencoder`` artefact, computing in ``dtype``."""
-  return ae_lib.load_pretrained(os.path.join(art.path, "final"), dtype=dtype)
+  with workdir.advise(workdir.remake(art.path)):
+    return ae_lib.load_pretrained(os.path.join(art.path, "final"),
+                                  dtype=dtype)
 
 
 def autoencoder(wd: workdir.Workdir, config,
@@ -57,9 +59,12 @@ def autoencoder(wd: workdir.Workdir, config,
       if a.pretrained == embedded.EMBEDDED:
         ae = embedded.load_autoencoder(c.dataset)
       else:
-        ae = ae_lib.load_pretrained(a.pretrained,
-                                    subfolder=a.get("subfolder") or None,
-                                    revision=a.get("revision") or None)
+        advice = (f"check it, or point --config.autoencoder.pretrained (now "
+                  f"{a.pretrained!r}) at a complete checkpoint")
+        with workdir.advise(advice):
+          ae = ae_lib.load_pretrained(a.pretrained,
+                                      subfolder=a.get("subfolder") or None,
+                                      revision=a.get("revision") or None)
       with workdir.atomic_directory(os.path.join(path, "final")) as tmp:
         ae_lib.save_pretrained(ae, tmp)
     else:

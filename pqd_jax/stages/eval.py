@@ -22,8 +22,10 @@ EVAL = workdir.Stage(
 
 
 def _sweep_summary(sweep_art: workdir.Artefact, root: str) -> dict:
-  with np.load(os.path.join(sweep_art.path, "sweep.npz")) as s:
-    ks, dist, dim = s["ks"], s["distortion"], int(s["dim"])
+  s = workdir.read_npz(os.path.join(sweep_art.path, "sweep.npz"),
+                       ("ks", "distortion", "dim"),
+                       workdir.remake(sweep_art.path))
+  ks, dist, dim = s["ks"], s["distortion"], int(s["dim"])
   two = len(ks) >= 2
   return {"ks": ks.tolist(), "mean_distortion": dist.mean(axis=1).tolist(),
           "dim": dim,
@@ -55,8 +57,11 @@ def evaluate(wd: workdir.Workdir, config, data: splits.Splits,
     shape = relabel.image_shape(c)
     test = data.source("test", shape[0])
     model = models.build_classifier(c.student, num_classes)
-    classifiers = [(model, trainer.restore_variables(model, art.path, shape))
-                   for art in student_arts]
+    classifiers = []
+    for art in student_arts:
+      with workdir.advise(workdir.remake(art.path)):
+        classifiers.append(
+            (model, trainer.restore_variables(model, art.path, shape)))
     # The test split read once for every classifier, a batch at a time
     # decoded ahead by grain workers (each process its devices' images).
     *preds, teacher_pred = evaluation_lib.predict_source(
@@ -66,8 +71,9 @@ def evaluate(wd: workdir.Workdir, config, data: splits.Splits,
     teacher_acc = float(np.mean(teacher_pred == test.labels))
     distortion = []
     if q_art:
-      with np.load(os.path.join(q_art.path, "quantization.npz")) as q:
-        distortion = q["distortion"].tolist()
+      distortion = workdir.read_npz(
+          os.path.join(q_art.path, "quantization.npz"), ("distortion",),
+          workdir.remake(q_art.path))["distortion"].tolist()
     mean, std = trainer.mean_std(accs)
     out = {
         "dataset": c.dataset, "ipc": c.ipc,

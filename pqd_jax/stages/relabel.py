@@ -50,21 +50,32 @@ class Classifier(NamedTuple):
   variables: Any
 
 
+def _checkpoint_advice(path: str) -> str:
+  """What to do about an unreadable checkpoint named by the config."""
+  return (f"check it, or point --config.teacher.checkpoint (now {path!r}) "
+          "at a complete checkpoint")
+
+
 def load_teacher(art: workdir.Artefact, num_classes: int) -> Classifier:
   """The teacher of a ``teacher`` artefact (or the checkpoint it names).
 
   The artefact describes itself: its ``stage.json`` holds the teacher
   config it was made with.
   """
-  reads = workdir.read_json(os.path.join(art.path, workdir.STAGE_FILE))
-  c = ml_collections.ConfigDict(reads["reads"])
+  path = os.path.join(art.path, workdir.STAGE_FILE)
+  advice = workdir.remake(art.path)
+  with workdir.reading(path, advice, also=(TypeError,)):
+    c = ml_collections.ConfigDict(workdir.load_json(path, advice)["reads"])
   shape = image_shape(c)
   model = models.build_classifier(c.teacher, num_classes)
-  if c.teacher.checkpoint == embedded.EMBEDDED:
+  checkpoint = c.teacher.checkpoint
+  if checkpoint == embedded.EMBEDDED:
     variables = embedded.load_teacher_variables(c.dataset, model, shape)
   else:
-    variables = trainer.restore_variables(
-        model, c.teacher.checkpoint or art.path, shape)
+    with workdir.advise(_checkpoint_advice(checkpoint) if checkpoint
+                        else advice):
+      variables = trainer.restore_variables(model, checkpoint or art.path,
+                                            shape)
   return Classifier(model, variables)
 
 
@@ -84,7 +95,8 @@ def teacher(wd: workdir.Workdir, config, data: splits.Splits,
         workdir.write_json(os.path.join(path, "source.json"), {
             "embedded": embedded.provenance(c.dataset, "teacher")})
     elif t.checkpoint:
-      trainer.restore_variables(model, t.checkpoint, shape)
+      with workdir.advise(_checkpoint_advice(t.checkpoint)):
+        trainer.restore_variables(model, t.checkpoint, shape)
       if distributed.is_coordinator():
         workdir.write_json(os.path.join(path, "source.json"),
                            {"checkpoint": os.path.abspath(t.checkpoint)})

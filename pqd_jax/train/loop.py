@@ -18,7 +18,6 @@ checkpoints; :func:`check_run_config` keeps a workdir from being resumed
 with another configuration.
 """
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -35,6 +34,9 @@ from pqd_jax import workdir as workdir_lib
 from pqd_jax.train import steps
 
 __all__ = ["check_run_config", "fit", "restore_variables"]
+
+# Orbax (tensorstore) reports a damaged checkpoint with a bare Exception.
+_ORBAX_ERRORS = (Exception,)
 
 
 def fit(
@@ -77,12 +79,17 @@ def fit(
   state = sharding.replicate(state, mesh)
   coordinator = distributed.is_coordinator()
   os.makedirs(workdir, exist_ok=True)
+  ckpt_dir = os.path.abspath(os.path.join(workdir, "ckpt"))
   manager = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "ckpt")),
+      ckpt_dir,
       options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True))
-  if manager.latest_step() is not None:
-    state = manager.restore(manager.latest_step(),
-                            args=ocp.args.StandardRestore(state))
+  last = manager.latest_step()
+  if last is not None:
+    with workdir_lib.reading(
+        os.path.join(ckpt_dir, str(last)), "delete it to resume from the "
+        f"checkpoint before it, or delete {workdir} to train again",
+        also=_ORBAX_ERRORS):
+      state = manager.restore(last, args=ocp.args.StandardRestore(state))
   start = int(state.step)
   metrics_path = os.path.join(workdir, "metrics.jsonl")
 
@@ -145,8 +152,9 @@ def restore_variables(model: nn.Module, workdir: str,
     ``{"params", "batch_stats"?}`` for ``model.apply``.
 
   Raises:
-    ValueError: when there is no such checkpoint or it does not match the
-      model.
+    ValueError: when there is no such checkpoint, it does not match the
+      model, or (:class:`pqd_jax.workdir.UnreadableFileError`) it is cut
+      short or corrupt.
   """
   ckpt_dir = os.path.abspath(os.path.join(workdir, "ckpt"))
   if not os.path.isdir(ckpt_dir):
@@ -159,7 +167,12 @@ def restore_variables(model: nn.Module, workdir: str,
   if step is None or step not in available:
     raise ValueError(f"No checkpoint at step {step!r} in {ckpt_dir!r}; "
                      f"available steps: {sorted(available)}.")
-  restored = manager.restore(step, args=ocp.args.StandardRestore())
+  others = sorted(set(available) - {step})
+  with workdir_lib.reading(
+      os.path.join(ckpt_dir, str(step)),
+      f"restore another step (available: {others}) or train again"
+      if others else "train again", also=_ORBAX_ERRORS):
+    restored = manager.restore(step, args=ocp.args.StandardRestore())
   expected = jax.eval_shape(
       lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape))))
   variables = {"params": restored["params"]}
@@ -183,13 +196,14 @@ def check_run_config(workdir: str, config: dict[str, Any], *,
   it. Keys in ``ignore`` may change (training longer resumes).
 
   Raises:
-    ValueError: naming the keys whose saved and requested values differ.
+    ValueError: naming the keys whose saved and requested values differ, or
+      (:class:`pqd_jax.workdir.UnreadableFileError`) for a saved config that
+      is cut short or corrupt.
   """
   os.makedirs(workdir, exist_ok=True)
   path = os.path.join(workdir, "config.json")
   if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
+    saved = workdir_lib.load_json(path, workdir_lib.remake(workdir))
     changed = {k: (saved.get(k), v) for k, v in config.items()
                if k not in ignore and saved.get(k) != v}
     if changed:

@@ -38,14 +38,21 @@ from pqd_jax.workdir.digests import (
     to_jsonable,
 )
 from pqd_jax.workdir.files import (
+    DAMAGED,
     ArrayLayout,
+    UnreadableFileError,
+    advise,
     append_jsonl,
     array_layout,
     atomic_directory,
+    load_json,
     read_json,
     read_jsonl,
+    read_npz,
     read_rows,
     readable,
+    reading,
+    remake,
     save_atomic,
     tree_stats,
     write_json,
@@ -55,11 +62,13 @@ from pqd_jax.workdir.files import (
 )
 
 __all__ = [
-    "ArrayLayout", "Artefact", "ConfigView", "Stage", "UndeclaredConfigRead",
-    "Workdir", "append_jsonl", "array_layout", "atomic_directory",
-    "config_values", "digest", "read_json", "read_jsonl", "read_rows",
-    "readable", "save_atomic", "to_jsonable", "tree_stats", "write_json",
-    "write_npy", "write_npz", "write_text",
+    "DAMAGED", "ArrayLayout", "Artefact", "ConfigView", "Stage",
+    "UndeclaredConfigRead", "UnreadableFileError", "Workdir", "advise",
+    "append_jsonl", "array_layout", "atomic_directory", "config_values",
+    "digest", "load_json", "read_json", "read_jsonl", "read_npz",
+    "read_rows", "readable", "reading", "remake", "save_atomic",
+    "to_jsonable", "tree_stats", "write_json", "write_npy", "write_npz",
+    "write_text",
 ]
 
 STAGE_FILE = "stage.json"

@@ -1,9 +1,14 @@
-"""Atomic writers and tolerant readers of a workdir's files.
+"""Atomic writers, tolerant and strict readers of a workdir's files.
 
 Every file is written atomically (a temporary file of this process, then
 ``os.replace``): a killed run leaves either the old file or the new one,
 never half of one. JSON lines are appended in one ``write`` and read back
 skipping a line cut by a kill.
+
+The tolerant readers (:func:`read_json`, :func:`readable`) let the stage
+cache make a broken artefact again. Everywhere else a file that is cut short
+or corrupt raises :class:`UnreadableFileError`, a one-line ``ValueError``
+naming the file and what to do (:func:`reading`).
 """
 
 import contextlib
@@ -13,16 +18,115 @@ import os
 import shutil
 import struct
 import zipfile
-from collections.abc import Callable, Iterator
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
+import msgpack
 import numpy as np
 
 __all__ = [
-    "ArrayLayout", "append_jsonl", "array_layout", "atomic_directory",
-    "read_json", "read_jsonl", "read_rows", "readable", "save_atomic",
-    "tree_stats", "write_json", "write_npy", "write_npz", "write_text",
+    "DAMAGED", "ArrayLayout", "UnreadableFileError", "advise",
+    "append_jsonl", "array_layout", "atomic_directory", "load_json",
+    "read_json", "read_jsonl", "read_npz", "read_rows", "readable",
+    "reading", "remake", "save_atomic", "tree_stats", "write_json",
+    "write_npy", "write_npz", "write_text",
 ]
+
+# What to do about a damaged input file (data, a checkpoint given by path).
+DAMAGED = "the file is truncated or corrupt: fetch or copy it again"
+# What reading a cut or corrupt file raises (json, numpy, zip, gzip, PIL and
+# msgpack errors are among these or subclass them).
+_CORRUPT = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile,
+            struct.error, zlib.error, msgpack.UnpackException)
+# Not about the content: a missing or forbidden file keeps its own error
+# (callers say how to get a missing file), and so does a lack of memory.
+_NOT_CORRUPT = (FileNotFoundError, PermissionError, IsADirectoryError,
+                NotADirectoryError, MemoryError)
+_REASON_CHARS = 200
+
+
+class UnreadableFileError(ValueError):
+  """A file that is cut short or corrupt: names it and what to do.
+
+  Attributes:
+    path: the file (or checkpoint directory).
+    reason: what is wrong with it, one line.
+    advice: what to do about it.
+  """
+
+  def __init__(self, path: str, reason: str, advice: str):
+    super().__init__(f"cannot read {path}: {reason}; {advice}")
+    self.path, self.reason, self.advice = path, reason, advice
+
+  def __reduce__(self):  # the message is not the constructor's argument
+    return type(self), (self.path, self.reason, self.advice)
+
+
+def remake(directory: str) -> str:
+  """The advice for a damaged pipeline artefact: the cache makes it again."""
+  return f"delete {directory} and run again: the stage makes it again"
+
+
+def _reason(error: BaseException) -> str:
+  """``error`` as one short line: its type and first line."""
+  lines = str(error).strip().splitlines()
+  text = " ".join(lines[0].split()).rstrip(".") if lines else ""
+  if len(text) > _REASON_CHARS:
+    text = text[:_REASON_CHARS - 3] + "..."
+  name = type(error).__name__
+  return f"{name}: {text}" if text else name
+
+
+@contextlib.contextmanager
+def reading(path: str, advice: str,
+            also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+  """Turns what a cut or corrupt ``path`` raises into one ValueError.
+
+  Raises :class:`UnreadableFileError` (``cannot read <path>: <reason>;
+  <advice>``, ``advice`` e.g. :data:`DAMAGED` or :func:`remake`) for an
+  OSError, EOFError, ValueError, KeyError, zip, zlib, struct or msgpack
+  error, or one of ``also`` (orbax raises bare ``Exception``). A missing or
+  forbidden file passes through, as does an :class:`UnreadableFileError` of
+  a nested read.
+  """
+  try:
+    yield
+  except (UnreadableFileError, *_NOT_CORRUPT):
+    raise
+  except (*_CORRUPT, *also) as e:
+    raise UnreadableFileError(path, _reason(e), advice) from None
+
+
+@contextlib.contextmanager
+def advise(advice: str) -> Iterator[None]:
+  """Gives an :class:`UnreadableFileError` raised inside another advice.
+
+  For a caller that knows better what to do than the reader it calls (a
+  pipeline stage loading its artefact, a config field naming a checkpoint).
+  """
+  try:
+    yield
+  except UnreadableFileError as e:
+    raise UnreadableFileError(e.path, e.reason, advice) from None
+
+
+def load_json(path: str, advice: str = DAMAGED) -> Any:
+  """The JSON in ``path``: FileNotFoundError or :func:`reading`'s error."""
+  with reading(path, advice), open(path, "rb") as f:
+    return json.load(f)
+
+
+def read_npz(path: str, names: Sequence[str],
+             advice: str = DAMAGED) -> dict[str, np.ndarray]:
+  """Arrays ``names`` of an ``.npz``: FileNotFoundError or :func:`reading`'s."""
+  with reading(path, advice):
+    with open(path, "rb") as f:
+      if f.read(2) != b"PK":
+        # np.load would try it as a pickle and say so.
+        raise UnreadableFileError(path, "not an .npz (zip) archive", advice)
+    with np.load(path) as archive:
+      return {name: archive[name] for name in names}
 
 
 def _tmp(path: str) -> str:
@@ -206,59 +310,65 @@ class ArrayLayout(NamedTuple):
   dtype: np.dtype
 
 
-def _npy_header(f: Any, path: str) -> tuple[tuple[int, ...], np.dtype]:
+def _npy_header(f: Any) -> tuple[tuple[int, ...], bool, np.dtype]:
   version = np.lib.format.read_magic(f)
   read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                  else np.lib.format.read_array_header_2_0)
   shape, fortran, dtype = read_header(f)
-  if fortran or dtype.hasobject:
-    raise ValueError(f"{path}: rows can be read only from a C-ordered array "
-                     "of plain values.")
-  return tuple(shape), dtype
+  return tuple(shape), fortran, dtype
 
 
-def array_layout(path: str, member: str | None = None) -> ArrayLayout:
+def array_layout(path: str, member: str | None = None, *,
+                 advice: str = DAMAGED) -> ArrayLayout:
   """The layout of a ``.npy`` file, or of array ``member`` of an ``.npz``.
 
   The member must be stored uncompressed (``np.savez``, as
   :func:`write_npz` does), so its rows can be read in place.
 
   Raises:
-    ValueError: for a file that is not such an array, is cut short, or
-      lacks ``member``, naming the file.
+    UnreadableFileError: for a file that is missing, not such an array,
+      cut short, or lacks ``member`` (``advice`` says what to do).
+    ValueError: for a compressed member or an array that is not C-ordered
+      plain values.
   """
+  name = f"array {member!r} of {path}" if member else path
   try:
-    with open(path, "rb") as f:
+    with reading(name, advice), open(path, "rb") as f:
+      stored = True
       if member is not None:
         with zipfile.ZipFile(f) as z:
           info = z.getinfo(member + ".npy")
-        if info.compress_type != zipfile.ZIP_STORED:
-          raise ValueError(f"{path}: {member!r} is compressed; rows are read "
-                           "only from np.savez (stored) members.")
+        stored = info.compress_type == zipfile.ZIP_STORED
         # The local header: 30 bytes, then the name and the extra field.
         f.seek(info.header_offset + 26)
         name_len, extra_len = struct.unpack("<HH", f.read(4))
         f.seek(info.header_offset + 30 + name_len + extra_len)
-      shape, dtype = _npy_header(f, path)
+      shape, fortran, dtype = _npy_header(f) if stored else ((), False, None)
       offset = f.tell()
-  except (KeyError, OSError, EOFError, zipfile.BadZipFile,
-          struct.error) as e:
-    what = f"array {member!r} of " if member else ""
-    raise ValueError(f"cannot read {what}{path}: {e}") from None
+  except FileNotFoundError:  # a shard not written yet, for SetWriter
+    raise UnreadableFileError(name, "no such file", advice) from None
+  if not stored:
+    raise ValueError(f"{path}: {member!r} is compressed; rows are read "
+                     "only from np.savez (stored) members.")
+  if fortran or dtype.hasobject:
+    raise ValueError(f"{path}: rows can be read only from a C-ordered array "
+                     "of plain values.")
   size = os.path.getsize(path)
   need = offset + int(np.prod(shape)) * dtype.itemsize
   if need > size:
-    raise ValueError(f"{path} is cut short: {size} bytes, the array needs "
-                     f"{need}.")
+    raise UnreadableFileError(
+        name, f"cut short: {size} bytes, the array needs {need}", advice)
   return ArrayLayout(path, offset, shape, dtype)
 
 
-def read_rows(layout: ArrayLayout, start: int, stop: int) -> np.ndarray:
+def read_rows(layout: ArrayLayout, start: int, stop: int, *,
+              advice: str = DAMAGED) -> np.ndarray:
   """Rows ``[start, stop)`` of an array, read from its file (no mapping).
 
   Reads with ``pread`` into a new array, so a process that reads a large
   file row by row holds only the rows it asked for (a memory map would
-  keep every page it touched resident).
+  keep every page it touched resident). A file cut short since ``layout``
+  was taken raises :class:`UnreadableFileError` with ``advice``.
   """
   n = layout.shape[0]
   if not 0 <= start <= stop <= n:
@@ -274,8 +384,8 @@ def read_rows(layout: ArrayLayout, start: int, stop: int) -> np.ndarray:
       while got < len(view):
         k = os.preadv(fd, [view[got:]], layout.offset + start * row + got)
         if k == 0:
-          raise ValueError(f"{layout.path} is cut short at row "
-                           f"{start + got // row}.")
+          raise UnreadableFileError(
+              layout.path, f"cut short at row {start + got // row}", advice)
         got += k
     finally:
       os.close(fd)

@@ -1,3 +1,6 @@
+import os
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -100,6 +103,73 @@ def _saved(tmp_path, dtype="float32"):
   labels = np.repeat([0, 1, 2], [14, 9, 7])
   latents.save(str(tmp_path), z, labels, ["x", "y", "z"], dtype=dtype)
   return z, labels
+
+
+def _remake(tmp_path):
+  return (f"delete {re.escape(str(tmp_path))} and run again: the stage "
+          "makes it again")
+
+
+# Every reader of the class files, reading all of them.
+READERS = {
+    "load": lambda d: latents.load(d),
+    "load_lazy": lambda d: latents.load(d, lazy=True)[0][:],
+    "stream": lambda d: list(latents.stream(d)()),
+}
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_truncated_class_file_is_named(tmp_path, reader):
+  _saved(tmp_path)
+  path = tmp_path / "class_00001.npy"
+  os.truncate(path, os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match=rf"cannot read {re.escape(str(path))}"
+                     rf": cut short.*; {_remake(tmp_path)}"):
+    READERS[reader](str(tmp_path))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_class_file_cut_in_its_header_is_named(tmp_path, reader):
+  _saved(tmp_path)
+  os.truncate(tmp_path / "class_00002.npy", 40)
+  with pytest.raises(ValueError, match=r"class_00002.npy: ValueError: EOF"):
+    READERS[reader](str(tmp_path))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_counts_that_disagree_with_a_class_file_are_an_error(tmp_path,
+                                                              reader):
+  z, _ = _saved(tmp_path)
+  np.save(tmp_path / "class_00001.npy", z[:7])  # the index counts 9
+  with pytest.raises(ValueError, match=r"class_00001.npy: it holds 7 "
+                     r"latents of shape \(3, 2\), index.json counts 9 .*; "
+                     rf"{_remake(tmp_path)}"):
+    READERS[reader](str(tmp_path))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_truncated_index_is_named(tmp_path, reader):
+  _saved(tmp_path)
+  path = tmp_path / "index.json"
+  os.truncate(path, os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match=rf"cannot read {re.escape(str(path))}"
+                     rf": JSONDecodeError.*; {_remake(tmp_path)}"):
+    READERS[reader](str(tmp_path))
+
+
+def test_an_index_without_counts_is_named(tmp_path):
+  _saved(tmp_path)
+  (tmp_path / "index.json").write_text('{"latent_shape": [3, 2]}')
+  with pytest.raises(ValueError, match=r"index.json: KeyError: 'counts'"):
+    latents.read_index(str(tmp_path))
+
+
+def test_a_count_mismatch_is_a_problem_the_cache_remakes(tmp_path):
+  z, _ = _saved(tmp_path)
+  np.save(tmp_path / "class_00001.npy", z[:7])
+  assert latents.problem(str(tmp_path)) == (
+      "class_00001.npy: it holds 7 latents of shape (3, 2), index.json "
+      "counts 9 of shape (3, 2)")
 
 
 def test_save_then_load_gives_the_latents(tmp_path):

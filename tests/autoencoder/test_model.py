@@ -1,3 +1,6 @@
+import os
+import re
+
 import jax
 import numpy as np
 import pytest
@@ -65,6 +68,40 @@ def test_pretrained_from_a_subfolder(ae, tmp_path):
   assert loaded.model.config.latent_channels == 2
 
 
+DAMAGED = ("the checkpoint is truncated or corrupt: save, copy or download "
+           "it again")
+
+
+@pytest.mark.parametrize("name,reason", [
+    ("config.json", "JSONDecodeError"),
+    ("diffusion_flax_model.msgpack", "ValueError: Unpack failed"),
+])
+def test_a_truncated_checkpoint_file_is_named(ae, tmp_path, name, reason):
+  model_lib.save_pretrained(ae, str(tmp_path))
+  path = tmp_path / name
+  os.truncate(path, os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match=rf"cannot read {re.escape(str(path))}"
+                     rf": {reason}.*; {DAMAGED}$"):
+    model_lib.load_pretrained(str(tmp_path))
+
+
+def test_weights_that_are_not_msgpack_are_named(ae, tmp_path):
+  model_lib.save_pretrained(ae, str(tmp_path))
+  (tmp_path / "diffusion_flax_model.msgpack").write_bytes(b"\xc1garbage")
+  with pytest.raises(ValueError, match=r"diffusion_flax_model.msgpack: "
+                     rf"FormatError; {DAMAGED}"):
+    model_lib.load_pretrained(str(tmp_path))
+
+
+def test_weights_with_trailing_bytes_are_named(ae, tmp_path):
+  model_lib.save_pretrained(ae, str(tmp_path))
+  with open(tmp_path / "diffusion_flax_model.msgpack", "ab") as f:
+    f.write(b"\x01\x02\x03")
+  with pytest.raises(ValueError, match=r"diffusion_flax_model.msgpack: "
+                     rf"OSError: Unable to convert.*; {DAMAGED}"):
+    model_lib.load_pretrained(str(tmp_path))
+
+
 class TestBadInput:
 
   def test_missing_pretrained_directory(self, tmp_path):
@@ -72,6 +109,13 @@ class TestBadInput:
       model_lib.load_pretrained(str(tmp_path / "nothing"))
 
   def test_directory_without_a_model(self, tmp_path):
+    with pytest.raises(FileNotFoundError, match="Could not load"):
+      model_lib.load_pretrained(str(tmp_path))
+
+  def test_a_directory_with_a_weights_file_but_no_config(self, ae,
+                                                        tmp_path):
+    model_lib.save_pretrained(ae, str(tmp_path))
+    os.remove(tmp_path / "config.json")
     with pytest.raises(FileNotFoundError, match="Could not load"):
       model_lib.load_pretrained(str(tmp_path))
 

@@ -47,7 +47,53 @@ def test_truncated_file_is_rejected(idx_dir):
     raw = f.read()
   with gzip.open(path, "wb") as f:
     f.write(raw[:-10])
-  with pytest.raises(ValueError, match="header says shape"):
+  with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz: header "
+                     "says shape"):
+    fashion_mnist.load("test", idx_dir)
+
+
+FETCH = "the file is truncated or corrupt: fetch or copy it again"
+
+
+def test_a_truncated_gz_names_the_file_and_says_fetch_it(idx_dir):
+  path = os.path.join(idx_dir, "t10k-images-idx3-ubyte.gz")
+  os.truncate(path, os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match=r"cannot read .*t10k-images-idx3-"
+                     rf"ubyte.gz: EOFError.*; {FETCH}"):
+    fashion_mnist.load("test", idx_dir)
+
+
+def test_a_gz_that_is_not_gzip_names_the_file(idx_dir):
+  path = os.path.join(idx_dir, "t10k-labels-idx1-ubyte.gz")
+  with open(path, "wb") as f:
+    f.write(b"plain bytes, not gzip")
+  with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: "
+                     rf"BadGzipFile.*; {FETCH}"):
+    fashion_mnist.load("test", idx_dir)
+
+
+def test_a_file_with_a_wrong_magic_names_the_file(idx_dir):
+  path = os.path.join(idx_dir, "t10k-images-idx3-ubyte.gz")
+  with gzip.open(path, "rb") as f:
+    raw = f.read()
+  with gzip.open(path, "wb") as f:
+    f.write(b"\x01\x02" + raw[2:])
+  with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz: not an "
+                     rf"IDX file.*; {FETCH}"):
+    fashion_mnist.load("test", idx_dir)
+
+
+def test_labels_for_other_images_name_the_labels_file(idx_dir):
+  _write_idx(os.path.join(idx_dir, "t10k-labels-idx1-ubyte.gz"),
+             np.zeros(4))
+  with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte.gz: labels "
+                     r"of shape \(4,\) for the 5 images"):
+    fashion_mnist.load("test", idx_dir)
+
+
+def test_a_missing_labels_file_is_not_found(idx_dir):
+  os.remove(os.path.join(idx_dir, "t10k-labels-idx1-ubyte.gz"))
+  with pytest.raises(FileNotFoundError, match="t10k-labels-idx1-ubyte"):
     fashion_mnist.load("test", idx_dir)
 
 

@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 
 import numpy as np
@@ -6,6 +7,7 @@ import pytest
 from PIL import Image
 
 from pqd_jax.data import fashion_mnist, sources
+from tests.data.test_fashion_mnist import _write_idx
 
 
 def _folder(root, split, classes=("cat", "dog", "frog"), per_class=4,
@@ -57,6 +59,26 @@ class TestFolderSource:
     os.makedirs(tmp_path / "train" / "empty")
     with pytest.raises(FileNotFoundError, match="No images"):
       sources.open_source(f"folder:{tmp_path}", "train")
+
+  def test_a_truncated_image_names_the_file(self, tmp_path):
+    root = _folder(str(tmp_path), "train")
+    path = os.path.join(root, "train", "dog", "1.png")
+    os.truncate(path, os.path.getsize(path) // 2)
+    src = sources.open_source(f"folder:{root}", "train")
+    with pytest.raises(ValueError, match=rf"cannot read {re.escape(path)}: "
+                       "OSError: image file is truncated; the file is "
+                       "truncated or corrupt: fetch or copy it again"):
+      src[5]
+
+  def test_a_file_that_is_no_image_names_the_file(self, tmp_path):
+    root = _folder(str(tmp_path), "train")
+    path = os.path.join(root, "train", "cat", "0.png")
+    with open(path, "wb") as f:
+      f.write(b"not a png")
+    src = sources.open_source(f"folder:{root}", "train")
+    with pytest.raises(ValueError, match=rf"cannot read {re.escape(path)}: "
+                       "UnidentifiedImageError.*fetch or copy it again"):
+      src[0]
 
   def test_images_without_class_folders_say_how_to_lay_them_out(
       self, tmp_path):
@@ -191,6 +213,18 @@ def test_fashion_mnist_source_has_names_and_full_test_split():
   assert src[0][0].shape == (28, 28, 1)
 
 
+def test_a_corrupt_fashion_mnist_file_is_named_not_looked_up_in_tfds(
+    tmp_path):
+  for prefix in ("train", "t10k"):
+    _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz",
+               np.zeros((3, 28, 28)))
+    _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.zeros(3))
+  path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+  os.truncate(path, os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz: EOFError"):
+    sources.open_source("fashion_mnist", "test", data_dir=str(tmp_path))
+
+
 def test_empty_dataset_name():
   with pytest.raises(ValueError, match="dataset must be 'fashion_mnist'"):
     sources.open_source("", "train")
@@ -219,6 +253,17 @@ class TestTfdsLabelCache:
     again = sources.open_source("pqd_tiny_shapes", "train", data_dir=tfds_dir,
                                 label_cache=cache)
     np.testing.assert_array_equal(again.labels, first.labels[::-1])
+
+  def test_a_damaged_cache_is_scanned_again(self, tfds_dir, tmp_path):
+    cache = str(tmp_path / "labels")
+    first = sources.open_source("pqd_tiny_shapes", "train", data_dir=tfds_dir,
+                                label_cache=cache)
+    (path,) = [os.path.join(cache, f) for f in os.listdir(cache)]
+    os.truncate(path, 20)
+    again = sources.open_source("pqd_tiny_shapes", "train", data_dir=tfds_dir,
+                                label_cache=cache)
+    np.testing.assert_array_equal(again.labels, first.labels)
+    np.testing.assert_array_equal(np.load(path), first.labels)
 
   def test_changed_shards_are_scanned_again(self, tfds_dir, tmp_path):
     cache = str(tmp_path / "labels")

@@ -1,3 +1,6 @@
+import os
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -84,6 +87,58 @@ def test_load_set_refuses_other_weights_naming_them(tmp_path):
 def test_load_set_of_a_directory_without_a_set_names_it(tmp_path):
   with pytest.raises(ValueError, match="set.npz"):
     synthetic.load_set(str(tmp_path))
+
+
+def _saved_set(tmp_path):
+  synthetic.save_set(str(tmp_path), np.zeros((4, 8, 8, 1), np.float32),
+                     np.array([0, 0, 1, 1]), np.ones(4), ["a", "b"])
+  return tmp_path
+
+
+def _remake(tmp_path):
+  return (f"delete {re.escape(str(tmp_path))} and run again: the stage "
+          "makes it again")
+
+
+def test_load_set_of_a_truncated_set_npz_names_it(tmp_path):
+  path = _saved_set(tmp_path) / "set.npz"
+  os.truncate(path, os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match=rf"cannot read {re.escape(str(path))}:"
+                     rf" BadZipFile.*; {_remake(tmp_path)}"):
+    synthetic.load_set(str(tmp_path))
+
+
+def test_load_set_of_a_garbage_set_npz_says_it_is_no_archive(tmp_path):
+  path = _saved_set(tmp_path) / "set.npz"
+  path.write_bytes(b"garbage")
+  with pytest.raises(ValueError, match=r"set.npz: not an .npz \(zip\) "
+                     "archive"):
+    synthetic.load_set(str(tmp_path))
+
+
+def test_a_shard_cut_short_is_named_when_its_rows_are_read(tmp_path):
+  shard = _saved_set(tmp_path) / "shards" / "00001.npy"
+  os.truncate(shard, os.path.getsize(shard) - 5)
+  images, _, _ = synthetic.load_set(str(tmp_path))
+  with pytest.raises(ValueError, match=rf"{re.escape(str(shard))}: cut short"
+                     rf".*; {_remake(tmp_path)}"):
+    images.take(np.arange(4))
+
+
+def test_a_shard_of_another_count_is_named_with_both_counts(tmp_path):
+  shard = _saved_set(tmp_path) / "shards" / "00001.npy"
+  np.save(shard, np.zeros((3, 8, 8, 1), np.uint8))
+  images, _, _ = synthetic.load_set(str(tmp_path))
+  with pytest.raises(ValueError, match=r"00001.npy: it holds \(3, 8, 8, 1\), "
+                     r"set.npz says \(2, 8, 8, 1\)"):
+    images.take(np.arange(4))
+
+
+def test_a_truncated_set_npz_is_a_problem_not_an_error(tmp_path):
+  path = _saved_set(tmp_path) / "set.npz"
+  os.truncate(path, os.path.getsize(path) // 2)
+  assert synthetic.problem(str(tmp_path)).startswith(
+      "set.npz does not read back")
 
 
 def test_the_grid_shows_at_most_ten_classes_of_ten_images():

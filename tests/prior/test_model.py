@@ -1,3 +1,7 @@
+import os
+import re
+import shutil
+
 import jax
 import numpy as np
 import pytest
@@ -69,3 +73,42 @@ def test_saved_prior_loads_back_to_the_same_samples(prior, tmp_path):
 def test_loading_an_incomplete_directory_is_refused(tmp_path):
   with pytest.raises(ValueError, match="not a saved prior"):
     model.load_prior(str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def saved(prior, tmp_path_factory):
+  path = tmp_path_factory.mktemp("saved") / "p"
+  model.save_prior(prior, str(path), metadata={"num_steps": 3})
+  return path
+
+
+# A file of a saved prior, and the path and reason the error names: diffusers
+# names a cut config in its message, a cut weights file nowhere.
+DAMAGED_FILES = {
+    "prior.json": ("prior.json", "JSONDecodeError"),
+    "context.npz": ("context.npz", "BadZipFile"),
+    "unet/diffusion_flax_model.msgpack": ("unet", "ValueError: Unpack failed"),
+    "unet/config.json": ("unet", "OSError: .*unet/config.json"),
+    "scheduler/scheduler_config.json": ("scheduler",
+                                        "OSError: .*scheduler_config.json"),
+}
+
+
+@pytest.mark.parametrize("name", DAMAGED_FILES)
+def test_a_truncated_file_of_a_saved_prior_is_named(saved, tmp_path, name):
+  copy = tmp_path / "p"
+  shutil.copytree(saved, copy)
+  os.truncate(copy / name, os.path.getsize(copy / name) // 2)
+  named, reason = DAMAGED_FILES[name]
+  with pytest.raises(ValueError, match=(
+      rf"cannot read {re.escape(str(copy / named))}: {reason}.*; the saved "
+      "prior is truncated or corrupt: save or copy it again$")):
+    model.load_prior(str(copy))
+
+
+def test_read_metadata_of_a_truncated_prior_json_names_it(saved, tmp_path):
+  copy = tmp_path / "p"
+  shutil.copytree(saved, copy)
+  os.truncate(copy / "prior.json", 20)
+  with pytest.raises(ValueError, match=r"prior.json: JSONDecodeError"):
+    model.read_metadata(str(copy))

@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -206,6 +207,42 @@ def test_restore_variables_of_a_missing_step(tmp_path):
   model = models.ConvNet(num_classes=3, width=8, depth=2)
   with pytest.raises(ValueError, match=r"step 7 .*available steps: \[2\]"):
     trainer.restore_variables(model, str(tmp_path), (8, 8, 1), step=7)
+
+
+def _cut_checkpoint(workdir, step):
+  """Cuts the metadata of a checkpoint, as a copy that stopped short would."""
+  path = os.path.join(workdir, "ckpt", str(step), "default", "_METADATA")
+  os.truncate(path, os.path.getsize(path) // 2)
+  return re.escape(os.path.join(os.path.abspath(workdir), "ckpt", str(step)))
+
+
+def test_restore_variables_of_a_damaged_checkpoint_names_it(tmp_path):
+  run(str(tmp_path), num_steps=4, checkpoint_every=2)
+  step = _cut_checkpoint(str(tmp_path), 4)
+  model = models.ConvNet(num_classes=3, width=8, depth=2)
+  with pytest.raises(ValueError, match=rf"cannot read {step}: "
+                     r"JSONDecodeError.*; restore another step \(available: "
+                     r"\[2\]\) or train again$"):
+    trainer.restore_variables(model, str(tmp_path), (8, 8, 1))
+
+
+def test_resuming_from_a_damaged_checkpoint_names_it(tmp_path):
+  run(str(tmp_path), num_steps=2, checkpoint_every=2)
+  step = _cut_checkpoint(str(tmp_path), 2)
+  with pytest.raises(ValueError, match=rf"cannot read {step}: .*; delete it "
+                     "to resume from the checkpoint before it, or delete "
+                     f"{re.escape(str(tmp_path))} to train again$"):
+    run(str(tmp_path), num_steps=4, checkpoint_every=2)
+
+
+def test_a_truncated_run_config_names_it(tmp_path):
+  trainer.check_run_config(str(tmp_path), {"a": 1, "b": [1, 2, 3]})
+  path = tmp_path / "config.json"
+  os.truncate(path, os.path.getsize(path) // 2)
+  with pytest.raises(ValueError, match=rf"cannot read {re.escape(str(path))}"
+                     r": JSONDecodeError.*; delete "
+                     f"{re.escape(str(tmp_path))} and run again"):
+    trainer.check_run_config(str(tmp_path), {"a": 1, "b": [1, 2, 3]})
 
 
 def test_unknown_augmentation_is_refused_before_training(tmp_path):

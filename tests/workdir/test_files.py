@@ -1,4 +1,6 @@
+import json
 import os
+import pickle
 import shutil
 
 import numpy as np
@@ -123,7 +125,7 @@ def test_array_layout_names_a_missing_member_or_a_cut_file(tmp_path):
   np.save(tmp_path / "c.npy", np.zeros((100, 10)))
   cut = tmp_path / "c.npy"
   cut.write_bytes(cut.read_bytes()[:-80])
-  with pytest.raises(ValueError, match="c.npy is cut short"):
+  with pytest.raises(ValueError, match="c.npy: cut short"):
     workdir.array_layout(str(cut))
 
 
@@ -132,3 +134,127 @@ def test_read_rows_outside_the_array_is_an_index_error(tmp_path):
   layout = workdir.array_layout(str(tmp_path / "a.npy"))
   with pytest.raises(IndexError, match=r"\[2, 4\)"):
     workdir.read_rows(layout, 2, 4)
+
+
+def _half(path):
+  os.truncate(path, os.path.getsize(path) // 2)
+
+
+def test_reading_names_the_file_the_reason_and_the_advice():
+  with pytest.raises(workdir.UnreadableFileError) as info:
+    with workdir.reading("/data/x.bin", "fetch it again"):
+      raise EOFError("ended early")
+  assert str(info.value) == ("cannot read /data/x.bin: EOFError: ended "
+                             "early; fetch it again")
+
+
+def test_an_unreadable_file_error_is_a_value_error_of_one_line():
+  with pytest.raises(ValueError) as info:
+    with workdir.reading("/data/x.json", "fetch it again"):
+      json.loads('{"a": [1,\n 2')
+  assert "\n" not in str(info.value)
+  assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_reading_leaves_a_missing_file_to_the_caller(tmp_path):
+  with pytest.raises(FileNotFoundError):
+    with workdir.reading(str(tmp_path / "none"), "fetch it again"):
+      open(tmp_path / "none")
+
+
+def test_reading_keeps_the_file_a_nested_read_names():
+  with pytest.raises(ValueError, match="cannot read inner: KeyError"):
+    with workdir.reading("outer", "a"), workdir.reading("inner", "b"):
+      raise KeyError("x")
+
+
+def test_reading_converts_other_errors_only_when_asked():
+  with pytest.raises(RuntimeError):
+    with workdir.reading("ckpt", "train again"):
+      raise RuntimeError("tensorstore")
+  with pytest.raises(ValueError, match="cannot read ckpt: RuntimeError"):
+    with workdir.reading("ckpt", "train again", also=(RuntimeError,)):
+      raise RuntimeError("tensorstore")
+
+
+def test_a_long_reason_is_cut_to_a_short_one():
+  with pytest.raises(ValueError) as info:
+    with workdir.reading("ckpt", "train again"):
+      raise ValueError("x" * 5000)
+  assert len(str(info.value)) < 300
+
+
+def test_advise_gives_a_caller_s_advice():
+  with pytest.raises(ValueError, match=r"^cannot read f: EOFError; delete "
+                     r"w/a and run again: the stage makes it again$"):
+    with workdir.advise(workdir.remake("w/a")):
+      with workdir.reading("f", workdir.DAMAGED):
+        raise EOFError
+
+
+def test_an_unreadable_file_error_crosses_processes():
+  error = workdir.UnreadableFileError("a.png", "cut", "copy it again")
+  again = pickle.loads(pickle.dumps(error))
+  assert str(again) == str(error) and again.path == "a.png"
+
+
+def test_load_json_of_a_truncated_file_names_it(tmp_path):
+  path = str(tmp_path / "a.json")
+  workdir.write_json(path, {"key": list(range(10))})
+  _half(path)
+  with pytest.raises(ValueError, match=r"cannot read .*a.json: "
+                     r"JSONDecodeError.*; fix it"):
+    workdir.load_json(path, "fix it")
+
+
+def test_read_npz_of_a_truncated_file_names_it(tmp_path):
+  path = str(tmp_path / "a.npz")
+  workdir.write_npz(path, x=np.arange(1000))
+  _half(path)
+  with pytest.raises(ValueError, match=r"cannot read .*a.npz: BadZipFile.*; "
+                     "the file is truncated or corrupt"):
+    workdir.read_npz(path, ("x",))
+
+
+def test_read_npz_of_a_file_cut_inside_a_member_names_it(tmp_path):
+  path = tmp_path / "a.npz"
+  workdir.write_npz(str(path), x=np.arange(1000), y=np.arange(1000))
+  data = path.read_bytes()
+  path.write_bytes(data[:len(data) // 2] + data[-200:])
+  with pytest.raises(ValueError, match=r"cannot read .*a.npz: "):
+    workdir.read_npz(str(path), ("x", "y"))
+
+
+def test_read_npz_of_a_file_that_is_not_a_zip_says_so(tmp_path):
+  path = tmp_path / "a.npz"
+  path.write_bytes(b"not an archive at all")
+  with pytest.raises(ValueError, match=r"a.npz: not an .npz \(zip\) archive"):
+    workdir.read_npz(str(path), ("x",))
+
+
+def test_read_npz_without_a_member_names_the_file(tmp_path):
+  workdir.write_npz(str(tmp_path / "a.npz"), x=np.arange(3))
+  with pytest.raises(ValueError, match=r"cannot read .*a.npz: KeyError"):
+    workdir.read_npz(str(tmp_path / "a.npz"), ("y",))
+
+
+def test_array_layout_of_an_npy_cut_in_its_header_names_it(tmp_path):
+  np.save(tmp_path / "a.npy", np.zeros((4, 3)))
+  os.truncate(tmp_path / "a.npy", 30)
+  with pytest.raises(ValueError, match=r"cannot read .*a.npy: ValueError: "
+                     "EOF"):
+    workdir.array_layout(str(tmp_path / "a.npy"))
+
+
+def test_array_layout_of_a_missing_file_is_a_value_error(tmp_path):
+  with pytest.raises(ValueError, match="none.npy: no such file"):
+    workdir.array_layout(str(tmp_path / "none.npy"))
+
+
+def test_read_rows_of_a_file_cut_after_its_layout_names_it(tmp_path):
+  np.save(tmp_path / "a.npy", np.zeros((100, 10)))
+  layout = workdir.array_layout(str(tmp_path / "a.npy"))
+  _half(tmp_path / "a.npy")
+  with pytest.raises(ValueError, match=r"a.npy: cut short at row \d+; "
+                     "copy it"):
+    workdir.read_rows(layout, 0, 100, advice="copy it")
