@@ -5,7 +5,8 @@ the tiny image folder with one thing wrong, through each way of passing a
 config (``--dataset``, ``--config=<file>``, ``--config=<file>:<arg>`` and
 ``--config.<field>`` overrides), and checks that it exits non-zero with a
 single ``error: ...`` line on stderr that says what is wrong, before any
-stage has written anything.
+stage has written anything (a damaged image, found when it is read, after
+the progress bars of the stage reading it).
 """
 
 import os
@@ -56,6 +57,22 @@ def _empty_train_class(folder, tmp_path):
   return _tiny(root)
 
 
+def _truncated_png(folder, tmp_path):
+  root = _copy(folder, tmp_path)
+  png = os.path.join(root, "train", "bar", "3.png")
+  os.truncate(png, os.path.getsize(png) // 2)
+  return _tiny(root)
+
+
+def _truncated_idx(folder, tmp_path):
+  from tests.test_main import _small_fmnist
+
+  data = _small_fmnist(tmp_path / "fmnist")
+  gz = os.path.join(data, "t10k-labels-idx1-ubyte.gz")
+  os.truncate(gz, os.path.getsize(gz) // 2)
+  return [f"--config.data_dir={data}", "--config.ipc=2"]
+
+
 CASES = {
     "config file missing": (
         lambda folder, tmp: [f"--config={tmp}/nonexistent.py"],
@@ -88,6 +105,18 @@ CASES = {
         _missing_test_class, r"missing \['bar'\]"),
     "an empty class folder": (
         _empty_train_class, r"training classes \['left'\] have no images"),
+    # Found when the image is read (the autoencoder's training), after the
+    # progress bars.
+    "a truncated training image": (
+        _truncated_png, r"cannot read .*/train/bar/3.png: .*truncated.*; the "
+        "file is truncated or corrupt: fetch or copy it again"),
+    "a truncated Fashion-MNIST file": (
+        _truncated_idx, r"cannot read .*t10k-labels-idx1-ubyte.gz: EOFError"),
+    "attention heads that do not split the channels": (
+        lambda folder, tmp: _tiny(folder,
+                                  "--config.prior.attention_head_dim=3"),
+        r"config.prior: attention_head_dim=3 \(the number of attention "
+        r"heads\) must divide"),
     "an unknown flag": (
         lambda folder, tmp: ["--ipc=3"], r"Unknown command line flag 'ipc'"),
     "a positional argument": (
@@ -105,8 +134,10 @@ def test_an_anticipated_error_is_one_line(case, folder, tmp_path):
       [sys.executable, "-m", "pqd_jax.main",
        *make_args(folder, tmp_path), f"--workdir={workdir}"],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-  lines = proc.stderr.strip().splitlines()
   assert proc.returncode != 0
-  assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-  assert re.search(message, lines[0]), lines[0]
-  assert not os.path.exists(workdir / "autoencoder")
+  assert "Traceback" not in proc.stderr, proc.stderr
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and re.search(message, last), last
+  if case != "a truncated training image":  # checked before any stage
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not os.path.exists(workdir / "autoencoder")

@@ -176,7 +176,7 @@ def test_unknown_stage_is_refused(data_root, tmp_path):
     ("ipc", 0, "config.ipc must be >= 1, got 0"),
     ("seed", -1, "config.seed must be >= 0, got -1"),
     ("baseline", "rand", "config.baseline must be one of"),
-    ("quantize.method", "kmeans", r"'lloyd', 'clvq', 'stream'\), got 'kmeans'"),
+    ("quantize.method", "kmeans", r"'d4m', 'stream'\), got 'kmeans'"),
     ("student.weights", "mass", "config.student.weights must be one of"),
     ("student.batch_size", 0, "config.student.batch_size must be >= 1"),
     ("decode.strength", 1.5, r"config.decode.strength must be in \[0, 1\]"),

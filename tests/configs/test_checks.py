@@ -132,3 +132,11 @@ def test_gradient_accumulation_must_divide_a_devices_batch(monkeypatch):
                      "does not divide the 256 images of a step on each of "
                      "the 4 devices"):
     checks.check_config(config)
+
+
+def test_attention_heads_that_do_not_split_the_channels_are_refused():
+  config = _trained_here()  # block_out_channels (64, 128)
+  config.prior.attention_head_dim = 3
+  with pytest.raises(ValueError, match=r"config.prior: attention_head_dim=3 "
+                     r"\(the number of attention heads\) must divide"):
+    checks.check_config(config)
