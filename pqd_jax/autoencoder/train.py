@@ -91,10 +91,9 @@ def train_autoencoder(
                      f"expects {expected}.")
   final = os.path.join(workdir, "final")
   done_path = os.path.join(final, _TRAINING_FILE)
-  if os.path.exists(done_path):
-    with open(done_path) as f:
-      if json.load(f).get("num_steps") == cfg["num_steps"]:
-        return model_lib.load_pretrained(final)
+  done = workdir_lib.read_json(done_path)  # None if missing or damaged
+  if isinstance(done, dict) and done.get("num_steps") == cfg["num_steps"]:
+    return model_lib.load_pretrained(final)
   rng = jax.random.key(cfg["seed"])
   init_key, noise_key = jax.random.split(rng)
   ae = model_lib.init_autoencoder(config, init_key)
