@@ -57,9 +57,9 @@ def share_groups(parts: dict[int, _Fields], num_groups: int, scratch: str,
   out = dict(parts)
   for g in range(num_groups):
     if g not in out:
-      out[g] = workdir.read_npz(
-          name(g), api_lib.QuantizeResult._fields,
-          advice="another process wrote it cut short: run again")
+      with workdir.reading(name(g), "another process wrote it cut short: "
+                           "run again"), np.load(name(g)) as f:
+        out[g] = dict(f)
   distributed.barrier(f"stream k={k} read")
   for g in mine:  # every process has read them
     os.remove(name(g))
