@@ -46,7 +46,7 @@ def _quantize(method, x, labels):
                           rng=jax.random.key(0))
 
 
-@pytest.mark.parametrize("method", ["lloyd", "clvq", "stream"])
+@pytest.mark.parametrize("method", ["lloyd", "clvq", "d4m", "stream"])
 @pytest.mark.parametrize("offset, scale", CASES)
 def test_counts_and_distortion_are_a_float64_recount(method, offset, scale):
   x, labels = _data(offset, scale)
@@ -55,7 +55,9 @@ def test_counts_and_distortion_are_a_float64_recount(method, offset, scale):
   np.testing.assert_array_equal(np.asarray(out.counts), counts)
   # The returned centroids are rounded to float32 at the offset: 1e6 times
   # the spread leaves them 2^-5 of it, which moves the recount by ~0.2%.
-  rtol = 1e-5 if offset < 1e5 else 5e-3
+  # D4M's centroids are not their cells' means, so the rounding (1e4: 2^-10
+  # of the spread) moves the recount at first order, by ~1e-4.
+  rtol = 1e-5 if offset == 0 or (offset < 1e5 and method != "d4m") else 5e-3
   np.testing.assert_allclose(np.asarray(out.distortion, np.float64),
                              distortion, rtol=rtol)
   assert (distortion > 0).all()
