@@ -7,6 +7,7 @@ architectures through the same builders the stages call (when they are
 trained here; a pretrained network brings its own).
 """
 
+import os
 from typing import Any
 
 import jax
@@ -15,6 +16,7 @@ from pqd_jax import checks, models
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as autoencoder_model
 from pqd_jax.data import synthetic
+from pqd_jax.models import from_torch
 from pqd_jax.prior import model as prior_model
 from pqd_jax.quantization import api as quantize_api
 from pqd_jax.quantization import weights as weights_lib
@@ -120,6 +122,12 @@ def check_config(config: Any) -> None:
       checks.integer(f"each of config.{path}", value)
   _check_classifiers(config)
   _check_generators(config)
+  file = from_torch.checkpoint_file(config.teacher.checkpoint)
+  if file is not None and not os.path.isfile(file):
+    raise ValueError(
+        f"config.teacher.checkpoint={config.teacher.checkpoint!r}: no such "
+        "file (expected torchvision's ResNet-18 state_dict, e.g. "
+        "resnet18-f37072fd.pth, or a .safetensors copy).")
   _check_batches_divide(config)
 
 

@@ -11,9 +11,14 @@
   negative prompt "cartoon, anime, painting", img2img strength 0.7,
   guidance 8, 50 DDIM steps (D4M).
 - Teacher and student: ResNet-18 with the ImageNet stem at 224×224 (the
-  generated 512×512 images are resized to 224, as D4M). The teacher is
-  trained from scratch unless ``--config.teacher.checkpoint`` names a fit
-  workdir (no torchvision weights here). The student follows the SRe2L/D4M
+  generated 512×512 images are resized to 224, as D4M). The papers' teacher
+  is torchvision's pretrained ResNet-18 (69.8% top-1):
+  ``--config.teacher.checkpoint=torchvision:<file>`` with its state_dict
+  (``resnet18-f37072fd.pth``, torchvision's ``ResNet18_Weights.IMAGENET1K_V1``,
+  from https://download.pytorch.org/models/resnet18-f37072fd.pth on any
+  machine with network access, or a ``.safetensors`` copy; read without
+  torch). Without it, a teacher is trained here (90 epochs), or
+  ``teacher.checkpoint`` names a fit workdir. The student follows the SRe2L/D4M
   recipe: online KD at T = 20 from the teacher on RandomResizedCrop(0.08–1)
   + flip + CutMix views, AdamW 1e-3, wd 0.01 on kernels only, cosine,
   batch 1024 (gradient accumulation where a device cannot hold it), 300
@@ -96,7 +101,9 @@ def get_config() -> ml_collections.ConfigDict:
     section.stem = "imagenet"
 
   t = config.teacher
-  t.checkpoint = ""  # a fit workdir with a trained ResNet-18, or train here
+  # "torchvision:<resnet18-f37072fd.pth>" (the papers' teacher), a fit
+  # workdir with a trained ResNet-18, or "" to train one here.
+  t.checkpoint = ""
   t.batch_size = 256
   t.num_steps, t.num_epochs = 0, 90
   t.optimizer = "sgd"

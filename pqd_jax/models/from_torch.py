@@ -21,7 +21,11 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-__all__ = ["load_resnet18", "read_state_dict", "resnet18_variables"]
+__all__ = ["PREFIX", "checkpoint_file", "load_resnet18", "read_state_dict",
+           "resnet18_variables", "torchvision_teacher"]
+
+# ``teacher.checkpoint = "torchvision:<file>"`` names a torchvision state_dict.
+PREFIX = "torchvision:"
 
 # torch storage class name -> numpy dtype.
 _STORAGES = {
@@ -210,3 +214,59 @@ def resnet18_variables(state: dict[str, np.ndarray],
 def load_resnet18(path: str) -> dict:
   """:func:`resnet18_variables` of the ``state_dict`` file ``path``."""
   return resnet18_variables(read_state_dict(path), name=path)
+
+
+def checkpoint_file(checkpoint: str) -> str | None:
+  """The file of a ``"torchvision:<file>"`` checkpoint value, else None."""
+  if checkpoint.startswith(PREFIX):
+    return checkpoint[len(PREFIX):]
+  return None
+
+
+def _output_classes(class_names, num_outputs: int, name: str):
+  """Which of the head's outputs are the dataset's classes, in its order."""
+  from pqd_jax.data import class_names as class_names_lib
+
+  names = list(class_names)
+  if num_outputs == len(names) and num_outputs != 1000:
+    return None  # a head trained on this dataset's classes
+  if num_outputs != 1000:
+    raise ValueError(f"{name} has {num_outputs} outputs; expected 1000 "
+                     f"(ImageNet) or the dataset's {len(names)} classes.")
+  order = list(class_names_lib.imagenet_synonyms())  # torchvision's order
+  unknown = [n for n in names if n not in order]
+  if unknown:
+    raise ValueError(
+        f"{name} is an ImageNet-1k classifier, but the dataset's classes "
+        f"{unknown[:5]} are not ImageNet WordNet ids (n01440764, ...).")
+  indices = tuple(order.index(n) for n in names)
+  return None if indices == tuple(range(1000)) else indices
+
+
+def torchvision_teacher(path: str, class_names) -> tuple[Any, dict]:
+  """A torchvision ResNet-18 file as a teacher of the dataset's classes.
+
+  Args:
+    path: a ResNet-18 ``state_dict`` (``.pth`` or ``.safetensors``), e.g.
+      torchvision's ``resnet18-f37072fd.pth`` (ImageNet-1k, 69.8% top-1).
+    class_names: the dataset's classes. With a 1000-class head they must
+      be ImageNet WordNet ids (tfds's and torchvision's class order agree),
+      and the teacher returns their logits only, in the dataset's order (a
+      subset such as Imagenette works); a head of the dataset's size is
+      used as it is.
+
+  Returns:
+    ``(model, variables)``: ``models.ResNet18`` with the ImageNet stem and
+    torchvision's input normalisation, and its variables.
+
+  Raises:
+    ValueError: for a bad file, or classes it cannot label.
+  """
+  from pqd_jax.models.resnet import ResNet18
+
+  variables = load_resnet18(path)
+  outputs = int(variables["params"]["head"]["bias"].shape[0])
+  model = ResNet18(num_classes=outputs, stem="imagenet",
+                   torchvision_input=True,
+                   output_classes=_output_classes(class_names, outputs, path))
+  return model, variables

@@ -54,6 +54,8 @@ class ResNet(nn.Module):
     torchvision_input: map the ``[-1, 1]`` images to torchvision's ImageNet
       normalisation, ``((x + 1) / 2 - mean) / std``, as the weights of
       :func:`pqd_jax.models.from_torch.load_resnet18` expect.
+    output_classes: the head's outputs returned, in this order (e.g. the
+      ImageNet classes of a subset); None returns all ``num_classes``.
   """
 
   num_classes: int
@@ -61,6 +63,7 @@ class ResNet(nn.Module):
   width: int = 64
   stem: Stem = "imagenet"
   torchvision_input: bool = False
+  output_classes: tuple[int, ...] | None = None
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -88,7 +91,10 @@ class ResNet(nn.Module):
         x = _BasicBlock(self.width * 2 ** i, strides,
                         name=f"stage{i}_block{j}")(x, train)
     x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="head")(x)
+    logits = nn.Dense(self.num_classes, name="head")(x)
+    if self.output_classes is not None:
+      logits = logits[:, jnp.asarray(self.output_classes)]
+    return logits
 
 
 ResNet18 = functools.partial(ResNet, stage_sizes=(2, 2, 2, 2))

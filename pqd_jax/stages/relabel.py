@@ -7,6 +7,7 @@ import ml_collections
 
 from pqd_jax import distributed, embedded, models, sharding, workdir
 from pqd_jax.data import splits
+from pqd_jax.models import from_torch
 from pqd_jax.train import loop, steps, trainer
 
 __all__ = ["TEACHER", "Classifier", "image_shape", "load_teacher", "teacher",
@@ -33,8 +34,15 @@ TEACHER = workdir.Stage(
     splits=("train",),
     outputs=lambda c: ("source.json",) if c.teacher.checkpoint else ("ckpt",),
     shared=True, check=trained_checkpoint,
-    inputs=lambda c: (embedded.fingerprint(c.teacher.checkpoint, c.dataset,
-                                           "teacher"),))
+    inputs=lambda c: (_fingerprint(c.teacher.checkpoint, c.dataset),))
+
+
+def _fingerprint(checkpoint: str, dataset: str) -> str:
+  """What the teacher stage loads: a torchvision file, or as embedded's."""
+  file = from_torch.checkpoint_file(checkpoint)
+  if file is not None:
+    return workdir.tree_stats(file)
+  return embedded.fingerprint(checkpoint, dataset, "teacher")
 
 
 def image_shape(c: Any) -> tuple[int, int, int]:
@@ -67,8 +75,14 @@ def load_teacher(art: workdir.Artefact, num_classes: int) -> Classifier:
   with workdir.reading(path, advice, also=(TypeError,)):
     c = ml_collections.ConfigDict(workdir.load_json(path, advice)["reads"])
   shape = image_shape(c)
-  model = models.build_classifier(c.teacher, num_classes)
   checkpoint = c.teacher.checkpoint
+  file = from_torch.checkpoint_file(checkpoint)
+  if file is not None:
+    source = workdir.load_json(os.path.join(art.path, "source.json"), advice)
+    with workdir.advise(_checkpoint_advice(checkpoint)):
+      return Classifier(*from_torch.torchvision_teacher(
+          file, source["class_names"]))
+  model = models.build_classifier(c.teacher, num_classes)
   if checkpoint == embedded.EMBEDDED:
     variables = embedded.load_teacher_variables(c.dataset, model, shape)
   else:
@@ -85,11 +99,21 @@ def teacher(wd: workdir.Workdir, config, data: splits.Splits,
   # The host's input pipeline: the training is the same whatever it is, so
   # it is read here, outside the stage's view, and no digest covers it.
   workers, prefetch = config.input.num_workers, config.input.prefetch
+  class_names = list(data.source("train", None).class_names)
 
   def make(path, c):
     t, shape = c.teacher, image_shape(c)
-    model = models.build_classifier(t, num_classes)
-    if t.checkpoint == embedded.EMBEDDED:
+    file = from_torch.checkpoint_file(t.checkpoint)
+    model = (None if file is not None
+             else models.build_classifier(t, num_classes))
+    if file is not None:
+      with workdir.advise(_checkpoint_advice(t.checkpoint)):
+        from_torch.torchvision_teacher(file, class_names)  # checks it
+      if distributed.is_coordinator():
+        workdir.write_json(os.path.join(path, "source.json"), {
+            "torchvision": os.path.abspath(file),
+            "class_names": class_names})
+    elif t.checkpoint == embedded.EMBEDDED:
       embedded.load_teacher_variables(c.dataset, model, shape)
       if distributed.is_coordinator():
         workdir.write_json(os.path.join(path, "source.json"), {
