@@ -11,9 +11,11 @@ the torch-free ``.pth`` reader. Re-run it with torch and torchvision::
   python -m venv /tmp/tv && /tmp/tv/bin/pip install torch torchvision numpy
   /tmp/tv/bin/python tools/torchvision_fixture.py
 
-It writes ``tests/models/fixtures/torchvision_resnet18.npz`` and
-``tests/models/fixtures/small_state_dict.pth`` (with its values in
-``small_state_dict.npz``).
+It writes ``tests/fixtures/torchvision/torchvision_resnet18.npz``,
+``tests/fixtures/torchvision/small_state_dict.pth`` (with its values in
+``small_state_dict.npz``) and ``eval_crop.npz``: torchvision's
+``Resize(256)`` + ``CenterCrop(224)`` of :func:`eval_image`, landscape
+and portrait.
 """
 
 import os
@@ -21,7 +23,7 @@ import os
 import numpy as np
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))), "tests", "models", "fixtures")
+    os.path.abspath(__file__))), "tests", "fixtures", "torchvision")
 NUM_CLASSES = 1000
 IMAGE_SIDE = 64
 
@@ -87,6 +89,19 @@ def random_images(seed: int = 1, n: int = 2) -> np.ndarray:
   return gen.uniform(-1, 1, (n, IMAGE_SIDE, IMAGE_SIDE, 3)).astype(np.float32)
 
 
+def eval_image(width: int = 333, height: int = 250) -> np.ndarray:
+  """A non-square ``[height, width, 3]`` uint8 image of flat bands.
+
+  Eight levels per channel: the resampling shows at every band's edge,
+  and the fixture compresses well.
+  """
+  yy, xx = np.mgrid[:height, :width] / np.array([height, width])[:, None,
+                                                                  None]
+  rgb = np.stack([np.sin(7 * xx + 3 * yy), np.cos(5 * yy - 2 * xx),
+                  (xx > 0.6) * 1.0 - 0.5], axis=-1)
+  return (np.round(3.5 * (rgb + 1)) * 36).astype(np.uint8)
+
+
 def small_state_dict() -> dict[str, np.ndarray]:
   """Assorted dtypes and shapes for the ``.pth`` reader."""
   gen = np.random.default_rng(2)
@@ -119,6 +134,14 @@ def main() -> None:
   np.savez(os.path.join(FIXTURES, "torchvision_resnet18.npz"), logits=logits,
            torch_version=torch.__version__,
            torchvision_version=torchvision.__version__)
+  from PIL import Image
+  from torchvision import transforms
+
+  crop = transforms.Compose([transforms.Resize(256),
+                             transforms.CenterCrop(224)])
+  crops = {f"{w}x{h}": np.asarray(crop(Image.fromarray(eval_image(w, h))))
+           for w, h in ((333, 250), (250, 333))}
+  np.savez_compressed(os.path.join(FIXTURES, "eval_crop.npz"), **crops)
   small = small_state_dict()
   tensors = {k: torch.from_numpy(np.ascontiguousarray(v))
              for k, v in small.items()}

@@ -76,6 +76,7 @@ _CONFIG_REALS = {  # path: (smallest value, whether it must be above it)
        for section in ("autoencoder", "prior", "teacher", "student")},
 }
 _CONFIG_FRACTIONS = {  # path: whether 1 is allowed
+    "test_crop": True,
     "decode.strength": True, "prior.cond_dropout": True,
     "prior.ema_decay": False, "student.warmup_fraction": True,
 }

@@ -12,6 +12,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.seed = 0
   config.train_split = "train"
   config.test_split = "test"
+  # How test images reach the classifiers' side: 0 squashes them; 0.875
+  # resizes the short side to side / 0.875 and centre-crops (SRe2L's
+  # evaluation transform: 256 -> 224).
+  config.test_crop = 0.0
   config.image_size = 28  # the autoencoder's input side
   # The teacher's and student's input side (0: image_size); the synthetic
   # images are resized to it (ImageNet: 512 for the VAE, 224 for ResNet-18).

@@ -3,7 +3,8 @@
 - Data: tfds ``imagenet2012`` prepared in ``--config.data_dir`` (tfds needs
   the manual download: ``tfds build imagenet2012 --manual_dir=<tars>``);
   images resized to 512×512 (aspect ratio ignored, as D4M), test = the
-  50,000 validation images.
+  50,000 validation images, short side resized to 256 and centre-cropped
+  to 224 (SRe2L's and D4M's evaluation).
 - Latent space: the Stable Diffusion v1 VAE (4×64×64 latents, ×0.18215),
   a posterior sample per image as D4M.
 - Prior: the Stable Diffusion v1 UNet with the CLIP text encoder; the prompt
@@ -51,6 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
   config = fashion_mnist.get_config()
   config.dataset = "imagenet2012"
   config.test_split = "validation"
+  # SRe2L's / D4M's evaluation: short side to 256, centre crop 224.
+  config.test_crop = 224 / 256
   config.image_size = 512
   config.classifier_image_size = 224
   config.channels = 3

@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from pqd_jax import checks, workdir
-from pqd_jax.data import fashion_mnist
+from pqd_jax.data import fashion_mnist, transforms
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -136,13 +136,13 @@ class ArraySource(ImageSource):
 
 
 def _convert(image: Image.Image, image_size: int | None,
-             channels: int | None) -> np.ndarray:
+             channels: int | None, crop: float = 0.0) -> np.ndarray:
   if channels == 1:
     image = image.convert("L")
   elif channels == 3 or image.mode not in ("L", "RGB"):
     image = image.convert("RGB")
-  if image_size is not None and image.size != (image_size, image_size):
-    image = image.resize((image_size, image_size), Image.Resampling.BILINEAR)
+  if image_size is not None:
+    image = transforms.resize(image, image_size, crop)
   arr = np.asarray(image, np.uint8)
   return arr[..., None] if arr.ndim == 2 else arr
 
@@ -161,10 +161,13 @@ class FolderSource(ImageSource):
       images must share it).
     channels: 1 (grayscale) or 3 (RGB); None keeps grayscale files
       grayscale and turns everything else into RGB.
+    crop: 0 squashes to ``image_size``; ``0 < crop <= 1`` resizes the
+      short side to ``image_size / crop`` and centre-crops
+      (:func:`pqd_jax.data.transforms.resize`).
   """
 
   def __init__(self, root: str, split: str, *, image_size: int | None = None,
-               channels: int | None = None):
+               channels: int | None = None, crop: float = 0.0):
     if channels not in (None, 1, 3):
       raise ValueError(f"channels must be 1, 3 or None, got {channels!r}.")
     split_dir = os.path.join(root, split)
@@ -201,13 +204,14 @@ class FolderSource(ImageSource):
     self.class_names = tuple(names)
     self.image_size = image_size
     self.channels = channels
+    self.crop = crop
 
   def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
     i = _check_index(index, len(self))
     # PIL's PNG reader raises SyntaxError for a broken chunk.
     with workdir.reading(self.files[i], workdir.DAMAGED, also=(SyntaxError,)):
       with Image.open(self.files[i]) as image:
-        arr = _convert(image, self.image_size, self.channels)
+        arr = _convert(image, self.image_size, self.channels, self.crop)
     return arr, int(self.labels[i])
 
   def _stored(self) -> Iterable[bytes]:
@@ -239,7 +243,8 @@ class TfdsSource(ImageSource):
   def __init__(self, name: str, split: str, *, data_dir: str | None = None,
                image_size: int | None = None, channels: int | None = None,
                image_key: str = "image", label_key: str = "label",
-               download: bool = False, label_cache: str | None = None):
+               download: bool = False, label_cache: str | None = None,
+               crop: float = 0.0):
     import tensorflow_datasets as tfds  # heavy; only on this path
 
     try:
@@ -285,6 +290,7 @@ class TfdsSource(ImageSource):
     self._label_key = label_key
     self.image_size = image_size
     self.channels = channels
+    self.crop = crop
     self.labels = self._scan_labels(builder, split, label_cache)
 
   def _scan_labels(self, builder, split: str,
@@ -317,7 +323,7 @@ class TfdsSource(ImageSource):
     image = np.asarray(record[self._image_key])
     if self.image_size is not None or self.channels is not None:
       pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
-      image = _convert(pil, self.image_size, self.channels)
+      image = _convert(pil, self.image_size, self.channels, self.crop)
     elif image.ndim == 2:
       image = image[..., None]
     return image, int(record[self._label_key])
@@ -331,8 +337,8 @@ class TfdsSource(ImageSource):
 
 def open_source(dataset: str, split: str, *, data_dir: str | None = None,
                 image_size: int | None = None, channels: int | None = None,
-                download: bool = False,
-                label_cache: str | None = None) -> ImageSource:
+                download: bool = False, label_cache: str | None = None,
+                crop: float = 0.0) -> ImageSource:
   """Opens a dataset split by name.
 
   Args:
@@ -349,6 +355,9 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
       once instead of retrying the network).
     label_cache: where a tfds source keeps its scanned labels
       (:class:`TfdsSource`).
+    crop: how images reach ``image_size``: 0 squashes, ``0 < crop <= 1``
+      resizes the short side to ``image_size / crop`` and centre-crops
+      (0.875: SRe2L's evaluation transform).
 
   Returns:
     An :class:`ImageSource`.
@@ -367,7 +376,7 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
     raise ValueError(f"channels must be 1, 3 or None, got {channels!r}.")
   if dataset.startswith("folder:"):
     return FolderSource(dataset[len("folder:"):], split,
-                        image_size=image_size, channels=channels)
+                        image_size=image_size, channels=channels, crop=crop)
   if dataset == "fashion_mnist":
     try:
       images, labels = fashion_mnist.load(split, data_dir)
@@ -375,15 +384,16 @@ def open_source(dataset: str, split: str, *, data_dir: str | None = None,
       try:
         return TfdsSource("fashion_mnist", split, data_dir=data_dir,
                           image_size=image_size, channels=channels,
-                          download=download, label_cache=label_cache)
+                          download=download, label_cache=label_cache,
+                          crop=crop)
       except FileNotFoundError:
         raise idx_error from None
-    if image_size not in (None, images.shape[1]) or channels == 3:
+    if image_size not in (None, images.shape[1]) or channels == 3 or crop:
       images = np.stack([
-          _convert(Image.fromarray(im), image_size, channels)
+          _convert(Image.fromarray(im), image_size, channels, crop)
           for im in images])
     return ArraySource(images, labels, fashion_mnist.CLASS_NAMES)
   return TfdsSource(dataset, split, data_dir=data_dir, image_size=image_size,
                     channels=channels, download=download,
-                    label_cache=label_cache)
+                    label_cache=label_cache, crop=crop)
 

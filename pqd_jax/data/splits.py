@@ -30,6 +30,9 @@ class Splits:
     self.names = {"train": config.train_split, "test": config.test_split}
     self.image_size = config.image_size
     self.channels = config.channels
+    # How the test images reach their size: squashed (0) or the short side
+    # resized and centre-cropped (SRe2L's 0.875: 256 -> 224).
+    self.test_crop = config.get("test_crop", 0.0)
     self.label_cache = label_cache
     self._sources: dict[tuple[str, int], ImageSource] = {}
     self._fingerprints: dict[str, str] = {}
@@ -47,7 +50,8 @@ class Splits:
       self._sources[split, size] = open_source(
           self.dataset, self.names[split], data_dir=self.data_dir,
           image_size=size, channels=self.channels,
-          label_cache=self.label_cache)
+          label_cache=self.label_cache,
+          crop=self.test_crop if split == "test" else 0.0)
     return self._sources[split, size]
 
   def check(self, ipc: int) -> None:

@@ -15,7 +15,8 @@ __all__ = ["EVAL", "RESULTS", "evaluate", "results"]
 RESULTS = "results.json"
 EVAL = workdir.Stage(
     "eval", "eval",
-    reads=("dataset", "ipc", "baseline", "quantize.weights", "decode.strength",
+    reads=("dataset", "test_crop", "ipc", "baseline", "quantize.weights",
+           "decode.strength",
            "student.weights", "student.arch", "student.width",
            "student.depth", "student.norm", "student.stem") + relabel.IMAGE,
     splits=("test",), outputs=(RESULTS,))

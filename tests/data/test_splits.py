@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pqd_jax.data import sources, splits
+from pqd_jax.data import sources, splits, transforms
 from tests.data.test_sources import _folder
 
 
@@ -62,3 +62,16 @@ def test_open_split_reads_the_config_split_at_its_image_size(tmp_path):
 def test_splits_refuse_another_split_naming_it(tmp_path):
   with pytest.raises(ValueError, match="split 'val' is not 'train' or 'test'"):
     _splits(str(tmp_path)).source("val")
+
+
+def test_only_the_test_split_is_centre_cropped(tmp_path):
+  gen = np.random.default_rng(0)
+  for split in ("train", "test"):
+    os.makedirs(tmp_path / split / "a")
+    Image.fromarray(gen.integers(0, 255, (12, 20), np.uint8)).save(
+        tmp_path / split / "a" / "0.png")
+  data = _splits(str(tmp_path), test_crop=0.875)
+  for split, crop in (("train", 0.0), ("test", 0.875)):
+    with Image.open(tmp_path / split / "a" / "0.png") as image:
+      expected = np.asarray(transforms.resize(image, 8, crop))
+    np.testing.assert_array_equal(data.source(split)[0][0][..., 0], expected)

@@ -17,7 +17,7 @@ from pqd_jax import models
 from pqd_jax.models import from_torch
 from tests.conftest import ROOT
 
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures", "torchvision")
 
 
 def _tool():
