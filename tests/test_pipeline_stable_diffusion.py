@@ -1,8 +1,10 @@
 """The ImageNet config's path end to end on a tiny randomly initialised SD.
 
 SD VAE loaded with ``subfolder="vae"``, SD UNet + CLIP prompts made from
-WordNet ids, ResNet-18 teacher and student at a classifier size (12) other
-than the VAE's (16): the code the paper's setting runs on a TPU host.
+WordNet ids (D4M's synonym lines), PNDM sampling, ResNet-18 teacher and
+student (gradient accumulation) at a classifier size (12) other than the
+VAE's (16), the test split centre-cropped: the code the paper's setting runs
+on a TPU host.
 """
 
 import json
@@ -34,9 +36,10 @@ def finished(tmp_path_factory):
   return workdir, result
 
 
-def test_the_sd_prior_prompts_with_readable_class_names(finished):
+def test_the_sd_prior_prompts_with_d4m_s_synonym_lines(finished):
   with open(os.path.join(finished[0], "prior", "final", "prior.json")) as f:
-    assert json.load(f)["class_names"] == ["tench", "goldfish"]
+    assert json.load(f)["class_names"] == ["tench, Tinca tinca",
+                                           "goldfish, Carassius auratus"]
 
 
 def test_synthetic_images_are_at_the_classifiers_size(finished):

@@ -15,9 +15,10 @@ import jax
 from pqd_jax import checks, models
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as autoencoder_model
-from pqd_jax.data import synthetic
+from pqd_jax.data import class_names, synthetic
 from pqd_jax.models import from_torch
 from pqd_jax.prior import model as prior_model
+from pqd_jax.prior import sample as prior_sample
 from pqd_jax.quantization import api as quantize_api
 from pqd_jax.quantization import weights as weights_lib
 from pqd_jax.train import steps as train_steps
@@ -33,6 +34,8 @@ _CONFIG_CHOICES = {
     "quantize.weights": weights_lib.WEIGHT_SCHEMES,
     "quantize.init": quantize_api.INITS,
     "autoencoder.channels": (1, 3),
+    "prior.prompt_synonyms": class_names.SYNONYMS,
+    "decode.scheduler": prior_sample.SCHEDULERS,
     "teacher.arch": models.ARCHS,
     "teacher.norm": models.NORMS,
     "teacher.stem": models.STEMS,
@@ -123,6 +126,12 @@ def check_config(config: Any) -> None:
       checks.integer(f"each of config.{path}", value)
   _check_classifiers(config)
   _check_generators(config)
+  for section in ("autoencoder", "prior"):
+    if config[section].from_pt and not _has_torch():
+      raise ValueError(
+          f"config.{section}.from_pt=True converts PyTorch weights, which "
+          "needs torch: pip install torch (its CPU build is enough), or "
+          "use a checkpoint with Flax weights.")
   file = from_torch.checkpoint_file(config.teacher.checkpoint)
   if file is not None and not os.path.isfile(file):
     raise ValueError(
@@ -130,6 +139,12 @@ def check_config(config: Any) -> None:
         "file (expected torchvision's ResNet-18 state_dict, e.g. "
         "resnet18-f37072fd.pth, or a .safetensors copy).")
   _check_batches_divide(config)
+
+
+def _has_torch() -> bool:
+  import importlib.util
+
+  return importlib.util.find_spec("torch") is not None
 
 
 def _check_classifiers(config: Any) -> None:

@@ -51,6 +51,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.autoencoder.pretrained = "embedded"
   config.autoencoder.subfolder = ""
   config.autoencoder.revision = ""
+  config.autoencoder.from_pt = False  # PyTorch weights (needs torch)
   config.autoencoder.channels = 1
   config.autoencoder.image_size = 28
   config.autoencoder.block_out_channels = (16, 32, 32)
@@ -99,6 +100,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.prior.prompt_template = "{}"
   config.prior.negative_prompt = "cartoon, anime, painting"
   config.prior.revision = ""
+  # Words of an ImageNet WordNet id in the prompt: "first" synonym
+  # ("tench") or "all" of its line ("tench, Tinca tinca"; D4M's prompts).
+  config.prior.prompt_synonyms = "first"
+  # Convert a hub checkpoint's PyTorch weights (needs torch installed).
+  config.prior.from_pt = False
   # Stable Diffusion's UNet attention in chunks (same outputs, less memory).
   config.prior.memory_efficient_attention = False
   config.prior.block_out_channels = (64, 128)
@@ -124,6 +130,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Guidance 4: 97.4% of img2img-ed centroids keep their class (2: 92.4%).
   config.decode.guidance_scale = 4.0
   config.decode.num_steps = 25
+  # The sampler: "ddim" (eta = 0) or "pndm" (Stable Diffusion's default,
+  # D4M's); both on the prior's own noise schedule.
+  config.decode.scheduler = "ddim"
   # Latents per device per img2img call (the UNet runs on twice as many:
   # classifier-free guidance), and per VAE decode call.
   config.decode.batch_size = 256

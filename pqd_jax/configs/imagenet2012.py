@@ -8,9 +8,9 @@
 - Latent space: the Stable Diffusion v1 VAE (4×64×64 latents, ×0.18215),
   a posterior sample per image as D4M.
 - Prior: the Stable Diffusion v1 UNet with the CLIP text encoder; the prompt
-  of a class is its name (the first ImageNet synonym of the WordNet id),
-  negative prompt "cartoon, anime, painting", img2img strength 0.7,
-  guidance 8, 50 DDIM steps (D4M).
+  of a class is its whole synonym line ("tench, Tinca tinca"), negative
+  prompt "cartoon, anime, painting", img2img strength 0.7, guidance 8, 50
+  steps of the checkpoint's PNDM sampler (D4M).
 - Teacher and student: ResNet-18 with the ImageNet stem at 224×224 (the
   generated 512×512 images are resized to 224, as D4M). The papers' teacher
   is torchvision's pretrained ResNet-18 (69.8% top-1):
@@ -19,11 +19,11 @@
   from https://download.pytorch.org/models/resnet18-f37072fd.pth on any
   machine with network access, or a ``.safetensors`` copy; read without
   torch). Without it, a teacher is trained here (90 epochs), or
-  ``teacher.checkpoint`` names a fit workdir. The student follows the SRe2L/D4M
-  recipe: online KD at T = 20 from the teacher on RandomResizedCrop(0.08–1)
-  + flip + CutMix views, AdamW 1e-3, wd 0.01 on kernels only, cosine,
-  batch 1024 (gradient accumulation where a device cannot hold it), 300
-  epochs.
+  ``teacher.checkpoint`` names a fit workdir. The student follows the
+  SRe2L/D4M recipe: KD at T = 20 from the teacher on RandomResizedCrop
+  (0.08–1) + flip + CutMix views, AdamW 1e-3, wd 0.01 on kernels only,
+  cosine, batch 1024 (gradient accumulation where a device cannot hold
+  it), 300 epochs, the final accuracy of 3 seeds.
 - IPC 10 by default; the paper's table is IPC 10/50/100/200
   (``--config.ipc=50``).
 - Device memory: per-device batches sized by XLA's memory analysis
@@ -36,6 +36,22 @@ Weights come from the hub (``CompVis/stable-diffusion-v1-4`` at revision
 ``bf16`` holds Flax weights for the VAE, UNet and text encoder); point
 ``autoencoder.pretrained`` and ``prior.pretrained`` at a local copy for an
 offline host.
+
+Where this config differs from D4M, and why (README: "pqd_jax vs D4M/DDOQ
+protocol" gives the flag that switches each):
+
+- The quantizer: the stream CLVQ (3 passes, then an exact recount) with
+  cell-mass weights is the method (DDOQ); ``--config.quantize.method=d4m``
+  with ``--config.quantize.weights=uniform`` and
+  ``--config.student.weights=uniform`` is D4M's exact quantizer and set.
+- Stable Diffusion v1-4 instead of v1-5: its hub copy holds Flax weights;
+  v1-5's holds PyTorch weights, which ``prior.from_pt`` and
+  ``autoencoder.from_pt`` convert when torch is installed (the two share
+  the VAE).
+- Soft labels are computed online from the teacher for every view the
+  student sees, where SRe2L/D4M store the teacher's logits of 300 epochs
+  of crops: the same labels, without storing ~TBs of logits.
+- No safety checker: D4M's pipeline blacks out images it flags.
 """
 
 import ml_collections
@@ -88,11 +104,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.prior.revision = SD_REVISION
   config.prior.prompt_template = "{}"
   config.prior.negative_prompt = "cartoon, anime, painting"
+  config.prior.prompt_synonyms = "all"  # "tench, Tinca tinca", as D4M
   config.prior.memory_efficient_attention = True
 
   config.decode.strength = 0.7
   config.decode.guidance_scale = 8.0
   config.decode.num_steps = 50
+  config.decode.scheduler = "pndm"  # the checkpoint's own, as D4M samples
   # The guided UNet step at 16 latents per device (32 with guidance) takes
   # 8.2 GiB in float32 with memory-efficient attention (full attention:
   # 23.4 GiB); a 32 GB v4 chip takes 32 (13.2 GiB).
@@ -127,6 +145,7 @@ def get_config() -> ml_collections.ConfigDict:
   s.learning_rate = 1e-3
   s.weight_decay = 0.01
   s.decay_norm_and_bias = False  # as SRe2L: kernels only
+  s.num_seeds = 3
   s.warmup_fraction = 0.0
   s.flip, s.crop_scale, s.dsa, s.cutmix = True, (0.08, 1.0), False, True
   return config

@@ -58,9 +58,11 @@ def prior(wd: workdir.Workdir, config, data: splits.Splits,
       from pqd_jax.prior import stable_diffusion
 
       model = stable_diffusion.load_stable_diffusion(
-          p.pretrained, class_names_lib.readable(class_names),
+          p.pretrained,
+          class_names_lib.readable(class_names, p.prompt_synonyms),
           prompt_template=p.prompt_template,
           negative_prompt=p.negative_prompt, revision=p.revision or None,
+          from_pt=p.from_pt,
           memory_efficient_attention=p.memory_efficient_attention)
       prior_lib.save_prior(model, os.path.join(path, "final"))
     else:
@@ -106,6 +108,7 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
       with workdir.advise(workdir.remake(prior_art.path)):
         model = prior_lib.load_prior(os.path.join(prior_art.path, "final"),
                                      dtype=dtype)
+      model = prior_lib.with_scheduler(model, d.scheduler)
       model = model._replace(params=sharding.replicate(model.params, mesh))
     writer = synthetic.SetWriter(path, class_names, relabel.image_shape(c))
     group = max(1, GROUP_IMAGES // k)

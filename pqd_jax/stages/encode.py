@@ -64,7 +64,8 @@ def autoencoder(wd: workdir.Workdir, config,
         with workdir.advise(advice):
           ae = ae_lib.load_pretrained(a.pretrained,
                                       subfolder=a.get("subfolder") or None,
-                                      revision=a.get("revision") or None)
+                                      revision=a.get("revision") or None,
+                                      from_pt=a.from_pt)
       with workdir.atomic_directory(os.path.join(path, "final")) as tmp:
         ae_lib.save_pretrained(ae, tmp)
     else:

@@ -1,5 +1,7 @@
 """check_config: the input pipeline's fields, batches over the devices."""
 
+import importlib.util
+
 import ml_collections
 import pytest
 
@@ -139,4 +141,15 @@ def test_attention_heads_that_do_not_split_the_channels_are_refused():
   config.prior.attention_head_dim = 3
   with pytest.raises(ValueError, match=r"config.prior: attention_head_dim=3 "
                      r"\(the number of attention heads\) must divide"):
+    checks.check_config(config)
+
+
+@pytest.mark.parametrize("section", ["autoencoder", "prior"])
+def test_pytorch_weights_without_torch_are_refused_at_the_start(section):
+  if importlib.util.find_spec("torch") is not None:
+    pytest.skip("torch is installed here")
+  config = imagenet2012.get_config()
+  config[section].from_pt = True
+  with pytest.raises(ValueError, match=rf"config.{section}.from_pt=True "
+                     "converts PyTorch weights, which needs torch"):
     checks.check_config(config)
