@@ -1,4 +1,5 @@
 import gzip
+import hashlib
 import os
 
 import numpy as np
@@ -110,3 +111,48 @@ def test_debian_package_is_the_full_dataset():
   images, labels = fashion_mnist.load("train", fashion_mnist.DEBIAN_DIR)
   assert images.shape == (60000, 28, 28)
   np.testing.assert_array_equal(np.bincount(labels), [6000] * 10)
+
+
+class TestDownload:
+
+  def _mirror(self, tmp_path):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    gen = np.random.default_rng(0)
+    hashes = {}
+    for stem, array in (
+        ("train-images-idx3-ubyte", gen.integers(0, 256, (6, 28, 28))),
+        ("train-labels-idx1-ubyte", np.arange(6) % 10),
+        ("t10k-images-idx3-ubyte", gen.integers(0, 256, (4, 28, 28))),
+        ("t10k-labels-idx1-ubyte", np.arange(4) % 10)):
+      _write_idx(mirror / f"{stem}.gz", array)
+      with gzip.open(mirror / f"{stem}.gz", "rb") as f:
+        hashes[stem] = hashlib.sha256(f.read()).hexdigest()
+    return f"file://{mirror}/", hashes
+
+  def test_the_files_are_fetched_and_load(self, tmp_path):
+    url, hashes = self._mirror(tmp_path)
+    out = fashion_mnist.download(str(tmp_path / "data"),
+                                 mirrors=("file:///nowhere/", url),
+                                 content_sha256=hashes)
+    images, labels = fashion_mnist.load("test", out)
+    assert images.shape == (4, 28, 28) and labels.tolist() == [0, 1, 2, 3]
+
+  def test_a_file_with_other_content_is_refused_and_not_kept(self, tmp_path):
+    url, hashes = self._mirror(tmp_path)
+    hashes["t10k-labels-idx1-ubyte"] = "0" * 64
+    with pytest.raises(OSError, match=r"could not download "
+                       r"t10k-labels-idx1-ubyte.gz: .*SHA-256"):
+      fashion_mnist.download(str(tmp_path / "data"), mirrors=(url,),
+                             content_sha256=hashes)
+    assert sorted(os.listdir(tmp_path / "data")) == sorted(
+        f"{s}.gz" for s in ("train-images-idx3-ubyte",
+                            "train-labels-idx1-ubyte",
+                            "t10k-images-idx3-ubyte"))
+
+  def test_the_published_hashes_are_those_of_the_debian_files(self, tmp_path):
+    if not os.path.isdir(fashion_mnist.DEBIAN_DIR):
+      pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+    out = fashion_mnist.download(
+        str(tmp_path / "data"), mirrors=(f"file://{fashion_mnist.DEBIAN_DIR}/",))
+    assert len(os.listdir(out)) == 4
