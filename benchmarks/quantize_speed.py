@@ -34,7 +34,7 @@ WORKLOADS = {
     "W4": dict(c=10, n=6000, d=1024, k=100),
 }
 METHODS = ("sklearn_kmeans", "sklearn_minibatch_d4m", "faiss", "ott_kmeans",
-           "pqd_lloyd", "pqd_clvq")
+           "pqd_lloyd", "pqd_clvq", "pqd_d4m")
 TOL = 1e-4
 MAX_ITER = 100
 DEFAULT_OUT = os.path.join(harness.RESULTS_DIR, "quantize_speed.jsonl")
@@ -187,11 +187,15 @@ def report(rows, limits_rows):
     if wl not in by_wl:
       continue
     cells = by_wl[wl]
-    ref = cells.get("sklearn_kmeans")
+    # The reference of the ratios: scikit-learn's KMeans, or in a run
+    # without it D4M's use of MiniBatchKMeans.
+    ref_name = next((m for m in ("sklearn_kmeans", "sklearn_minibatch_d4m")
+                     if m in cells), None)
+    ref = cells.get(ref_name)
     lines.append(f"\n### {wl}: C={spec['c']} N_c={spec['n']} D={spec['d']} "
                  f"K={spec['k']}\n")
     lines.append("| method | wall (median) | compile | iterations mean / "
-                 "max | distortion | / sklearn | time / sklearn |")
+                 f"max | distortion | / {ref_name} | time / {ref_name} |")
     lines.append("|---|---|---|---|---|---|---|")
     for m in METHODS:
       if m not in cells:
