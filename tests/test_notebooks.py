@@ -48,11 +48,14 @@ def test_imagenet_notebook_runs_end_to_end_on_a_tiny_sd(tmp_path,
   monkeypatch.setenv("PQD_NOTEBOOK_CONFIG", f"{config}:{root},{sd_dir}")
   monkeypatch.setenv("PQD_NOTEBOOK_WORKDIR", str(tmp_path / "run"))
   monkeypatch.setenv("JAX_PLATFORMS", "cpu")
-  nb = nbformat.read(os.path.join(ROOT, "colab", "imagenet_tpu.ipynb"),
-                     as_version=4)
+  monkeypatch.delenv("PQD_SOURCE", raising=False)
+  path = os.path.join(ROOT, "colab", "imagenet_tpu.ipynb")
+  nb = nbformat.read(path, as_version=4)
   NotebookClient(nb, timeout=900, kernel_name="python3",
-                 resources={"metadata": {"path": str(tmp_path)}}).execute()
+                 resources={"metadata": {"path": os.path.dirname(path)}}
+                 ).execute()
   outputs = "".join(o.get("text", "") for c in nb.cells
                     if c.cell_type == "code" for o in c.get("outputs", []))
+  assert f"install: install -q jax pqd_jax[sd,tf] @ file://{ROOT}\n" in outputs
   assert "student accuracies" in outputs
   assert os.path.exists(tmp_path / "run" / "results.json")
