@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import jax
+
 from pqd_jax import distributed, report, workdir
 from pqd_jax.configs.checks import check_config
 from pqd_jax.data import splits
@@ -40,6 +42,25 @@ class RunResult(NamedTuple):
   seconds: dict[str, float]
   skipped: tuple[str, ...]
   workdir: str
+
+
+def _check_student_batch(config, num_classes: int) -> None:
+  """The student's batch (capped at the set's size) splits as configured.
+
+  Raises:
+    ValueError: if the capped batch does not divide over the devices and
+      the gradient-accumulation passes, with the values that would.
+  """
+  s = config.student
+  batch = min(s.batch_size, config.ipc * num_classes)
+  parts = jax.device_count() * s.grad_accumulation
+  if batch % parts:
+    raise ValueError(
+        f"the student's batch is {batch} images (config.student.batch_size="
+        f"{s.batch_size}, capped at the set's {config.ipc * num_classes}), "
+        f"which does not split into {jax.device_count()} device(s) x "
+        f"{s.grad_accumulation} pass(es) (config.student.grad_accumulation)"
+        f"; use a batch that is a multiple of {parts}, or fewer passes.")
 
 
 def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
@@ -75,6 +96,7 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
   data = splits.Splits(config, label_cache=os.path.join(workdir_path,
                                                          ".labels"))
   data.check(config.ipc)
+  _check_student_batch(config, len(data.source("train").class_names))
   wd = workdir.Workdir(workdir_path, steps=stages,
                        fingerprint=data.fingerprint, log=log,
                        progress=progress)

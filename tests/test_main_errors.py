@@ -117,6 +117,12 @@ CASES = {
                                   "--config.prior.attention_head_dim=3"),
         r"config.prior: attention_head_dim=3 \(the number of attention "
         r"heads\) must divide"),
+    "a student batch the passes cannot split": (
+        lambda folder, tmp: _tiny(folder, "--config.student.batch_size=12",
+                                  "--config.student.grad_accumulation=4"),
+        r"the student's batch is 6 images \(config.student.batch_size=12, "
+        r"capped at the set's 6\), which does not split into 1 device\(s\) "
+        r"x 4 pass\(es\)"),
     "an unknown flag": (
         lambda folder, tmp: ["--ipc=3"], r"Unknown command line flag 'ipc'"),
     "a positional argument": (
