@@ -1,5 +1,6 @@
 """Shared fixtures: small data, PRNG keys."""
 
+import importlib.util
 import os
 
 os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
@@ -80,3 +81,13 @@ def run_on_fake_devices(script, *args, devices=4):
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
+
+
+def load_script(*path: str):
+  """The module of a script of the repository, e.g. ``("tools", "x.py")``."""
+  name = os.path.splitext(path[-1])[0]
+  spec = importlib.util.spec_from_file_location(name,
+                                                os.path.join(ROOT, *path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

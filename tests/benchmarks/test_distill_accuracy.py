@@ -1,6 +1,5 @@
 """benchmarks/distill_accuracy.py on the tiny pipeline config."""
 
-import importlib.util
 import json
 import os
 
@@ -12,19 +11,14 @@ from sklearn.cluster import KMeans
 from pqd_jax import workdir
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.data import splits, synthetic
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 from tests.tiny_folders import write_folder
 
 CONFIG_FILE = os.path.join(ROOT, "pqd_jax", "configs", "tiny.py")
 
 
 def _load_benchmark():
-  spec = importlib.util.spec_from_file_location(
-      "distill_accuracy", os.path.join(ROOT, "benchmarks",
-                                       "distill_accuracy.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("benchmarks", "distill_accuracy.py")
 
 
 @pytest.fixture(scope="module")

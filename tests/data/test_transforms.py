@@ -4,7 +4,6 @@ torchvision's output comes from ``tools/torchvision_fixture.py`` (torch is
 not a test dependency), on the same generated non-square images.
 """
 
-import importlib.util
 import os
 
 import numpy as np
@@ -12,16 +11,11 @@ import pytest
 from PIL import Image
 
 from pqd_jax.data import transforms
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 
 def _tool():
-  spec = importlib.util.spec_from_file_location(
-      "torchvision_fixture", os.path.join(ROOT, "tools",
-                                          "torchvision_fixture.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("tools", "torchvision_fixture.py")
 
 
 @pytest.mark.parametrize("width, height", [(333, 250), (250, 333)])

@@ -5,7 +5,6 @@ not a test dependency): its random weights are drawn again here from the
 same seed, written as a state_dict file and imported.
 """
 
-import importlib.util
 import os
 
 import jax
@@ -15,23 +14,14 @@ from safetensors.numpy import save_file
 
 from pqd_jax import models
 from pqd_jax.models import from_torch
-from tests.conftest import ROOT
+from tests.conftest import ROOT, load_script
 
 FIXTURES = os.path.join(ROOT, "tests", "fixtures", "torchvision")
 
 
-def _tool():
-  spec = importlib.util.spec_from_file_location(
-      "torchvision_fixture", os.path.join(ROOT, "tools",
-                                          "torchvision_fixture.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 @pytest.fixture(scope="module")
 def tool():
-  return _tool()
+  return load_script("tools", "torchvision_fixture.py")
 
 
 @pytest.fixture(scope="module")

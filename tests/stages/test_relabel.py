@@ -1,8 +1,6 @@
 """The teacher stage with torchvision's ResNet-18 (--config.teacher.checkpoint
 =torchvision:<file>), on an image folder of two ImageNet classes."""
 
-import importlib.util
-import os
 
 import jax
 import numpy as np
@@ -14,7 +12,7 @@ from pqd_jax.configs import checks, tiny
 from pqd_jax.data import splits
 from pqd_jax.models import from_torch
 from pqd_jax.stages import relabel
-from tests.conftest import ROOT
+from tests.conftest import load_script
 from tests.tiny_folders import write_imagenet_folder
 
 # Sorted folder names: tench (index 0 of ImageNet-1k), great white shark (2).
@@ -22,12 +20,7 @@ WNIDS = ("n01484850", "n01440764")
 
 
 def _random_state_dict():
-  spec = importlib.util.spec_from_file_location(
-      "torchvision_fixture", os.path.join(ROOT, "tools",
-                                          "torchvision_fixture.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.random_state_dict()
+  return load_script("tools", "torchvision_fixture.py").random_state_dict()
 
 
 @pytest.fixture(scope="module")

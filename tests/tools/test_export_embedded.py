@@ -1,18 +1,12 @@
 """tools/export_embedded.py: what it exports matches the shipped assets."""
 
-import importlib.util
-import os
 
 from pqd_jax import embedded
-from tests.conftest import ROOT
+from tests.conftest import load_script
 
 
 def _load_tool():
-  spec = importlib.util.spec_from_file_location(
-      "export_embedded", os.path.join(ROOT, "tools", "export_embedded.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("tools", "export_embedded.py")
 
 
 def test_the_teacher_model_loads_the_shipped_teacher():
