@@ -65,11 +65,13 @@ def weighted_ce_loss(logits, labels, weights=None) -> jnp.ndarray:
 
 
 def check_distilled_set(images: Any, labels: Any, weights: Any,
-                        num_classes: int) -> None:
+                        num_classes: int, factor: int = 1) -> None:
   """Validates a distilled set before training (host side).
 
   ``images`` may be an array or anything with a ``shape`` whose rows are
-  read later (a set on disk, stored as uint8 and so always finite).
+  read later (a set on disk, stored as uint8 and so always finite). With
+  parameterised storage (``factor > 1``, :mod:`pqd_jax.data.formation`)
+  every stored image holds ``factor²`` tiles, weighted ``[n, factor²]``.
 
   Raises:
     ValueError: for an empty set, images that are not finite, mismatched
@@ -88,9 +90,10 @@ def check_distilled_set(images: Any, labels: Any, weights: Any,
     raise ValueError(f"images must be finite; rows {rows[:5].tolist()} hold "
                      "NaN or Inf.")
   n = images.shape[0]
-  if labels.shape != (n,) or weights.shape != (n,):
+  weight_shape = (n,) if factor == 1 else (n, factor * factor)
+  if labels.shape != (n,) or weights.shape != weight_shape:
     raise ValueError(f"labels {labels.shape} and weights {weights.shape} must "
-                     f"both have shape ({n},).")
+                     f"have shapes ({n},) and {weight_shape}.")
   if not np.issubdtype(labels.dtype, np.integer):
     raise ValueError(f"labels must be integers, got {labels.dtype}.")
   bad = (labels < 0) | (labels >= num_classes)
@@ -99,7 +102,8 @@ def check_distilled_set(images: Any, labels: Any, weights: Any,
         f"labels must be in [0, {num_classes}); got {labels[bad][:5].tolist()}"
         f" at rows {np.flatnonzero(bad)[:5].tolist()}.")
   if not np.isfinite(weights).all() or (weights < 0).any():
-    rows = np.flatnonzero(~np.isfinite(weights) | (weights < 0))
+    rows = np.flatnonzero((~np.isfinite(weights) | (weights < 0)).reshape(
+        n, -1).any(1))
     raise ValueError(
         f"weights must be finite and >= 0; rows {rows[:5].tolist()} hold "
         f"{weights[rows[:5]].tolist()}.")

@@ -23,6 +23,7 @@ import optax
 from flax import struct
 
 from pqd_jax import sharding
+from pqd_jax.data import formation
 from pqd_jax.train import augment, losses
 
 __all__ = [
@@ -251,14 +252,31 @@ def augmented_views(rng: jax.Array, images: jnp.ndarray, weights: jnp.ndarray,
   return x, weights
 
 
+def _formed(batch: dict, factor: int) -> tuple[jnp.ndarray, jnp.ndarray,
+                                              jnp.ndarray | None]:
+  """``(images, weights, labels)`` a step trains on.
+
+  With ``factor > 1`` the tiles of each stored image with their own
+  weights (parameterised storage); otherwise the batch as it is.
+  """
+  labels = batch.get("label")
+  if factor == 1:
+    return batch["image"], batch["weight"], labels
+  per = factor * factor
+  return (formation.split(batch["image"], factor),
+          batch["weight"].reshape(-1),
+          None if labels is None else jnp.repeat(labels, per))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "teacher", "tx",
                                              "temperature", "aug",
-                                             "accumulate"),
+                                             "accumulate", "factor"),
                    donate_argnums=(0,))
 def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
             model: nn.Module, teacher: nn.Module, teacher_variables: Any,
             tx: optax.GradientTransformation, temperature: float,
-            aug: Any, accumulate: int = 1) -> tuple[TrainState, dict]:
+            aug: Any, accumulate: int = 1,
+            factor: int = 1) -> tuple[TrainState, dict]:
   """One step of weighted KD on online teacher labels of augmented views.
 
   Args:
@@ -276,12 +294,17 @@ def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
     accumulate: micro-batches the batch is split into (gradient
       accumulation: the views, CutMix pairs included, are those of the
       whole batch, and so is the update; :func:`_loss_and_grads`).
+    factor: parameterised storage (:mod:`pqd_jax.data.formation`): each
+      stored image is a ``factor × factor`` mosaic whose tiles are trained
+      on, upsampled, with ``batch["weight"]`` ``[b, factor²]`` their
+      weights; 1: the images as they are.
 
   Returns:
     ``(new_state, {"loss": scalar})``.
   """
   aug = check_aug(aug)
-  views, weights = augmented_views(rng, batch["image"], batch["weight"], aug)
+  images, weights, _ = _formed(batch, factor)
+  views, weights = augmented_views(rng, images, weights, aug)
   norm = _normaliser(weights)
 
   def micro_loss(params, batch_stats, piece):
@@ -298,11 +321,12 @@ def kd_step(state: TrainState, batch: dict, rng: jax.Array, *,
 
 
 @functools.partial(jax.jit, static_argnames=("model", "tx", "aug",
-                                             "accumulate"),
+                                             "accumulate", "factor"),
                    donate_argnums=(0,))
 def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
             model: nn.Module, tx: optax.GradientTransformation,
-            aug: Any, accumulate: int = 1) -> tuple[TrainState, dict]:
+            aug: Any, accumulate: int = 1,
+            factor: int = 1) -> tuple[TrainState, dict]:
   """One step of weighted cross-entropy with hard labels.
 
   Args:
@@ -316,12 +340,15 @@ def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
       hard labels.
     accumulate: micro-batches the batch is split into (as for
       :func:`kd_step`).
+    factor: parameterised storage (as for :func:`kd_step`); the tiles of
+      a mosaic share its label.
 
   Returns:
     ``(new_state, {"loss": scalar})``.
   """
   aug = dict(check_aug(aug), cutmix=False)
-  views, weights = augmented_views(rng, batch["image"], batch["weight"], aug)
+  images, weights, labels = _formed(batch, factor)
+  views, weights = augmented_views(rng, images, weights, aug)
   norm = _normaliser(weights)
 
   def micro_loss(params, batch_stats, piece):
@@ -331,7 +358,7 @@ def ce_step(state: TrainState, batch: dict, rng: jax.Array, *,
     return jnp.sum(weights * per_sample) / norm, stats
 
   loss, stats, grads = _loss_and_grads(
-      micro_loss, state, (views, batch["label"], weights), accumulate)
+      micro_loss, state, (views, labels, weights), accumulate)
   return apply_gradients(state, grads, tx, stats), {"loss": loss}
 
 

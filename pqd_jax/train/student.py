@@ -63,6 +63,7 @@ def train_student(
     decay_norm_and_bias: bool = True,
     warmup_steps: int = 0,
     grad_accumulation: int = 1,
+    factor: int = 1,
     eval_fn: Callable[[steps.TrainState], dict] | None = None,
     eval_every: int = 0,
     checkpoint_every: int = 500,
@@ -104,6 +105,10 @@ def train_student(
       that a batch a device cannot hold (SRe2L's 1024) takes several passes
       for one update equal to the whole batch's (BatchNorm aside); must
       divide the batch on each device.
+    factor: parameterised storage (:mod:`pqd_jax.data.formation`): each
+      stored image is a ``factor × factor`` mosaic of tiles trained on
+      upsampled, ``weights`` ``[n, factor²]`` the tiles'; a step takes
+      ``batch_size`` stored images (``batch_size · factor²`` tiles).
     eval_fn: optional ``state -> metrics`` (e.g. test accuracy).
     eval_every: steps between evaluations (0: at the end only); the rows of
       ``workdir/metrics.jsonl`` give the accuracy-versus-steps curve.
@@ -120,7 +125,7 @@ def train_student(
       < 1, a negative seed, or not exactly one of ``num_steps`` and
       ``num_epochs``.
   """
-  losses.check_distilled_set(images, labels, weights, num_classes)
+  losses.check_distilled_set(images, labels, weights, num_classes, factor)
   steps.check_aug(aug)
   batch_size = checks.integer("batch_size", batch_size)
   grad_accumulation = checks.integer("grad_accumulation", grad_accumulation)
@@ -135,11 +140,13 @@ def train_student(
       warmup_steps=warmup_steps, seed=seed,
       decay_norm_and_bias=decay_norm_and_bias)
   mesh = sharding.data_mesh() if mesh is None else mesh
-  local = min(batch_size, len(images)) // sharding.num_data_shards(mesh)
+  # The tiles of a step's stored images, on each device.
+  local = (min(batch_size, len(images)) * factor * factor
+           // sharding.num_data_shards(mesh))
   if local % grad_accumulation:
     raise ValueError(
         f"grad_accumulation={grad_accumulation} does not divide the "
-        f"{local} images a step puts on each device (batch "
+        f"{local} training images a step puts on each device (batch "
         f"{min(batch_size, len(images))} over "
         f"{sharding.num_data_shards(mesh)} devices).")
   if teacher is not None:
@@ -147,11 +154,12 @@ def train_student(
     step_fn = lambda s, b, k: steps.kd_step(
         s, b, k, model=model, teacher=teacher,
         teacher_variables=teacher_variables, tx=tx, temperature=temperature,
-        aug=aug, accumulate=grad_accumulation)
+        aug=aug, accumulate=grad_accumulation, factor=factor)
   else:
     step_fn = lambda s, b, k: steps.ce_step(s, b, k, model=model, tx=tx,
                                             aug=aug,
-                                            accumulate=grad_accumulation)
+                                            accumulate=grad_accumulation,
+                                            factor=factor)
   return loop.fit(state, step_fn,
                   distilled_batches(images, labels, weights, batch_size, seed),
                   num_steps, workdir, rng=step_key,

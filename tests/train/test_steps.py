@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from pqd_jax import models
+from pqd_jax.data import formation
 from pqd_jax.train import steps
 from tests.conftest import run_on_fake_devices
 
@@ -183,3 +184,25 @@ def test_without_norm_and_bias_decay_only_kernels_shrink():
   for (path, before), now in pairs:
     moved = not np.array_equal(np.asarray(before), np.asarray(now))
     assert moved == (before.ndim >= 2), jax.tree_util.keystr(path)
+
+
+def test_a_mosaic_step_is_the_step_on_its_upsampled_tiles():
+  # Factor 2: 3 stored 16x16 mosaics with per-tile weights train as the 12
+  # tiles upsampled to 16x16 with those weights.
+  student = models.ConvNet(num_classes=3, width=8, depth=2)
+  teacher = models.ConvNet(num_classes=3, width=8, depth=2)
+  tvars = teacher.init(jax.random.key(99), jnp.zeros((1, 16, 16, 1)))
+  tx = steps.make_optimizer("adamw", 3e-3, 100)
+  tiles = jax.random.normal(jax.random.key(1), (12, 8, 8, 1))
+  weights = jnp.linspace(0.5, 1.5, 12)
+  mosaics = jnp.asarray(formation.tile(np.asarray(tiles), 2))
+  runs = []
+  for batch, factor in (
+      ({"image": mosaics, "weight": weights.reshape(3, 4)}, 2),
+      ({"image": formation.split(mosaics, 2), "weight": weights}, 1)):
+    state = steps.create_state(student, jax.random.key(0), (16, 16, 1), tx)
+    state, _ = steps.kd_step(state, batch, jax.random.key(7), model=student,
+                             teacher=teacher, teacher_variables=tvars, tx=tx,
+                             temperature=4.0, aug=AUG, factor=factor)
+    runs.append(state.params)
+  _assert_trees_close(runs[0], runs[1], rtol=1e-6, atol=1e-7)

@@ -273,3 +273,26 @@ def test_student_trains_for_epochs(tmp_path):
       weights, str(tmp_path), num_classes=3, num_epochs=3, batch_size=5,
       progress=False)
   assert int(state.step) == 9  # ceil(12 / 5) = 3 steps per epoch
+
+
+def test_a_student_trains_on_the_tiles_of_mosaics(tmp_path):
+  # 6 stored 16x16 mosaics of 4 tiles each, a weight per tile: the steps
+  # take 3 stored images (12 tiles) each and fit.
+  teacher = models.ConvNet(num_classes=3, width=8, depth=2)
+  tvars = teacher.init(jax.random.key(99), jnp.zeros((1, 16, 16, 1)))
+  images = np.asarray(jax.random.normal(jax.random.key(1), (6, 16, 16, 1)))
+  state = trainer.train_student(
+      models.ConvNet(num_classes=3, width=8, depth=2), images,
+      np.arange(6) % 3, np.ones((6, 4)), str(tmp_path), num_classes=3,
+      num_steps=3, batch_size=3, teacher=teacher, teacher_variables=tvars,
+      factor=2, progress=False)
+  assert int(state.step) == 3
+
+
+def test_mosaic_weights_need_one_per_tile(tmp_path):
+  images, labels, weights = tiny_set()
+  with pytest.raises(ValueError, match=r"weights \(12,\) must have shapes "
+                     r"\(12,\) and \(12, 4\)"):
+    trainer.train_student(models.ConvNet(num_classes=3, width=8), images,
+                          labels, weights, str(tmp_path), num_classes=3,
+                          num_steps=2, factor=2)
