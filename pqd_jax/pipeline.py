@@ -53,8 +53,10 @@ def _check_student_batch(config, num_classes: int) -> None:
   """
   s = config.student
   batch = min(s.batch_size, config.ipc * num_classes)
-  parts = jax.device_count() * s.grad_accumulation
-  if batch % parts:
+  devices, passes = jax.device_count(), s.grad_accumulation
+  tiles = config.factor * config.factor  # training images per stored one
+  parts = devices * passes
+  if batch % devices or (batch // devices * tiles) % passes:
     raise ValueError(
         f"the student's batch is {batch} images (config.student.batch_size="
         f"{s.batch_size}, capped at the set's {config.ipc * num_classes}), "
@@ -95,7 +97,7 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
   # tfds labels are scanned once per dataset version into the workdir.
   data = splits.Splits(config, label_cache=os.path.join(workdir_path,
                                                          ".labels"))
-  data.check(config.ipc)
+  data.check(config.ipc, config.factor)
   _check_student_batch(config, len(data.source("train").class_names))
   wd = workdir.Workdir(workdir_path, steps=stages,
                        fingerprint=data.fingerprint, log=log,

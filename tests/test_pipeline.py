@@ -382,3 +382,22 @@ def test_a_test_split_with_other_classes_stops_the_run_before_any_stage(
     pipeline.run(get_config(root), str(tmp_path / "run"), progress=False,
                  log=lambda line: None)
   assert not os.path.exists(tmp_path / "run" / "autoencoder")
+
+
+@pytest.mark.parametrize("baseline", ["", "random"])
+def test_parameterised_storage_keeps_four_images_per_slot(data_root, tmp_path,
+                                                          baseline):
+  config = get_config(data_root)
+  config.factor, config.baseline = 2, baseline
+  config.report.sweep_ks = ()
+  result = pipeline.run(config, str(tmp_path), progress=False,
+                        log=lambda line: None)
+  _, labels, weights = synthetic.load_set(str(tmp_path / "synthetic"))
+  assert labels.tolist() == [0, 0, 1, 1, 2, 2]  # ipc 2 stored per class
+  assert weights.shape == (6, 4)  # a weight per tile
+  if not baseline:
+    with np.load(tmp_path / "quantization" / "quantization.npz") as q:
+      assert q["centroids"].shape[1] == 8  # ipc x 4 centroids
+      np.testing.assert_allclose(weights.reshape(3, 8),
+                                 q["weights"].reshape(3, 8))
+  assert len(result.accuracies) == 2

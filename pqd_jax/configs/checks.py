@@ -15,7 +15,7 @@ import jax
 from pqd_jax import checks, models
 from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as autoencoder_model
-from pqd_jax.data import class_names, synthetic
+from pqd_jax.data import class_names, formation, synthetic
 from pqd_jax.models import from_torch
 from pqd_jax.prior import model as prior_model
 from pqd_jax.prior import sample as prior_sample
@@ -33,6 +33,7 @@ _CONFIG_CHOICES = {
     "quantize.method": quantize_api.METHODS + ("stream",),
     "quantize.weights": weights_lib.WEIGHT_SCHEMES,
     "quantize.init": quantize_api.INITS,
+    "factor": formation.FACTORS,
     "autoencoder.channels": (1, 3),
     "prior.prompt_synonyms": class_names.SYNONYMS,
     "decode.scheduler": prior_sample.SCHEDULERS,
@@ -148,8 +149,11 @@ def _has_torch() -> bool:
 
 
 def _check_classifiers(config: Any) -> None:
-  """The augmentations, and a ConvNet's pools fit the classifiers' side."""
+  """The augmentations; the storage factor and a ConvNet's pools fit."""
   side = config.classifier_image_size or config.image_size
+  if side % config.factor:
+    raise ValueError(f"config.factor={config.factor} does not divide the "
+                     f"classifiers' side of {side} pixels.")
   for section in ("teacher", "student"):
     c = config[section]
     try:

@@ -9,6 +9,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = "fashion_mnist"
   config.data_dir = ""  # empty: $PQD_DATA_DIR, then the Debian package
   config.ipc = 10
+  # Parameterised storage (IDC): each of the IPC stored images holds
+  # factor x factor images at 1/factor of the side, which the students
+  # train on as separate images, upsampled; 1 stores images as they are.
+  config.factor = 1
   config.seed = 0
   config.train_split = "train"
   config.test_split = "test"

@@ -54,14 +54,15 @@ class Splits:
           crop=self.test_crop if split == "test" else 0.0)
     return self._sources[split, size]
 
-  def check(self, ipc: int) -> None:
+  def check(self, ipc: int, factor: int = 1) -> None:
     """Checks what a run needs of its splits before any stage runs.
 
     Both splits open, hold the same class names in the same label order
     (a test split is compared by name: labels are positions in each split's
     class list, so another set of classes would score predictions against
     other classes), no training class is empty, and every training class
-    holds at least ``ipc`` images.
+    holds at least ``ipc · factor²`` images (parameterised storage keeps
+    ``factor²`` images in each of the ``ipc`` slots).
 
     Raises:
       ValueError: naming the split, the classes and what to do.
@@ -87,11 +88,14 @@ class Splits:
       raise ValueError(f"{self.dataset}: training classes {_few(empty)} have "
                        "no images; remove them or add images.")
     smallest = int(np.argmin(counts))
-    if ipc > counts[smallest]:
+    per = factor * factor
+    if ipc * per > counts[smallest]:
+      needs = f"ipc={ipc}" + (f" x {per} images per slot (factor={factor})"
+                              if per > 1 else "")
       raise ValueError(
-          f"ipc={ipc} is more than the {counts[smallest]} training images of "
-          f"class {names[smallest]!r}: use --config.ipc={counts[smallest]} "
-          "or fewer.")
+          f"{needs} is more than the {counts[smallest]} training images of "
+          f"class {names[smallest]!r}: use --config.ipc="
+          f"{counts[smallest] // per} or fewer.")
 
   def fingerprint(self, split: str) -> str:
     """The split's identity: its name, channels and records.

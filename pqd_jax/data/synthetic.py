@@ -6,15 +6,22 @@ A ``synthetic`` artefact holds
   classifiers' resolution;
 - ``folder/<class>/<i>.png`` and ``folder/weights.csv``: the same set as the
   image folder every peer reads;
-- ``set.npz``, written last: ``labels`` ``[n]``, ``weights`` ``[n]``,
-  ``class_names``, and per shard its ``classes`` and ``counts``;
+- ``set.npz``, written last: ``labels`` ``[n]``, ``weights`` ``[n]``
+  (``[n, factor²]`` with parameterised storage: one per tile),
+  ``class_names``, ``factor``, and per shard its ``classes`` and
+  ``counts``;
 - ``grid.png``: a bounded subset, one row per class.
 
 Image ``i`` of the set is row ``i`` of the shards taken in ``classes``
-order. Nothing holds the whole set as floats: a writer converts each class
-to uint8 as it comes (:class:`SetWriter`), and students read the rows of
-each batch from the shards (:func:`load_set`), so host memory does not grow
-with the number of classes.
+order. With parameterised storage (``factor > 1``,
+:mod:`pqd_jax.data.formation`) each stored image is a mosaic of
+``factor²`` images at ``1 / factor`` of the side, which students train on
+as separate images.
+
+Nothing holds the whole set as floats: a writer converts each class to
+uint8 as it comes (:class:`SetWriter`), and students read the rows of each
+batch from the shards (:func:`load_set`), so host memory does not grow with
+the number of classes.
 """
 
 import collections
@@ -26,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 from pqd_jax import sharding, visualize, workdir
+from pqd_jax.data import formation
 
 __all__ = ["SET", "SHARDS", "SetWriter", "folder_names", "grid_subset",
            "load_set", "problem", "save_set", "to_uint8"]
@@ -59,18 +67,26 @@ class SetWriter:
     class_names: names indexed by label.
     image_shape: ``(h, w, c)`` stored; float images of another square size
       are resized to it (bilinear, antialiased) before the uint8 conversion.
+    factor: parameterised storage: a class's images are resized to ``h /
+      factor`` and stored ``factor²`` to a mosaic
+      (:func:`pqd_jax.data.formation.tile`); 1 stores them as they are.
   """
 
   def __init__(self, directory: str, class_names: Sequence[str],
-               image_shape: Sequence[int]):
+               image_shape: Sequence[int], factor: int = 1):
     self.directory = directory
     self.class_names = [str(n) for n in class_names]
     self.image_shape = tuple(int(s) for s in image_shape)
+    self.factor = int(factor)
+    if self.factor not in formation.FACTORS or self.image_shape[0] % factor:
+      raise ValueError(f"factor {factor!r} must be one of "
+                       f"{formation.FACTORS} and divide the side of "
+                       f"{self.image_shape}.")
     self._dirs = folder_names(self.class_names)
     os.makedirs(os.path.join(directory, SHARDS), exist_ok=True)
 
   def finished(self, label: int, count: int) -> bool:
-    """Whether class ``label``'s shard (and folder) holds ``count`` images."""
+    """Whether class ``label``'s shard holds ``count`` stored images."""
     try:
       layout = workdir.array_layout(_shard(self.directory, label))
     except ValueError:
@@ -82,9 +98,10 @@ class SetWriter:
 
     Args:
       label: the class.
-      images: ``[k, h, w, c]`` float in ``[-1, 1]``, or uint8 at
-        ``image_shape``.
-      first: the set index of its first image (the folder's file names).
+      images: ``[k · factor², h, w, c]`` float in ``[-1, 1]``, or uint8 at
+        the stored (tile) size; ``factor²`` consecutive ones make a mosaic.
+      first: the set index of its first stored image (the folder's file
+        names).
 
     Raises:
       ValueError: for images whose channels or (uint8) size differ from
@@ -92,6 +109,7 @@ class SetWriter:
     """
     images = np.asarray(images)
     h, w, c = self.image_shape
+    h, w = h // self.factor, w // self.factor  # a tile's
     if images.ndim != 4 or images.shape[-1] != c:
       raise ValueError(f"class {label}: images must be [k, h, w, {c}], got "
                        f"shape {images.shape}.")
@@ -102,7 +120,7 @@ class SetWriter:
       from pqd_jax.data import pipeline as data_pipeline
 
       images = data_pipeline.resize_images(images.astype(np.float32), h)
-    images = to_uint8(images)
+    images = formation.tile(to_uint8(images), self.factor)
     name = self._dirs[label]
     with workdir.atomic_directory(
         os.path.join(self.directory, "folder", name)) as tmp:
@@ -115,35 +133,45 @@ class SetWriter:
     """Writes ``weights.csv``, ``set.npz`` and ``grid.png``.
 
     Args:
-      labels: ``[n]`` class of each image, each class's images contiguous,
-        as written.
-      weights: ``[n]`` per-image weights.
+      labels: ``[n]`` class of each stored image, each class's images
+        contiguous, as written.
+      weights: ``[n]`` per-image weights; ``[n, factor²]`` (a weight per
+        tile) with parameterised storage.
 
     Raises:
-      ValueError: when a class's images are not contiguous or a shard does
-        not hold its class's count.
+      ValueError: when a class's images are not contiguous, a shard does
+        not hold its class's count, or the weights' shape is not the set's.
     """
     labels = np.asarray(labels, np.int32)
     weights = np.asarray(weights, np.float32)
+    tiles = self.factor * self.factor
+    if weights.shape != ((len(labels),) if tiles == 1
+                         else (len(labels), tiles)):
+      raise ValueError(f"weights of shape {weights.shape} for {len(labels)} "
+                       f"stored images of {tiles} tile(s).")
     classes, counts = _runs(labels)
     for label, count in zip(classes, counts, strict=True):
       if not self.finished(label, count):
         raise ValueError(f"class {label}'s shard does not hold its {count} "
                          "images; write it first.")
+    per_tile = weights.reshape(len(labels), -1)
     rows = [(os.path.join(self._dirs[y], f"{i:06d}.png"),
-             self.class_names[y], int(y), float(w))
-            for i, (y, w) in enumerate(zip(labels, weights, strict=True))]
+             self.class_names[y], int(y), *map(float, w))
+            for i, (y, w) in enumerate(zip(labels, per_tile, strict=True))]
+    header = ("weight",) if tiles == 1 else tuple(
+        f"weight_tile{t}" for t in range(tiles))
 
     def write_csv(tmp):
       with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(("file", "class", "label", "weight"))
+        writer.writerow(("file", "class", "label") + header)
         writer.writerows(rows)
 
     workdir.save_atomic(os.path.join(self.directory, "folder", "weights.csv"),
                         write_csv)
     workdir.write_npz(os.path.join(self.directory, SET), labels=labels,
                       weights=weights, class_names=np.array(self.class_names),
+                      factor=np.int64(self.factor),
                       classes=classes, counts=counts,
                       image_shape=np.array(self.image_shape, np.int64))
     images, labels, _ = load_set(self.directory)

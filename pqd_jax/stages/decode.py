@@ -27,13 +27,13 @@ PRIOR = workdir.Stage(
 _SET_FILES = (synthetic.SET, synthetic.SHARDS, "folder", "grid.png")
 _SET_CHECK = lambda path, meta: synthetic.problem(path)  # noqa: E731
 SYNTHETIC = workdir.Stage("synthetic", "decode",
-                          reads=("decode", "seed", "compute_dtype")
+                          reads=("decode", "seed", "compute_dtype", "factor")
                           + relabel.IMAGE,
                           splits=("train",), outputs=_SET_FILES,
                           check=_SET_CHECK, inputs=encode.compute_dtype_input)
 # The baseline: IPC random real images per class; depends on the data only.
 RANDOM = workdir.Stage("synthetic", "decode",
-                       reads=("ipc", "seed") + relabel.IMAGE,
+                       reads=("ipc", "factor", "seed") + relabel.IMAGE,
                        splits=("train",), outputs=_SET_FILES, check=_SET_CHECK)
 # Images decoded at once (a group of whole classes): bounds the host memory
 # of the decode stage whatever the number of classes (256 SD images of 512²
@@ -96,7 +96,8 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
     weights, classes = q["weights"], q["classes"]
     # Read a group at a time.
     cents = workdir.array_layout(q_path, "centroids", advice=q_advice)
-    k = cents.shape[1]
+    k = cents.shape[1]  # decoded images per class: ipc · factor²
+    per = c.factor * c.factor
     labels = np.repeat(classes, k).astype(np.int32)
     d = c.decode
     mesh = sharding.data_mesh()
@@ -110,14 +111,15 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
                                      dtype=dtype)
       model = prior_lib.with_scheduler(model, d.scheduler)
       model = model._replace(params=sharding.replicate(model.params, mesh))
-    writer = synthetic.SetWriter(path, class_names, relabel.image_shape(c))
+    writer = synthetic.SetWriter(path, class_names, relabel.image_shape(c),
+                                 factor=c.factor)
     group = max(1, GROUP_IMAGES // k)
     starts = range(0, len(classes), group)
     # Process 0's shards decide which groups are left: the sampling and
     # decoding are collective, so every process must run the same groups.
     left = distributed.from_coordinator(lambda: [
         lo for lo in starts if not all(
-            writer.finished(classes[i], k)
+            writer.finished(classes[i], k // per)
             for i in range(lo, min(lo + group, len(classes))))])
     for lo in tqdm(left, desc="decode", disable=not wd.progress):
       hi = min(lo + group, len(classes))
@@ -133,10 +135,13 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
       images = ae_lib.decode(ae, z, batch_size=d.vae_batch_size
                              * jax.device_count(), mesh=mesh)
       for i in range(lo, hi):
-        if not writer.finished(classes[i], k):
+        if not writer.finished(classes[i], k // per):
           writer.write_class(int(classes[i]),
-                             images[(i - lo) * k:(i - lo + 1) * k], i * k)
-    writer.finish(labels, weights.reshape(-1))
+                             images[(i - lo) * k:(i - lo + 1) * k],
+                             i * (k // per))
+    stored = np.repeat(classes, k // per).astype(np.int32)
+    writer.finish(stored, weights.reshape(len(stored), per) if per > 1
+                  else weights.reshape(-1))
 
   upstream = (q_art, ae_art) + ((prior_art,) if prior_art else ())
   return wd.run(SYNTHETIC, config, make, upstream=upstream)
@@ -148,20 +153,24 @@ def random_subset(wd: workdir.Workdir, config,
 
   def make(path, c):
     src = data.source("train", c.image_size)
-    idx = trainer.random_subset(src.labels, c.ipc, c.seed)
+    per = c.factor * c.factor  # images per stored slot
+    idx = trainer.random_subset(src.labels, c.ipc * per, c.seed)
     labels = src.labels[idx].astype(np.int32)
     order = np.argsort(labels, kind="stable")
     idx, labels = idx[order], labels[order]
     shape = relabel.image_shape(c)
-    writer = synthetic.SetWriter(path, src.class_names, shape)
+    writer = synthetic.SetWriter(path, src.class_names, shape,
+                                 factor=c.factor)
     for label in np.unique(labels):
       members = np.flatnonzero(labels == label)
-      if writer.finished(label, len(members)):
+      if writer.finished(label, len(members) // per):
         continue
       images = src.read(idx[members])
-      if images.shape[1:3] != shape[:2]:
+      if images.shape[1] != shape[0] // c.factor:
         images = data_pipeline.to_unit_range(images)
-      writer.write_class(int(label), images, int(members[0]))
-    writer.finish(labels, np.ones(len(idx), np.float32))
+      writer.write_class(int(label), images, int(members[0]) // per)
+    stored = labels[::per]
+    writer.finish(stored, np.ones((len(stored), per) if per > 1
+                                  else len(stored), np.float32))
 
   return wd.run(RANDOM, config, make)

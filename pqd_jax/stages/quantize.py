@@ -15,7 +15,7 @@ from pqd_jax.quantization import class_files
 __all__ = ["QUANTIZATION", "SWEEP", "quantization", "quantizer", "sweep"]
 
 QUANTIZATION = workdir.Stage(
-    "quantization", "quantize", reads=("quantize", "ipc", "seed"),
+    "quantization", "quantize", reads=("quantize", "ipc", "factor", "seed"),
     outputs=("quantization.npz",))
 SWEEP = workdir.Stage(
     "quantization_sweep", "quantize", reads=("quantize", "report", "seed"),
@@ -54,11 +54,15 @@ def quantizer(directory: str, c: Any, seed: int,
 
 def quantization(wd: workdir.Workdir, config,
                  lat_art: workdir.Artefact) -> workdir.Artefact:
-  """``quantization.npz``: centroids ``[C, K, …]``, weights, counts, etc."""
+  """``quantization.npz``: centroids ``[C, K, …]``, weights, counts, etc.
+
+  ``K = ipc · factor²``: parameterised storage keeps ``factor²`` decoded
+  centroids in each of the ``ipc`` stored images.
+  """
 
   def make(path, c):
     out = quantizer(lat_art.path, c.quantize, c.seed,
-                    wd.path(".scratch", "stream"))(c.ipc)
+                    wd.path(".scratch", "stream"))(c.ipc * c.factor ** 2)
     workdir.write_npz(
         os.path.join(path, "quantization.npz"),
         centroids=np.asarray(out.centroids), weights=np.asarray(out.weights),

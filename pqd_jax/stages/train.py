@@ -14,7 +14,7 @@ STUDENT_READS = tuple(f"student.{f}" for f in (
     "temperature", "num_steps", "num_epochs", "batch_size", "optimizer",
     "learning_rate", "weight_decay", "decay_norm_and_bias", "warmup_fraction",
     "grad_accumulation", "flip", "crop_scale", "dsa", "cutmix")
-) + relabel.IMAGE
+) + relabel.IMAGE + ("factor",)
 
 
 def student_stage(seed: int) -> workdir.Stage:
@@ -47,7 +47,7 @@ def student(wd: workdir.Workdir, config, seed: int,
         batch_size=s.batch_size, optimizer=s.optimizer,
         learning_rate=s.learning_rate, weight_decay=s.weight_decay,
         decay_norm_and_bias=s.decay_norm_and_bias,
-        grad_accumulation=s.grad_accumulation,
+        grad_accumulation=s.grad_accumulation, factor=c.factor,
         warmup_steps=int(s.warmup_fraction * num_steps),
         teacher=teacher.model, teacher_variables=teacher.variables,
         temperature=s.temperature, aug=steps.aug_from_config(s), seed=seed,

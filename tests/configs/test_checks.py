@@ -153,3 +153,16 @@ def test_pytorch_weights_without_torch_are_refused_at_the_start(section):
   with pytest.raises(ValueError, match=rf"config.{section}.from_pt=True "
                      "converts PyTorch weights, which needs torch"):
     checks.check_config(config)
+
+
+def test_a_storage_factor_must_divide_the_classifiers_side():
+  config = fashion_mnist.get_config()  # 28 px
+  config.factor = 3
+  with pytest.raises(ValueError, match=r"config.factor must be one of "
+                     r"\(1, 2\), got 3"):
+    checks.check_config(config)
+  config.factor, config.image_size = 2, 27
+  config.autoencoder.image_size = 27
+  with pytest.raises(ValueError, match="config.factor=2 does not divide the "
+                     "classifiers' side of 27 pixels"):
+    checks.check_config(config)

@@ -64,3 +64,11 @@ def test_hidden_directories_are_not_classes(root):
   os.makedirs(os.path.join(root, "train", ".ipynb_checkpoints"))
   assert ".ipynb_checkpoints" not in _splits(root).source("train").class_names
   _splits(root).check(ipc=2)
+
+
+def test_a_storage_factor_needs_its_images_per_slot(root):
+  # 12 training images per class: IPC 4 of 4 images each needs 16.
+  with pytest.raises(ValueError, match=r"ipc=4 x 4 images per slot "
+                     r"\(factor=2\) is more than the 12 training images of "
+                     r"class '\w+': use --config.ipc=3 or fewer"):
+    _splits(root).check(4, factor=2)

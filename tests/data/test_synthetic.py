@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pqd_jax.data import sources, synthetic
+from pqd_jax.data import formation, sources, synthetic
 
 
 def test_folder_names_give_every_class_its_own_directory():
@@ -161,3 +161,31 @@ def test_a_saved_grid_is_bounded(tmp_path):
   synthetic.save_set(str(tmp_path), images, labels, np.ones(len(labels)),
                      [str(c) for c in range(12)])
   assert Image.open(tmp_path / "grid.png").size == (40, 40)
+
+
+def test_a_factor_two_writer_stores_mosaics_of_the_tiles(tmp_path):
+  gen = np.random.default_rng(0)
+  tiles = gen.uniform(-1, 1, (8, 4, 4, 1)).astype(np.float32)
+  writer = synthetic.SetWriter(str(tmp_path), ["a", "b"], (8, 8, 1),
+                               factor=2)
+  writer.write_class(0, tiles[:4], 0)
+  writer.write_class(1, tiles[4:], 1)
+  weights = np.arange(8, dtype=np.float32).reshape(2, 4)
+  writer.finish(np.array([0, 1]), weights)
+  images, labels, set_weights = synthetic.load_set(str(tmp_path))
+  expected = formation.tile(synthetic.to_uint8(tiles), 2)
+  np.testing.assert_array_equal(
+      synthetic.to_uint8(images.take(np.arange(2))), expected)
+  assert labels.tolist() == [0, 1]
+  np.testing.assert_array_equal(set_weights, weights)
+  with open(tmp_path / "folder" / "weights.csv") as f:
+    assert f.readline().strip() == ("file,class,label,weight_tile0,"
+                                    "weight_tile1,weight_tile2,weight_tile3")
+
+
+def test_a_factor_two_set_needs_a_weight_per_tile(tmp_path):
+  writer = synthetic.SetWriter(str(tmp_path), ["a"], (8, 8, 1), factor=2)
+  writer.write_class(0, np.zeros((4, 4, 4, 1), np.float32), 0)
+  with pytest.raises(ValueError, match=r"weights of shape \(1,\) for 1 "
+                     r"stored images of 4 tile"):
+    writer.finish(np.array([0]), np.ones(1))
