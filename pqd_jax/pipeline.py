@@ -125,9 +125,13 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
       sweep_art = quantize.sweep(wd, config, lat_art)
     if not wanted("decode"):
       return done()
-    if config.decode.strength > 0:  # 0: the centroids decoded, no prior
-      prior_art = decode.prior(wd, config, data, lat_art)
-    syn_art = decode.synthetic_set(wd, config, data, q_art, ae_art, prior_art)
+    if config.decode.images == "nearest":  # real images, no generator
+      syn_art = decode.nearest_real(wd, config, data, q_art, lat_art)
+    else:
+      if config.decode.strength > 0:  # 0: the centroids decoded, no prior
+        prior_art = decode.prior(wd, config, data, lat_art)
+      syn_art = decode.synthetic_set(wd, config, data, q_art, ae_art,
+                                     prior_art)
   if not wanted("relabel"):
     return done()
   num_classes = len(data.source("train").class_names)

@@ -11,7 +11,7 @@ import pytest
 
 from pqd_jax import pipeline
 from pqd_jax.configs.tiny import get_config
-from pqd_jax.data import synthetic
+from pqd_jax.data import splits, synthetic
 from tests.conftest import ROOT
 from tests.tiny_folders import write_folder
 
@@ -401,3 +401,21 @@ def test_parameterised_storage_keeps_four_images_per_slot(data_root, tmp_path,
       np.testing.assert_allclose(weights.reshape(3, 8),
                                  q["weights"].reshape(3, 8))
   assert len(result.accuracies) == 2
+
+
+def test_nearest_real_images_are_training_images_with_the_quantizers_weights(
+    data_root, tmp_path):
+  config = get_config(data_root)
+  config.decode.images = "nearest"
+  config.report.sweep_ks = ()
+  pipeline.run(config, str(tmp_path), stages=("encode", "quantize",
+                                              "decode"),
+               progress=False, log=lambda line: None)
+  assert not (tmp_path / "prior").exists()
+  images, labels, weights = synthetic.load_set(str(tmp_path / "synthetic"))
+  with np.load(tmp_path / "quantization" / "quantization.npz") as q:
+    np.testing.assert_allclose(weights, q["weights"].reshape(-1))
+  train = splits.Splits(config).source("train")
+  real = {train.read([i])[0].tobytes() for i in range(len(train))}
+  stored = synthetic.to_uint8(images.take(np.arange(len(labels))))
+  assert all(img.tobytes() in real for img in stored)

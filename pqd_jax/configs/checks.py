@@ -37,6 +37,7 @@ _CONFIG_CHOICES = {
     "autoencoder.channels": (1, 3),
     "prior.prompt_synonyms": class_names.SYNONYMS,
     "decode.scheduler": prior_sample.SCHEDULERS,
+    "decode.images": ("decoded", "nearest"),
     "teacher.arch": models.ARCHS,
     "teacher.norm": models.NORMS,
     "teacher.stem": models.STEMS,

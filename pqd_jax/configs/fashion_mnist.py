@@ -137,6 +137,10 @@ def get_config() -> ml_collections.ConfigDict:
   # The sampler: "ddim" (eta = 0) or "pndm" (Stable Diffusion's default,
   # D4M's); both on the prior's own noise schedule.
   config.decode.scheduler = "ddim"
+  # The set's images: "decoded" (the centroids through the prior and the
+  # decoder) or "nearest" (the real training image whose latent is nearest
+  # each centroid, with the centroid's weight).
+  config.decode.images = "decoded"
   # Latents per device per img2img call (the UNet runs on twice as many:
   # classifier-free guidance), and per VAE decode call.
   config.decode.batch_size = 256

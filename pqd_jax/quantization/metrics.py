@@ -23,8 +23,8 @@ from ott.tools import sinkhorn_divergence as ott_divergence
 
 from pqd_jax import checks
 
-__all__ = ["W2_METHODS", "cell_counts", "distortion", "sinkhorn_divergence",
-           "w2"]
+__all__ = ["W2_METHODS", "cell_counts", "distortion", "nearest_members",
+           "sinkhorn_divergence", "w2"]
 
 W2_METHODS = ("exact", "sinkhorn")
 # The exact LP has n·k variables; beyond this use method="sinkhorn".
@@ -79,6 +79,21 @@ def cell_counts(points: Any, centroids: Any) -> np.ndarray:
   x, c = _pair(points, centroids)
   return np.bincount(np.argmin(_sq_dists(x, c), axis=1),
                      minlength=c.shape[0])
+
+
+def nearest_members(points: Any, centroids: Any) -> np.ndarray:
+  """The point nearest each centroid (float64 reference).
+
+  Args:
+    points: ``[n, *latent_shape]``, e.g. the class's latents.
+    centroids: ``[k, *latent_shape]``.
+
+  Returns:
+    ``[k]`` int64 row of ``points`` nearest each centroid (ties go to the
+    lowest row); two centroids may share their nearest point.
+  """
+  x, c = _pair(points, centroids)
+  return np.argmin(_sq_dists(x, c), axis=0)
 
 
 def distortion(points: Any, centroids: Any) -> float:

@@ -15,8 +15,8 @@ from pqd_jax.data import splits, synthetic
 from pqd_jax.stages import encode, relabel
 from pqd_jax.train import trainer
 
-__all__ = ["PRIOR", "RANDOM", "SYNTHETIC", "prior", "random_subset",
-           "synthetic_set"]
+__all__ = ["PRIOR", "RANDOM", "SYNTHETIC", "nearest_real", "prior",
+           "random_subset", "synthetic_set"]
 
 PRIOR = workdir.Stage(
     "prior", "decode",
@@ -145,6 +145,47 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
 
   upstream = (q_art, ae_art) + ((prior_art,) if prior_art else ())
   return wd.run(SYNTHETIC, config, make, upstream=upstream)
+
+
+def nearest_real(wd: workdir.Workdir, config, data: splits.Splits,
+                 q_art: workdir.Artefact,
+                 lat_art: workdir.Artefact) -> workdir.Artefact:
+  """The synthetic set of ``decode.images = "nearest"``: real images.
+
+  Each centroid's image is the training image whose latent is nearest to
+  it (:func:`pqd_jax.quantization.metrics.nearest_members`), with the
+  centroid's weight: the quantizer's choice and weights without the
+  generator. Written as the decoded set is (the same stage), a class at a
+  time; a killed run resumes at its first unfinished class.
+  """
+  from pqd_jax.quantization import metrics
+
+  def make(path, c):
+    q_path = os.path.join(q_art.path, "quantization.npz")
+    q_advice = workdir.remake(q_art.path)
+    q = workdir.read_npz(q_path, ("weights", "classes"), q_advice)
+    weights, classes = q["weights"], q["classes"]
+    cents = workdir.array_layout(q_path, "centroids", advice=q_advice)
+    k, per = cents.shape[1], c.factor * c.factor
+    shape = relabel.image_shape(c)
+    src = data.source("train", shape[0] // c.factor)
+    members = data_pipeline.class_indices(src)
+    writer = synthetic.SetWriter(path, src.class_names, shape,
+                                 factor=c.factor)
+    for i, label in enumerate(classes):
+      if writer.finished(label, k // per):
+        continue
+      z = np.concatenate([chunk for chunk, _ in latents_lib.stream(
+          lat_art.path, classes=[int(label)])()])
+      cent = workdir.read_rows(cents, i, i + 1, advice=q_advice)[0]
+      rows = metrics.nearest_members(z, cent)
+      writer.write_class(int(label), src.read(members[label][rows]),
+                         i * (k // per))
+    stored = np.repeat(classes, k // per).astype(np.int32)
+    writer.finish(stored, weights.reshape(len(stored), per) if per > 1
+                  else weights.reshape(-1))
+
+  return wd.run(SYNTHETIC, config, make, upstream=(q_art, lat_art))
 
 
 def random_subset(wd: workdir.Workdir, config,

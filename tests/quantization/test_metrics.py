@@ -186,3 +186,9 @@ def test_sinkhorn_divergence_of_a_translation_is_its_squared_length():
 def test_sinkhorn_divergence_refuses_mismatched_shapes():
   with pytest.raises(ValueError, match="x has 3 features.*y has 2"):
     metrics.sinkhorn_divergence(np.zeros((4, 3)), np.zeros((4, 2)))
+
+
+def test_nearest_members_are_the_points_closest_to_each_centroid():
+  x = np.random.default_rng(0).normal(size=(50, 3))
+  c = x[[7, 21, 40]] + 1e-3  # each centroid next to one point
+  np.testing.assert_array_equal(metrics.nearest_members(x, c), [7, 21, 40])
