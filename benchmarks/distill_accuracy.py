@@ -12,7 +12,10 @@ Cells: ``<method>_ipc<IPC>_<labels>`` for
 - methods ``random`` (IPC random real images, uniform weights), ``decode``
   (latent k-means centroids decoded without the prior, strength 0), ``d4m``
   (k-means + prior, uniform weights), ``ddoq`` (cell-mass weights),
-  ``ddoq-sqrt`` (square-root mass weights);
+  ``ddoq-sqrt`` (square-root mass weights); on request (``--methods``)
+  ``random-f2`` and ``ddoq-f2`` (parameterised storage, ``factor=2``: four
+  half-side images per stored slot, trained on as tiles) and ``nearest``
+  (the real image nearest each centroid, mass weights);
 - IPC 1, 10, 50; soft labels (online KD from the teacher) for every method,
   hard labels (CE with DSA) for ``random``, ``d4m`` and ``ddoq`` (the issue
   asks for ``random`` and ``ddoq``; ``d4m`` separates the weights' effect
@@ -59,7 +62,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "fashion_mnist.jsonl")
 TABLE = os.path.join(HERE, "results", "fashion_mnist.md")
 WORKROOT = os.path.expanduser("~/.cache/pqd_jax/bench/distill_accuracy")
-METHODS = ("random", "decode", "d4m", "ddoq", "ddoq-sqrt")
+METHODS = ("random", "decode", "d4m", "ddoq", "ddoq-sqrt", "random-f2",
+           "ddoq-f2", "nearest")
+# What a run does without --methods: the table's rows so far.
+DEFAULT_METHODS = METHODS[:5]
 HARD_METHODS = ("random", "d4m", "ddoq")
 IPCS = (1, 10, 50)
 SWEEP_KS = (1, 2, 5, 10, 20, 50, 100, 200)
@@ -181,6 +187,12 @@ def cell_config(base, method: str, ipc: int, labels: str, seeds: int,
     c.decode.strength = 0.0
   elif method == "d4m":
     c.student.weights = "uniform"
+  elif method == "random-f2":
+    c.baseline, c.factor = "random", 2
+  elif method == "ddoq-f2":
+    c.factor = 2
+  elif method == "nearest":
+    c.decode.images = "nearest"
   elif method == "ddoq-sqrt":
     c.quantize.weights = "sqrt"
   budget = SOFT_BUDGET if labels == "soft" else HARD_BUDGET
@@ -537,7 +549,7 @@ def main(argv=None) -> None:
   parser.add_argument("--ipcs", default=",".join(map(str, IPCS)),
                       help="IPCs, run in this order (the table's columns "
                       "are sorted), e.g. 10,1,50 for the IPC 10 cells first.")
-  parser.add_argument("--methods", default=",".join(METHODS),
+  parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                       help=f"A subset of {','.join(METHODS)}.")
   parser.add_argument("--config", default="",
                       help="<file.py>[:<arg>] instead of the Fashion-MNIST "

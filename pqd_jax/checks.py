@@ -130,3 +130,21 @@ def mesh(value: Any) -> Mesh:
         "mesh must be a jax.sharding.Mesh with a 'data' axis (e.g. "
         f"pqd_jax.sharding.data_mesh()), got {value!r}.")
   return value
+
+
+def torch_available() -> bool:
+  """Whether PyTorch is installed (``from_pt`` conversions need it)."""
+  import importlib.util
+
+  return importlib.util.find_spec("torch") is not None
+
+
+def require_torch_for_from_pt(from_pt: bool) -> None:
+  """Raises ImportError when ``from_pt`` asks for a conversion without torch.
+
+  Raises:
+    ImportError: saying what to install.
+  """
+  if from_pt and not torch_available():
+    raise ImportError("from_pt=True converts PyTorch weights, which needs "
+                      "torch: pip install torch (its CPU build is enough).")

@@ -41,3 +41,12 @@ def test_prng_key_accepts_a_typed_key():
 def test_choice_lists_the_choices():
   with pytest.raises(ValueError, match=r"expected one of \('a', 'b'\)"):
     checks.choice("mode", "c", ("a", "b"))
+
+
+def test_from_pt_without_torch_says_what_to_install():
+  if checks.torch_available():
+    pytest.skip("torch is installed here")
+  with pytest.raises(ImportError, match="from_pt=True converts PyTorch "
+                     "weights, which needs torch: pip install torch"):
+    checks.require_torch_for_from_pt(True)
+  checks.require_torch_for_from_pt(False)

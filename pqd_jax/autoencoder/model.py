@@ -146,11 +146,13 @@ def load_pretrained(path: str, *, subfolder: str | None = None,
   Raises:
     FileNotFoundError: for a local path that does not exist or holds no
       autoencoder.
+    ImportError: for ``from_pt`` without torch.
     ValueError: for a dtype that is not a compute dtype on this backend, or
       (:class:`pqd_jax.workdir.UnreadableFileError`) a config or weights
       file that is cut short or corrupt.
   """
   dtype = checks.compute_dtype(dtype, "dtype")
+  checks.require_torch_for_from_pt(from_pt)
   looks_local = os.path.sep in path or path.startswith(".")
   if looks_local and not os.path.isdir(path):
     raise FileNotFoundError(f"No pretrained autoencoder directory at {path!r}.")

@@ -129,7 +129,7 @@ def check_config(config: Any) -> None:
   _check_classifiers(config)
   _check_generators(config)
   for section in ("autoencoder", "prior"):
-    if config[section].from_pt and not _has_torch():
+    if config[section].from_pt and not checks.torch_available():
       raise ValueError(
           f"config.{section}.from_pt=True converts PyTorch weights, which "
           "needs torch: pip install torch (its CPU build is enough), or "
@@ -141,12 +141,6 @@ def check_config(config: Any) -> None:
         "file (expected torchvision's ResNet-18 state_dict, e.g. "
         "resnet18-f37072fd.pth, or a .safetensors copy).")
   _check_batches_divide(config)
-
-
-def _has_torch() -> bool:
-  import importlib.util
-
-  return importlib.util.find_spec("torch") is not None
 
 
 def _check_classifiers(config: Any) -> None:

@@ -84,9 +84,10 @@ def load_stable_diffusion(
     ValueError: for no class names, a template without ``{}`` or a dtype
       that is not a compute dtype on this backend.
     FileNotFoundError: when ``path`` has no such model.
-    ImportError: without the ``sd`` extra.
+    ImportError: without the ``sd`` extra, or torch for ``from_pt``.
   """
   dtype = checks.compute_dtype(dtype, "dtype")
+  checks.require_torch_for_from_pt(from_pt)
   if not class_names:
     raise ValueError("class_names is empty: one prompt per class is needed.")
   if "{}" not in prompt_template:
