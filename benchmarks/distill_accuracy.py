@@ -54,8 +54,8 @@ from pqd_jax.autoencoder import latents as latents_lib
 from pqd_jax.autoencoder import model as ae_lib
 from pqd_jax.autoencoder import train as ae_train
 from pqd_jax.configs import fashion_mnist
+from pqd_jax.data import formation, splits, synthetic
 from pqd_jax.data import pipeline as data_pipeline
-from pqd_jax.data import splits, synthetic
 from pqd_jax.quantization import metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -315,6 +315,11 @@ def set_stats(workroot: str, cell: str,
     student_weights = json.load(f)["student"]["weights"]
   images, labels, weights = synthetic.load_set(
       os.path.join(cell_dir, "synthetic"), student_weights)
+  if weights.ndim == 2:  # parameterised storage: the tiles the student sees
+    factor = int(round(np.sqrt(weights.shape[1])))
+    images = np.asarray(formation.split(
+        images.take(np.arange(len(labels))), factor))
+    labels, weights = np.repeat(labels, weights.shape[1]), weights.reshape(-1)
   latents = ae_lib.encode(ae, images)
   measure = {
       "set_w2": lambda x, s, w: metrics.w2(x, s, w, method="exact"),
