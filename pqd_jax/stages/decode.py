@@ -74,6 +74,27 @@ def prior(wd: workdir.Workdir, config, data: splits.Splits,
   return wd.run(PRIOR, config, make, upstream=(lat_art,))
 
 
+def _quantization(q_art: workdir.Artefact):
+  """``(weights, classes, centroids layout, advice)`` of a quantization.
+
+  The centroids are a layout (:func:`pqd_jax.workdir.array_layout`): a
+  stage reads the rows of the classes it is at.
+  """
+  q_path = os.path.join(q_art.path, "quantization.npz")
+  advice = workdir.remake(q_art.path)
+  q = workdir.read_npz(q_path, ("weights", "classes"), advice)
+  cents = workdir.array_layout(q_path, "centroids", advice=advice)
+  return q["weights"], q["classes"], cents, advice
+
+
+def _finish(writer: synthetic.SetWriter, classes: np.ndarray,
+            weights: np.ndarray, per: int) -> None:
+  """Ends a set of the quantizer's ``[C, k]`` weights, ``per`` to a slot."""
+  stored = np.repeat(classes, weights.shape[1] // per).astype(np.int32)
+  writer.finish(stored, weights.reshape(len(stored), per) if per > 1
+                else weights.reshape(-1))
+
+
 def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
                   q_art: workdir.Artefact, ae_art: workdir.Artefact,
                   prior_art: workdir.Artefact | None) -> workdir.Artefact:
@@ -90,12 +111,7 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
   def make(path, c):
     from pqd_jax import prior as prior_lib
 
-    q_path = os.path.join(q_art.path, "quantization.npz")
-    q_advice = workdir.remake(q_art.path)
-    q = workdir.read_npz(q_path, ("weights", "classes"), q_advice)
-    weights, classes = q["weights"], q["classes"]
-    # Read a group at a time.
-    cents = workdir.array_layout(q_path, "centroids", advice=q_advice)
+    weights, classes, cents, q_advice = _quantization(q_art)
     k = cents.shape[1]  # decoded images per class: ipc · factor²
     per = c.factor * c.factor
     labels = np.repeat(classes, k).astype(np.int32)
@@ -139,9 +155,7 @@ def synthetic_set(wd: workdir.Workdir, config, data: splits.Splits,
           writer.write_class(int(classes[i]),
                              images[(i - lo) * k:(i - lo + 1) * k],
                              i * (k // per))
-    stored = np.repeat(classes, k // per).astype(np.int32)
-    writer.finish(stored, weights.reshape(len(stored), per) if per > 1
-                  else weights.reshape(-1))
+    _finish(writer, classes, weights, per)
 
   upstream = (q_art, ae_art) + ((prior_art,) if prior_art else ())
   return wd.run(SYNTHETIC, config, make, upstream=upstream)
@@ -161,11 +175,7 @@ def nearest_real(wd: workdir.Workdir, config, data: splits.Splits,
   from pqd_jax.quantization import metrics
 
   def make(path, c):
-    q_path = os.path.join(q_art.path, "quantization.npz")
-    q_advice = workdir.remake(q_art.path)
-    q = workdir.read_npz(q_path, ("weights", "classes"), q_advice)
-    weights, classes = q["weights"], q["classes"]
-    cents = workdir.array_layout(q_path, "centroids", advice=q_advice)
+    weights, classes, cents, q_advice = _quantization(q_art)
     k, per = cents.shape[1], c.factor * c.factor
     shape = relabel.image_shape(c)
     src = data.source("train", shape[0] // c.factor)
@@ -181,9 +191,7 @@ def nearest_real(wd: workdir.Workdir, config, data: splits.Splits,
       rows = metrics.nearest_members(z, cent)
       writer.write_class(int(label), src.read(members[label][rows]),
                          i * (k // per))
-    stored = np.repeat(classes, k // per).astype(np.int32)
-    writer.finish(stored, weights.reshape(len(stored), per) if per > 1
-                  else weights.reshape(-1))
+    _finish(writer, classes, weights, per)
 
   return wd.run(SYNTHETIC, config, make, upstream=(q_art, lat_art))
 

@@ -104,8 +104,6 @@ def teacher(wd: workdir.Workdir, config, data: splits.Splits,
   def make(path, c):
     t, shape = c.teacher, image_shape(c)
     file = from_torch.checkpoint_file(t.checkpoint)
-    model = (None if file is not None
-             else models.build_classifier(t, num_classes))
     if file is not None:
       with workdir.advise(_checkpoint_advice(t.checkpoint)):
         from_torch.torchvision_teacher(file, class_names)  # checks it
@@ -113,7 +111,9 @@ def teacher(wd: workdir.Workdir, config, data: splits.Splits,
         workdir.write_json(os.path.join(path, "source.json"), {
             "torchvision": os.path.abspath(file),
             "class_names": class_names})
-    elif t.checkpoint == embedded.EMBEDDED:
+      return None
+    model = models.build_classifier(t, num_classes)
+    if t.checkpoint == embedded.EMBEDDED:
       embedded.load_teacher_variables(c.dataset, model, shape)
       if distributed.is_coordinator():
         workdir.write_json(os.path.join(path, "source.json"), {
