@@ -45,14 +45,17 @@ class RunResult(NamedTuple):
 
 
 def _check_student_batch(config, num_classes: int) -> None:
-  """The student's batch (capped at the set's size) splits as configured.
+  """The student's batch splits over the devices and passes as configured.
+
+  The batch is capped at the set's size unless ``student.fill_batch``.
 
   Raises:
     ValueError: if the capped batch does not divide over the devices and
       the gradient-accumulation passes, with the values that would.
   """
   s = config.student
-  batch = min(s.batch_size, config.ipc * num_classes)
+  batch = (s.batch_size if s.fill_batch
+           else min(s.batch_size, config.ipc * num_classes))
   devices, passes = jax.device_count(), s.grad_accumulation
   tiles = config.factor * config.factor  # training images per stored one
   parts = devices * passes
@@ -139,8 +142,8 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
   if not wanted("train"):
     return done()
   student_arts = [
-      train.student(wd, config, seed, syn_art, teacher_art, num_classes)
-      for seed in range(config.student.num_seeds)]
+      train.student(wd, config, seed, syn_art, teacher_art, num_classes, data)
+      for seed in train.student_seeds(config)]
   if not wanted("eval"):
     return done()
   eval_art = evaluation.evaluate(wd, config, data, student_arts, teacher_art,

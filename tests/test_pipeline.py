@@ -136,6 +136,42 @@ def test_more_seeds_train_only_the_new_students(finished, tmp_path):
   assert result.accuracies[:-1] == finished[1].accuracies
 
 
+def test_a_student_seed_offset_trains_the_students_it_names(finished,
+                                                            tmp_path):
+  workdir = _copy(finished, tmp_path)
+  config = get_config(finished_root(finished))
+  config.student.seed = 1
+  result = pipeline.run(config, workdir, progress=False,
+                        log=lambda line: None)
+  # seed1 is the first run's second student; only seed2 is new.
+  assert set(result.seconds) == {"student/seed2", "eval"}
+  assert result.accuracies[0] == finished[1].accuracies[1]
+
+
+def test_eval_points_give_each_student_a_curve_ending_at_its_accuracy(
+    finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  config = get_config(finished_root(finished))
+  config.student.eval_points = 3  # 4 steps: at 2 and 4
+  result = pipeline.run(config, workdir, progress=False,
+                        log=lambda line: None)
+  with open(os.path.join(workdir, "results.json")) as f:
+    curves = json.load(f)["curves"]
+  assert [[step for step, _ in c] for c in curves] == [[2, 4], [2, 4]]
+  assert [c[-1][1] for c in curves] == list(result.accuracies)
+
+
+def test_without_eval_points_a_student_keeps_its_digest(finished, tmp_path):
+  workdir = _copy(finished, tmp_path)
+  config = get_config(finished_root(finished))
+  config.student.eval_points = 0
+  result = pipeline.run(config, workdir, progress=False,
+                        log=lambda line: None)
+  assert "student/seed0" in result.skipped
+  with open(os.path.join(workdir, "results.json")) as f:
+    assert json.load(f)["curves"] == [[], []]
+
+
 def test_a_needed_stage_that_was_not_requested_is_reported(data_root,
                                                            tmp_path):
   with pytest.raises(ValueError, match="'encode' stage is needed"):

@@ -67,7 +67,8 @@ _CONFIG_INTEGERS = {  # path: smallest value
     "teacher.batch_size": 1, "teacher.warmup_steps": 0, "teacher.seed": 0,
     "student.width": 1, "student.depth": 1,
     "student.num_steps": 0, "student.num_epochs": 0,
-    "student.batch_size": 1, "student.num_seeds": 1,
+    "student.batch_size": 1, "student.num_seeds": 1, "student.seed": 0,
+    "student.eval_points": 0,
     "student.grad_accumulation": 1,
 }
 _CONFIG_REALS = {  # path: (smallest value, whether it must be above it)

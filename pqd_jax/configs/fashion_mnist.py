@@ -175,6 +175,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.student.num_steps = 2000
   config.student.num_epochs = 0  # > 0: epochs of the synthetic set instead
   config.student.batch_size = 100
+  # True: a batch above the set's size is kept, with several augmented
+  # views of each image (equal compute per step at any IPC); False: capped.
+  config.student.fill_batch = False
   config.student.optimizer = "adamw"
   config.student.learning_rate = 1e-3
   config.student.weight_decay = 0.01
@@ -189,6 +192,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.student.dsa = True
   config.student.cutmix = True
   config.student.num_seeds = 1
+  config.student.seed = 0  # the first student's; student i has seed + i
+  # > 0: test accuracy at this many evenly spaced steps of each student
+  # (the accuracy-versus-steps curve in results.json).
+  config.student.eval_points = 0
   return config
 
 

@@ -7,6 +7,7 @@ import numpy as np
 from pqd_jax import distributed, models, report, workdir
 from pqd_jax.data import splits
 from pqd_jax.stages import relabel
+from pqd_jax.stages import train as train_stage
 from pqd_jax.train import evaluation as evaluation_lib
 from pqd_jax.train import trainer
 
@@ -47,6 +48,9 @@ def evaluate(wd: workdir.Workdir, config, data: splits.Splits,
              num_classes: int) -> workdir.Artefact:
   """Test accuracy of every student and of the teacher: ``results.json``.
 
+  With ``student.eval_points``, ``curves`` holds each student's test
+  accuracy at those steps (its last point is the student's accuracy).
+
   The results are also appended to the workdir's history (a JSON line).
   """
   # The host's input pipeline: the predictions are the same whatever it is,
@@ -83,6 +87,8 @@ def evaluate(wd: workdir.Workdir, config, data: splits.Splits,
         "strength": c.decode.strength, "accuracies": accs,
         "accuracy_mean": mean, "accuracy_std": std,
         "teacher_accuracy": teacher_acc, "distortion": distortion,
+        # [(step, test accuracy)] per student (student.eval_points).
+        "curves": [train_stage.curve(a) for a in student_arts],
         "sweep": _sweep_summary(sweep_art, wd.root) if sweep_art else {},
         "test_images": len(test)}
     if distributed.is_coordinator():

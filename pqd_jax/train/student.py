@@ -20,19 +20,29 @@ __all__ = ["distilled_batches", "train_student"]
 
 def distilled_batches(images: np.ndarray | sharding.LazyRows,
                       labels: np.ndarray, weights: np.ndarray,
-                      batch_size: int, seed: int) -> Callable[[int], dict]:
+                      batch_size: int, seed: int,
+                      fill: bool = False) -> Callable[[int], dict]:
   """Batches of a distilled set, a pure function of seed and step.
 
-  Every step draws ``min(batch_size, n)`` distinct images afresh; a set on
-  disk (:class:`pqd_jax.sharding.LazyRows`) is read a batch at a time.
+  Every step draws ``min(batch_size, n)`` distinct images afresh; with
+  ``fill``, a batch larger than the set holds every image
+  ``batch_size // n`` times (each copy augmented on its own by the step)
+  and ``batch_size % n`` distinct others, in a random order. A set on disk
+  (:class:`pqd_jax.sharding.LazyRows`) is read a batch at a time.
   """
   n = images.shape[0]
-  size = min(batch_size, n)
+  size = batch_size if fill else min(batch_size, n)
   take = (images.take if isinstance(images, sharding.LazyRows)
           else lambda idx: images[idx])
 
   def batch(step: int) -> dict:
-    idx = np.random.default_rng([seed, step]).choice(n, size, replace=False)
+    gen = np.random.default_rng([seed, step])
+    if size <= n:
+      idx = gen.choice(n, size, replace=False)
+    else:
+      whole, rest = divmod(size, n)
+      idx = gen.permutation(np.concatenate(
+          [np.tile(np.arange(n), whole), gen.choice(n, rest, replace=False)]))
     return {"image": np.asarray(take(idx), np.float32),
             "label": np.asarray(labels[idx], np.int32),
             "weight": np.asarray(weights[idx], np.float32)}
@@ -64,6 +74,7 @@ def train_student(
     warmup_steps: int = 0,
     grad_accumulation: int = 1,
     factor: int = 1,
+    fill_batch: bool = False,
     eval_fn: Callable[[steps.TrainState], dict] | None = None,
     eval_every: int = 0,
     checkpoint_every: int = 500,
@@ -92,7 +103,7 @@ def train_student(
       for the hard-label protocol of the published tables use
       ``(("dsa", True),)``.
     seed: seed of the init, the batches and the augmentations.
-    batch_size: images per step (capped at n).
+    batch_size: images per step (capped at n unless ``fill_batch``).
     num_steps: training steps (or give ``num_epochs``).
     num_epochs: passes over the set, ``ceil(n / batch)`` steps each.
     optimizer: ``"adamw"`` or ``"sgd"``.
@@ -109,6 +120,9 @@ def train_student(
       stored image is a ``factor × factor`` mosaic of tiles trained on
       upsampled, ``weights`` ``[n, factor²]`` the tiles'; a step takes
       ``batch_size`` stored images (``batch_size · factor²`` tiles).
+    fill_batch: a ``batch_size`` above the set's size is kept: each step
+      holds several augmented views of every image (equal compute per step
+      at any IPC) instead of the whole set once.
     eval_fn: optional ``state -> metrics`` (e.g. test accuracy).
     eval_every: steps between evaluations (0: at the end only); the rows of
       ``workdir/metrics.jsonl`` give the accuracy-versus-steps curve.
@@ -141,13 +155,13 @@ def train_student(
       decay_norm_and_bias=decay_norm_and_bias)
   mesh = sharding.data_mesh() if mesh is None else mesh
   # The tiles of a step's stored images, on each device.
-  local = (min(batch_size, len(images)) * factor * factor
-           // sharding.num_data_shards(mesh))
+  batch = batch_size if fill_batch else min(batch_size, len(images))
+  local = batch * factor * factor // sharding.num_data_shards(mesh)
   if local % grad_accumulation:
     raise ValueError(
         f"grad_accumulation={grad_accumulation} does not divide the "
         f"{local} training images a step puts on each device (batch "
-        f"{min(batch_size, len(images))} over "
+        f"{batch} over "
         f"{sharding.num_data_shards(mesh)} devices).")
   if teacher is not None:
     teacher_variables = sharding.replicate(teacher_variables, mesh)
@@ -161,7 +175,8 @@ def train_student(
                                             accumulate=grad_accumulation,
                                             factor=factor)
   return loop.fit(state, step_fn,
-                  distilled_batches(images, labels, weights, batch_size, seed),
+                  distilled_batches(images, labels, weights, batch_size, seed,
+                                    fill_batch),
                   num_steps, workdir, rng=step_key,
                   checkpoint_every=checkpoint_every, eval_fn=eval_fn,
                   eval_every=eval_every, progress=progress, desc="student",

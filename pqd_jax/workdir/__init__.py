@@ -86,7 +86,7 @@ class Stage(NamedTuple):
     reads: the config paths the stage reads (a section covers its fields);
       or a function of the config that returns them.
     splits: the data splits (``"train"``, ``"test"``) whose fingerprints
-      enter the digest.
+      enter the digest; or a function of the config that returns them.
     outputs: files (or directories) under the artefact that must be there
       and readable for it to count as done (:func:`readable`); or a
       function of the config that returns them.
@@ -103,7 +103,7 @@ class Stage(NamedTuple):
   name: str
   step: str
   reads: tuple[str, ...] | Callable[[Any], tuple[str, ...]]
-  splits: tuple[str, ...] = ()
+  splits: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
   outputs: tuple[str, ...] | Callable[[Any], tuple[str, ...]] = ()
   shared: bool = False
   check: Callable[[str, dict], str] | None = None
@@ -112,6 +112,11 @@ class Stage(NamedTuple):
   def paths(self, config: Any) -> tuple[str, ...]:
     """The declared config paths for ``config``."""
     return tuple(self.reads(config) if callable(self.reads) else self.reads)
+
+  def data_splits(self, config: Any) -> tuple[str, ...]:
+    """The splits whose fingerprints enter the digest for ``config``."""
+    return tuple(self.splits(config) if callable(self.splits)
+                 else self.splits)
 
   def files(self, config: Any) -> tuple[str, ...]:
     """The outputs that must be readable for ``config``."""
@@ -165,7 +170,7 @@ class Workdir:
     return digest(stage.name, stage.step,
                   config_values(config, stage.paths(config)),
                   [a.digest for a in upstream],
-                  [self.fingerprint(s) for s in stage.splits],
+                  [self.fingerprint(s) for s in stage.data_splits(config)],
                   list(inputs))
 
   def done(self, stage: Stage, config: Any, key: str) -> tuple[bool, str]:
@@ -248,7 +253,8 @@ class Workdir:
           "digest": key, "step": stage.step,
           "reads": config_values(config, stage.paths(config)),
           "upstream": [a.digest for a in upstream],
-          "data": {s: self.fingerprint(s) for s in stage.splits},
+          "data": {s: self.fingerprint(s)
+                   for s in stage.data_splits(config)},
           "record": record or {}, "seconds": seconds,
           "date": time.strftime("%Y-%m-%d %H:%M:%S")})
       os.remove(os.path.join(path, PENDING_FILE))

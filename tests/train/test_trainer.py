@@ -95,6 +95,41 @@ def test_distilled_batches_are_a_function_of_the_step():
   assert len(batches(0)["label"]) == 5
 
 
+def test_a_filled_batch_holds_every_image_as_often_as_it_can():
+  images, labels, weights = tiny_set()
+  n = len(images)
+  batches = trainer.distilled_batches(images, labels, weights, 2 * n + 1,
+                                      seed=3, fill=True)
+  seen = np.bincount(
+      [int(np.flatnonzero((images == img).all(axis=(1, 2, 3)))[0])
+       for img in batches(4)["image"]], minlength=n)
+  assert sorted(seen) == [2] * (n - 1) + [3]
+
+
+def test_fill_does_not_change_a_batch_the_set_can_hold():
+  images, labels, weights = tiny_set()
+  plain = trainer.distilled_batches(images, labels, weights, 5, seed=3)
+  filled = trainer.distilled_batches(images, labels, weights, 5, seed=3,
+                                     fill=True)
+  np.testing.assert_array_equal(plain(2)["image"], filled(2)["image"])
+
+
+def test_a_filled_batch_is_the_batch_size_not_the_set_size(tmp_path):
+  images, labels, weights = tiny_set()
+  n = len(images)
+  kwargs = dict(num_classes=3, num_steps=1, batch_size=2 * n,
+                grad_accumulation=2 * n, progress=False)
+  model = models.ConvNet(num_classes=3, width=8, depth=2)
+  # 2n micro-batches split a batch of 2n views, not a set of n images.
+  with pytest.raises(ValueError, match="does not divide the 12"):
+    trainer.train_student(model, images, labels, weights,
+                          str(tmp_path / "capped"), **kwargs)
+  state = trainer.train_student(model, images, labels, weights,
+                                str(tmp_path / "filled"), fill_batch=True,
+                                **kwargs)
+  assert int(state.step) == 1
+
+
 def test_bad_weights_are_refused(tmp_path):
   images, labels, weights = tiny_set()
   weights[0] = -1.0
