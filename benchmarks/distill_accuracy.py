@@ -240,6 +240,7 @@ def run_cell(name: str, config, workroot: str) -> dict:
           "accuracy_mean": results["accuracy_mean"],
           "accuracy_std": results["accuracy_std"],
           "teacher_accuracy": results["teacher_accuracy"],
+          "curves": results.get("curves", []),
           "config_digest": workdir.digest(config),
           "student_steps": config.student.num_steps,
           "student_batch": config.student.batch_size,

@@ -1,0 +1,515 @@
+"""The fair distillation table: every method against random real images.
+
+The protocol of ``../shared/reference/EVALUATION.md`` ("A fair table"), on
+the pipeline's Fashion-MNIST config:
+
+- every row has the same teacher, temperature, augmentation and
+  learning-rate policy and sees the same number of teacher-labelled
+  training images (a parameterised-storage step takes a quarter as many
+  mosaics, or a quarter of the steps when the batch does not split), at
+  one of two student budgets: ``A`` (the papers'
+  300 epochs of the set: IPC 1 300 steps of 10, IPC 10 300 of 100, IPC 50
+  1,500 of 100) or ``B`` (2,000 steps of 100 at every IPC; at IPC 1 a batch
+  holds 10 augmented views of each image, ``student.fill_batch``);
+- each seed redraws the set (the random subset, the k-means initialisation,
+  the prior's noise: ``config.seed``) and the student
+  (``config.student.seed``); the table reports paired differences against
+  random per seed, their mean and 95% t-interval;
+- the test accuracy at 8 points of every student
+  (``config.student.eval_points``); the table reports the last;
+- the compute-matched ceiling (``whole``: the whole training split with the
+  same KD recipe and steps) and the hard-label teacher (the whole split,
+  hard labels: the teacher's own accuracy);
+- per row IOR (minus random), HLR (the teacher's accuracy minus the set's
+  under hard labels, from ``--labels=hard`` cells), LRS (DD-Ranking's, on
+  fractions) and gap closed = (set − random) / (ceiling − random).
+
+Cells ``<method>_ipc<IPC>_<budget>_<labels>_seed<seed>``, one student each,
+appended to ``--out`` when done and skipped on a re-run; each is a pipeline
+workdir under ``--workroot`` (a killed cell resumes its training). The
+autoencoder, latents, prior and teacher are shared with
+``distill_accuracy.py`` through ``<workroot>/_base``. Several processes may
+run at once on one ``--out``: each claims a cell before running it
+(``<workroot>/<cell>.claim``; a dead process's claim is taken over), so
+two processes, one per core, share the cells as they go.
+
+  taskset -c 0 python benchmarks/distill_table.py --budget=A &
+  taskset -c 1 python benchmarks/distill_table.py --budget=A &
+  python benchmarks/distill_table.py --budget=A --table-only
+"""
+
+import argparse
+import math
+import os
+import time
+
+import distill_accuracy
+import harness
+import numpy as np
+from scipy import stats
+
+from pqd_jax import pipeline, workdir
+from pqd_jax.data import splits
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "fashion_mnist_fair.jsonl")
+TABLE = os.path.join(HERE, "results", "fashion_mnist_fair.md")
+
+BUDGETS = {
+    "A": {1: (300, 10), 10: (300, 100), 50: (1500, 100)},
+    "B": {1: (2000, 100), 10: (2000, 100), 50: (2000, 100)},
+}
+BUDGET_NAMES = {"A": "the papers' 300 epochs of the set",
+                "B": "2,000 steps of 100 at every IPC"}
+IPCS = (1, 10, 50)
+EVAL_POINTS = 8
+
+# Each method: what its set is (the table's legend).
+METHODS = {
+    "random": "IPC random real images per class, uniform weights",
+    "d4m": "D4M: k-means by scikit-learn's MiniBatchKMeans updates "
+           "(quantize.method=d4m), centroids decoded through the prior, "
+           "uniform weights",
+    "ddoq": "DDOQ: Lloyd centroids decoded through the prior, cell-mass "
+            "weights",
+    "nearest": "the real image nearest each Lloyd centroid, cell-mass "
+               "weights",
+    "random-f2": "parameterised storage: each stored image a 2×2 mosaic of "
+                 "four random real half-side images",
+    "ddoq-f2": "parameterised storage: four decoded centroids (IPC × 4 "
+               "cells) per stored image",
+    "nearest-f2": "parameterised storage: the real images nearest IPC × 4 "
+                  "centroids, four per stored image",
+    "whole": "the ceiling: the whole training split, the same KD recipe "
+             "and steps",
+}
+DEFAULT_METHODS = ("random", "whole", "d4m", "ddoq", "nearest", "random-f2",
+                   "ddoq-f2", "nearest-f2")
+BASELINE, CEILING = "random", "whole"
+
+
+def budget_of(budget: str, ipc: int) -> tuple[int, int]:
+  """``(steps, batch)`` of a budget at an IPC (past its last IPC: the last)."""
+  table = BUDGETS[budget]
+  return table.get(ipc, table[max(table)])
+
+
+def cell_name(method: str, ipc: int, budget: str, labels: str,
+              seed: int) -> str:
+  """``<method>_ipc<IPC>_<budget>_<labels>_seed<seed>``."""
+  return f"{method}_ipc{ipc}_{budget}_{labels}_seed{seed}"
+
+
+def smallest_class(base) -> int:
+  """The training split's smallest class size (the ``whole`` cells' IPC)."""
+  labels = splits.Splits(base).source("train").labels
+  return int(np.bincount(labels).min())
+
+
+def cell_config(base, method: str, ipc: int, budget: str, labels: str,
+                seed: int, *, whole_ipc: int, steps_scale: float = 1.0):
+  """The pipeline config of one cell.
+
+  Args:
+    base: the benchmark's pipeline config.
+    method: one of :data:`METHODS`.
+    ipc: images per class (the budget's row; ``whole`` trains on the whole
+      split with this IPC's steps and batch).
+    budget: ``"A"`` or ``"B"``.
+    labels: ``"soft"`` (online KD) or ``"hard"`` (CE with DSA).
+    seed: the set's and the student's seed.
+    whole_ipc: the smallest class's size (``whole``'s IPC).
+    steps_scale: multiplies the budget's steps (tests).
+
+  Raises:
+    ValueError: for an unknown method, budget or label type.
+  """
+  if method not in METHODS:
+    raise ValueError(f"Unknown method {method!r}; expected one of "
+                     f"{tuple(METHODS)}.")
+  if budget not in BUDGETS or labels not in ("soft", "hard"):
+    raise ValueError(f"Unknown budget {budget!r} or labels {labels!r}; "
+                     f"expected one of {tuple(BUDGETS)} and soft|hard.")
+  c = base.copy_and_resolve_references()
+  c.ipc, c.seed = ipc, seed
+  c.student.seed, c.student.num_seeds = seed, 1
+  c.student.eval_points = EVAL_POINTS
+  c.report.sweep_ks = ()
+  name, _, storage = method.partition("-")
+  if storage == "f2":
+    c.factor = 2
+  if name in ("random", "whole"):
+    c.baseline = "random"
+    c.ipc = whole_ipc if name == "whole" else ipc
+  elif name == "d4m":
+    c.quantize.method, c.student.weights = "d4m", "uniform"
+  elif name == "nearest":
+    c.decode.images = "nearest"
+  steps, batch = budget_of(budget, ipc)
+  tiles = c.factor * c.factor  # training images per stored one
+  if batch % tiles == 0:  # the same training images per step
+    batch //= tiles
+  else:  # the same training images in all: fewer steps
+    steps = max(1, steps // tiles)
+  c.student.num_epochs = 0
+  c.student.num_steps = max(1, int(round(steps * steps_scale)))
+  c.student.batch_size = batch
+  c.student.fill_batch = True
+  if labels == "hard":
+    c.student.soft_labels = False
+    c.student.flip, c.student.crop_scale = False, ()
+    c.student.dsa, c.student.cutmix = True, False
+  return c
+
+
+def claim(workroot: str, cell: str) -> bool:
+  """Claims ``cell`` for this process; False if a live process holds it.
+
+  The claim is ``<workroot>/<cell>.claim`` made with ``O_EXCL`` and holding
+  the claimer's pid; a claim whose process is gone is taken over.
+  """
+  path = os.path.join(workroot, f"{cell}.claim")
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      try:
+        with open(path) as f:
+          pid = int(f.read().strip() or 0)
+      except (OSError, ValueError):
+        pid = 0
+      if pid == os.getpid():
+        return True
+      if pid and _alive(pid):
+        return False
+      try:
+        os.remove(path)
+      except FileNotFoundError:
+        pass
+      continue
+    with os.fdopen(fd, "w") as f:
+      f.write(str(os.getpid()))
+    return True
+  return False
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def release(workroot: str, cell: str) -> None:
+  """Removes this process's claim on ``cell``."""
+  try:
+    os.remove(os.path.join(workroot, f"{cell}.claim"))
+  except FileNotFoundError:
+    pass
+
+
+def paired(values: list[float], baseline: list[float]) -> tuple[float, float]:
+  """Mean of ``values − baseline`` (paired by seed) and its 95% half-width.
+
+  The half-width is Student's t: ``t(0.975, n − 1) · sd / √n``; ``nan``
+  for fewer than two pairs.
+  """
+  d = np.asarray(values, np.float64) - np.asarray(baseline, np.float64)
+  if len(d) < 2:
+    return float(d.mean()) if len(d) else math.nan, math.nan
+  half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+  return float(d.mean()), float(half)
+
+
+def lrs(ior: float, hlr: float, w: float = 0.5) -> float:
+  """DD-Ranking's label-robust score from IOR and HLR given as fractions.
+
+  ``α = w·IOR − (1 − w)·HLR``, ``LRS = (e^α − e^−1) / (e − e^−1)``.
+  """
+  alpha = w * ior - (1.0 - w) * hlr
+  return (math.exp(alpha) - math.exp(-1.0)) / (math.e - math.exp(-1.0))
+
+
+def by_seed(rows: dict, method: str, ipc: int, budget: str,
+            labels: str = "soft") -> dict[int, float]:
+  """``{seed: accuracy}`` of one method's finished cells."""
+  return {r["seed"]: r["accuracy"] for r in rows.values()
+          if r.get("method") == method and r.get("ipc") == ipc
+          and r.get("budget") == budget and r.get("labels") == labels}
+
+
+def summary(rows: dict, method: str, ipc: int, budget: str) -> dict | None:
+  """One table entry: accuracy, paired difference, gap closed, IOR/HLR/LRS.
+
+  Accuracies in percent. The differences use the seeds both the method and
+  its reference have; ``None`` when the method has no finished cell.
+  """
+  mine = by_seed(rows, method, ipc, budget)
+  if not mine:
+    return None
+  acc = np.asarray(list(mine.values())) * 100
+  out = {"mean": float(acc.mean()),
+         "std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
+         "n": len(acc)}
+  base = by_seed(rows, BASELINE, ipc, budget)
+  common = sorted(set(mine) & set(base))
+  if method != BASELINE and common:
+    diff, half = paired([mine[s] for s in common], [base[s] for s in common])
+    out.update(diff=100 * diff, half=100 * half, pairs=len(common))
+    ceiling = by_seed(rows, CEILING, ipc, budget)
+    if ceiling and method != CEILING:
+      top = np.mean(list(ceiling.values())) - np.mean([base[s]
+                                                        for s in common])
+      out["gap_closed"] = diff / top if top > 0 else math.nan
+  hard = by_seed(rows, method, ipc, budget, "hard")
+  teachers = [r["teacher_accuracy"] for r in rows.values()
+              if "teacher_accuracy" in r]
+  if hard and teachers and "diff" in out:
+    hlr = teachers[0] - float(np.mean(list(hard.values())))
+    out.update(hlr=100 * hlr, lrs=lrs(out["diff"] / 100, hlr))
+  return out
+
+
+def _cell_text(s: dict | None) -> str:
+  if s is None:
+    return "…"
+  text = f"{s['mean']:.1f} ± {s['std']:.1f}"
+  return text + ("" if s["n"] >= 3 else f" ({s['n']})")
+
+
+def _diff_text(s: dict | None) -> str:
+  if s is None or "diff" not in s:
+    return "…" if s is None else "–"
+  if math.isnan(s["half"]):
+    return f"{s['diff']:+.1f} (1 pair)"
+  mark = "**" if s["diff"] - s["half"] > 0 else ""
+  return f"{mark}{s['diff']:+.1f} ± {s['half']:.1f}{mark}"
+
+
+def write_table(rows: dict, path: str, budgets, ipcs, methods,
+                results_name: str) -> None:
+  """The markdown table, one section per budget, and its plots."""
+  teachers = [r["teacher_accuracy"] for r in rows.values()
+              if "teacher_accuracy" in r]
+  lines = [
+      "# Fashion-MNIST: a fair distillation table", "",
+      f"Generated by `benchmarks/distill_table.py` from `{results_name}`. "
+      "Student: ConvNet-3 w128 instance norm from scratch, online KD "
+      "(T = 4) from the ConvNet-3 teacher on every augmented view, AdamW "
+      "1e-3 with a 5% warm-up and cosine decay, flip + random-resized crop "
+      "+ DSA + CutMix, the same for every row. Each seed redraws the set "
+      "and the student; accuracy (%) on the whole test split after the "
+      "last step (never the best of the curve), mean ± std over seeds "
+      "(a count in brackets when fewer than 3). Δ: the paired difference "
+      "against random real images of the same seed, mean ± 95% t-interval "
+      "(bold when the interval is above 0). Gap closed: Δ over (ceiling − "
+      "random).", "",
+      "Methods:", "",
+      *(f"- `{m}`: {METHODS[m]}." for m in methods), "",
+      ("The hard-label teacher (the whole training split, hard labels): "
+       f"**{100 * teachers[0]:.2f}%**." if teachers else ""), ""]
+  for budget in budgets:
+    lines += [
+        f"## Budget {budget}: {BUDGET_NAMES[budget]}", "",
+        "Steps of a batch: " + ", ".join(
+            "IPC {}: {:,} of {}".format(i, *budget_of(budget, i))
+            for i in ipcs) + ".", "",
+        "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " | "
+        + " | ".join(f"Δ IPC {i}" for i in ipcs) + " |",
+        "|---|" + "---|" * (2 * len(ipcs))]
+    entries = {m: [summary(rows, m, i, budget) for i in ipcs]
+               for m in methods}
+    for m in methods:
+      lines.append(f"| {m} | " + " | ".join(map(_cell_text, entries[m]))
+                   + " | " + " | ".join(map(_diff_text, entries[m])) + " |")
+    lines += ["", "Gap closed, and DD-Ranking's metrics: IOR = Δ; HLR = "
+              "the hard-label teacher's accuracy minus the set's under hard "
+              "labels (the `--labels=hard` cells, lower is better); LRS = "
+              "(e^α − e^−1) / (e − e^−1) with α = (IOR − HLR) / 2 on "
+              "fractions (higher is better).", "",
+              "| method | " + " | ".join(
+                  f"gap closed IPC {i} | HLR IPC {i} | LRS IPC {i}"
+                  for i in ipcs) + " |",
+              "|---|" + "---|" * (3 * len(ipcs))]
+    for m in methods:
+      if m in (BASELINE, CEILING):
+        continue
+      cells = []
+      for s in entries[m]:
+        gap = s.get("gap_closed") if s else None
+        cells.append("…" if gap is None else "–" if math.isnan(gap)
+                     else f"{100 * gap:+.0f}%")
+        cells.append(f"{s['hlr']:.1f}" if s and "hlr" in s else "…")
+        cells.append(f"{s['lrs']:.3f}" if s and "lrs" in s else "…")
+      lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for kind in ("vs_ipc", "vs_steps"):
+      image = distill_accuracy.table_image(path, f"{kind}_{budget}")
+      if plot(rows, image, budget, ipcs, methods, kind):
+        lines += [f"![{kind} {budget}]({os.path.basename(image)})", ""]
+  workdir.write_text(path, "\n".join(lines))
+
+
+def plot(rows: dict, path: str, budget: str, ipcs, methods,
+         kind: str) -> bool:
+  """Accuracy vs IPC (with the ceiling) or vs steps, one line per method.
+
+  Returns whether there was anything to plot.
+  """
+  import matplotlib  # the benchmark's extra, loaded only to plot
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt
+
+  if kind == "vs_ipc":
+    fig, axes = plt.subplots(figsize=(6, 4))
+    axes = [axes]
+    drawn = False
+    for m in methods:
+      points = [(i, summary(rows, m, i, budget)) for i in ipcs]
+      points = [(i, s["mean"]) for i, s in points if s]
+      if points:
+        drawn = True
+        style = "k--" if m == CEILING else "o-"
+        axes[0].plot(*zip(*points, strict=True), style, label=m)
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("images per class")
+    axes[0].set_ylabel("test accuracy (%)")
+  else:
+    fig, axes = plt.subplots(1, len(ipcs), figsize=(5 * len(ipcs), 4),
+                             squeeze=False)
+    axes = axes[0]
+    drawn = False
+    for ax, ipc in zip(axes, ipcs, strict=True):
+      for m in methods:
+        curves = [r["curve"] for r in rows.values()
+                  if r.get("method") == m and r.get("ipc") == ipc
+                  and r.get("budget") == budget and r.get("labels") == "soft"
+                  and r.get("curve")]
+        if not curves:
+          continue
+        length = min(len(c) for c in curves)
+        steps = [c[0] for c in curves[0][:length]]
+        acc = np.mean([[100 * p[1] for p in c[:length]] for c in curves], 0)
+        ax.plot(steps, acc, "k--" if m == CEILING else "o-", label=m)
+        drawn = True
+      ax.set_title(f"IPC {ipc}")
+      ax.set_xlabel("student steps")
+    axes[0].set_ylabel("test accuracy (%)")
+  if drawn:
+    axes[-1].legend(fontsize=7)
+    fig.suptitle(f"budget {budget}")
+    fig.tight_layout()
+    workdir.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png",
+                                                      dpi=90))
+  plt.close(fig)
+  return drawn
+
+
+def main(argv=None) -> None:
+  harness.quiet_diffusers()
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--budget", default="A",
+                      help="A, B or A,B: the student budgets to run.")
+  parser.add_argument("--seeds", type=int, default=3)
+  parser.add_argument("--ipcs", default=",".join(map(str, IPCS)))
+  parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                      help=f"A subset of {','.join(METHODS)}.")
+  parser.add_argument("--labels", default="soft",
+                      help="soft, hard or soft,hard (hard: the HLR cells).")
+  parser.add_argument("--config", default="",
+                      help="<file.py>[:<arg>] instead of the Fashion-MNIST "
+                      "default (the tests use a tiny config).")
+  parser.add_argument("--steps-scale", type=float, default=1.0,
+                      help="Multiply every student budget (tests).")
+  parser.add_argument("--table-only", action="store_true")
+  parser.add_argument("--workroot", default=distill_accuracy.WORKROOT)
+  parser.add_argument("--out", default=RESULTS)
+  parser.add_argument("--table", default=TABLE)
+  args = parser.parse_args(argv)
+  budgets = [b for b in args.budget.split(",") if b]
+  labels = [x for x in args.labels.split(",") if x]
+  methods = list(dict.fromkeys(m for m in args.methods.split(",") if m))
+  try:
+    ipcs = harness.parse_ints(args.ipcs, "--ipcs")
+    base = distill_accuracy.load_config(args.config)
+  except ValueError as e:
+    parser.error(str(e))
+  if not budgets or set(budgets) - set(BUDGETS):
+    parser.error(f"--budget {args.budget!r}: expected A, B or A,B.")
+  if not labels or set(labels) - {"soft", "hard"}:
+    parser.error(f"--labels {args.labels!r}: expected soft, hard or "
+                 "soft,hard.")
+  if not methods or set(methods) - set(METHODS):
+    parser.error(f"--methods: unknown {sorted(set(methods) - set(METHODS))}"
+                 f"; expected a subset of {','.join(METHODS)}.")
+  if args.seeds < 1:
+    parser.error(f"--seeds: {args.seeds} is not an integer >= 1.")
+  if not (math.isfinite(args.steps_scale) and args.steps_scale > 0):
+    parser.error(f"--steps-scale: {args.steps_scale} is not a finite "
+                 "number > 0.")
+  results_name = os.path.basename(args.out)
+  if args.table_only:
+    rows = harness.finished_rows(args.out)
+    write_table(rows, args.table, budgets, sorted(ipcs), methods,
+                results_name)
+    print(f"table: {args.table}")
+    return
+
+  whole_ipc = smallest_class(base)
+  # Seed-major: a finished seed is a complete paired comparison.
+  cells = [(cell_name(m, i, b, lab, s), m, i, b, lab, s)
+           for s in range(args.seeds) for b in budgets for lab in labels
+           for i in ipcs for m in methods
+           if not (lab == "hard" and m == CEILING)]
+  configs = {cell[0]: cell_config(base, *cell[1:], whole_ipc=whole_ipc,
+                                  steps_scale=args.steps_scale)
+             for cell in cells}
+  rows = harness.finished_rows(args.out)
+  other = [n for n, c in configs.items()
+           if rows.get(n, {}).get("config_digest") not in (
+               None, workdir.digest(c))]
+  if other:
+    parser.error(f"--out {args.out} has cells made with another config: "
+                 f"{', '.join(other[:5])}; expected the same --config and "
+                 "--steps-scale, or another --out.")
+  os.makedirs(args.workroot, exist_ok=True)
+  # The shared latents, which the sets' statistics are measured in.
+  pipeline.run(base, os.path.join(args.workroot, "_base"),
+               stages=("encode",), progress=False, log=lambda line: None)
+  for name, method, ipc, budget, lab, seed in cells:
+    if name in harness.finished_rows(args.out):
+      continue
+    if not claim(args.workroot, name):
+      print(f"{name}: another process runs it", flush=True)
+      continue
+    try:
+      result = distill_accuracy.run_cell(name, configs[name], args.workroot)
+      row = {"cell": name, "method": method, "ipc": ipc, "budget": budget,
+             "labels": lab, "seed": seed, "date": time.strftime("%Y-%m-%d"),
+             "accuracy": result["accuracies"][0],
+             "curve": (result["curves"] or [[]])[0],
+             "teacher_accuracy": result["teacher_accuracy"],
+             "config_digest": result["config_digest"],
+             "student_steps": result["student_steps"],
+             "student_batch": result["student_batch"],
+             "seconds": result["seconds"]}
+      if lab == "soft" and method != CEILING:
+        row.update(distill_accuracy.set_stats(args.workroot, name,
+                                              ("set_spread",)))
+      workdir.append_jsonl(args.out, row)
+      print(f"{name}: {100 * row['accuracy']:.2f} in "
+            f"{row['seconds']:.0f} s", flush=True)
+    finally:
+      release(args.workroot, name)
+    write_table(harness.finished_rows(args.out), args.table, budgets,
+                sorted(ipcs), methods, results_name)
+  write_table(harness.finished_rows(args.out), args.table, budgets,
+              sorted(ipcs), methods, results_name)
+  print(f"table: {args.table}")
+
+
+if __name__ == "__main__":
+  main()
