@@ -12,6 +12,7 @@ import pytest
 from pqd_jax import pipeline
 from pqd_jax.configs.tiny import get_config
 from pqd_jax.data import splits, synthetic
+from pqd_jax.stages import train as train_stage
 from tests.conftest import ROOT
 from tests.tiny_folders import write_folder
 
@@ -159,6 +160,13 @@ def test_eval_points_give_each_student_a_curve_ending_at_its_accuracy(
     curves = json.load(f)["curves"]
   assert [[step for step, _ in c] for c in curves] == [[2, 4], [2, 4]]
   assert [c[-1][1] for c in curves] == list(result.accuracies)
+
+
+def test_a_curve_on_a_subset_uses_as_many_images_of_every_class(data_root):
+  test = splits.Splits(get_config(data_root)).source("test")
+  subset = train_stage.curve_split(test, 3)
+  assert np.bincount(subset.labels).tolist() == [1, 1, 1]
+  assert train_stage.curve_split(test, 0) is test
 
 
 def test_without_eval_points_a_student_keeps_its_digest(finished, tmp_path):

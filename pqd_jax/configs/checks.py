@@ -68,7 +68,7 @@ _CONFIG_INTEGERS = {  # path: smallest value
     "student.width": 1, "student.depth": 1,
     "student.num_steps": 0, "student.num_epochs": 0,
     "student.batch_size": 1, "student.num_seeds": 1, "student.seed": 0,
-    "student.eval_points": 0,
+    "student.eval_points": 0, "student.eval_images": 0,
     "student.grad_accumulation": 1,
 }
 _CONFIG_REALS = {  # path: (smallest value, whether it must be above it)

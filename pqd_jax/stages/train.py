@@ -6,12 +6,12 @@ import os
 import numpy as np
 
 from pqd_jax import models, sharding, workdir
-from pqd_jax.data import splits, synthetic
+from pqd_jax.data import sources, splits, synthetic
 from pqd_jax.stages import relabel
 from pqd_jax.train import evaluation, steps, trainer
 
-__all__ = ["CURVE_FILE", "STUDENT_READS", "curve", "student",
-           "student_seeds", "student_stage"]
+__all__ = ["CURVE_FILE", "STUDENT_READS", "curve", "curve_split",
+           "student", "student_seeds", "student_stage"]
 
 # Every student field but ``num_seeds`` and ``seed`` (in the stage's name):
 # a student does not depend on how many there are, so a 3-seed run reuses a
@@ -36,7 +36,8 @@ def _reads(c) -> tuple[str, ...]:
   if c.student.fill_batch:
     reads += ("student.fill_batch",)
   if c.student.eval_points:
-    reads += ("student.eval_points", "dataset", "test_crop")
+    reads += ("student.eval_points", "student.eval_images", "dataset",
+              "test_crop")
   return reads
 
 
@@ -66,8 +67,32 @@ def eval_every(num_steps: int, points: int) -> int:
   return math.ceil(num_steps / points) if points else 0
 
 
+def curve_split(test: sources.ImageSource,
+                images: int) -> sources.ImageSource:
+  """The test images a curve is measured on: all, or a fixed subset.
+
+  Args:
+    test: the test split.
+    images: 0 for all of it; else about this many, the same number from
+      every class (at least one, at most the smallest class), drawn once
+      with seed 0 so that every student's curve uses the same images.
+
+  Returns:
+    ``test``, or the subset in memory.
+  """
+  if not images:
+    return test
+  per_class = min(max(1, images // len(test.class_names)),
+                  int(np.bincount(test.labels).min()))
+  idx = evaluation.random_subset(test.labels, per_class, seed=0)
+  return sources.ArraySource(test.read(idx), test.labels[idx],
+                             test.class_names)
+
+
 def curve(art: workdir.Artefact) -> list[tuple[int, float]]:
   """``[(step, test accuracy)]`` of a student trained with eval points.
+
+  The accuracy is on :func:`curve_split`'s images (``student.eval_images``).
 
   Read from the training's ``metrics.jsonl``; a step logged twice (a run
   resumed from an earlier checkpoint) keeps its last row. Empty when the
@@ -87,7 +112,8 @@ def student(wd: workdir.Workdir, config, seed: int,
 
   With ``student.eval_points`` > 0 the student's test accuracy is measured
   at that many evenly spaced steps (the last at the end) on ``data``'s
-  test split, and kept in the artefact's ``metrics.jsonl`` (:func:`curve`).
+  test split (or ``student.eval_images`` of it), and kept in the artefact's
+  ``metrics.jsonl`` (:func:`curve`).
 
   Raises:
     ValueError: for eval points without ``data``.
@@ -114,7 +140,8 @@ def student(wd: workdir.Workdir, config, seed: int,
     model = models.build_classifier(s, num_classes)
     eval_fn = None
     if points:
-      test = data.source("test", relabel.image_shape(c)[0])
+      test = curve_split(data.source("test", relabel.image_shape(c)[0]),
+                         s.eval_images)
 
       def eval_fn(state):
         pred, = evaluation.predict_source(
