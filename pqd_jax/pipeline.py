@@ -113,7 +113,8 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
   done = lambda accuracies=(): RunResult(tuple(accuracies), wd.seconds,
                                          tuple(wd.skipped), wd.root)
 
-  q_art = sweep_art = prior_art = None
+  num_classes = len(data.source("train").class_names)
+  q_art = sweep_art = prior_art = teacher_art = None
   if config.baseline == "random":  # real images: no latent space needed
     if not wanted("decode"):
       return done()
@@ -128,17 +129,20 @@ def run(config: Any, workdir_path: str, *, stages: Sequence[str] = STAGES,
       sweep_art = quantize.sweep(wd, config, lat_art)
     if not wanted("decode"):
       return done()
+    if decode.needs_teacher(config):  # it chooses the set's images
+      teacher_art = relabel.teacher(wd, config, data, num_classes)
     if config.decode.images == "nearest":  # real images, no generator
-      syn_art = decode.nearest_real(wd, config, data, q_art, lat_art)
+      syn_art = decode.nearest_real(wd, config, data, q_art, lat_art,
+                                    teacher_art)
     else:
       if config.decode.strength > 0:  # 0: the centroids decoded, no prior
         prior_art = decode.prior(wd, config, data, lat_art)
       syn_art = decode.synthetic_set(wd, config, data, q_art, ae_art,
-                                     prior_art)
+                                     prior_art, teacher_art)
   if not wanted("relabel"):
     return done()
-  num_classes = len(data.source("train").class_names)
-  teacher_art = relabel.teacher(wd, config, data, num_classes)
+  if teacher_art is None:
+    teacher_art = relabel.teacher(wd, config, data, num_classes)
   if not wanted("train"):
     return done()
   student_arts = [

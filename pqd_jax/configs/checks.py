@@ -21,6 +21,7 @@ from pqd_jax.prior import model as prior_model
 from pqd_jax.prior import sample as prior_sample
 from pqd_jax.quantization import api as quantize_api
 from pqd_jax.quantization import weights as weights_lib
+from pqd_jax.stages import choose
 from pqd_jax.train import steps as train_steps
 
 __all__ = ["check_config"]
@@ -38,6 +39,7 @@ _CONFIG_CHOICES = {
     "prior.prompt_synonyms": class_names.SYNONYMS,
     "decode.scheduler": prior_sample.SCHEDULERS,
     "decode.images": ("decoded", "nearest"),
+    "decode.choose": choose.CHOICES,
     "teacher.arch": models.ARCHS,
     "teacher.norm": models.NORMS,
     "teacher.stem": models.STEMS,
@@ -54,6 +56,7 @@ _CONFIG_INTEGERS = {  # path: smallest value
     "quantize.n_init": 1, "quantize.num_iters": 1, "quantize.batch_size": 1,
     "latents.batch_size": 1,
     "decode.num_steps": 1, "decode.batch_size": 1, "decode.vae_batch_size": 1,
+    "decode.candidates": 1,
     "autoencoder.image_size": 1, "autoencoder.latent_channels": 1,
     "autoencoder.layers_per_block": 1, "autoencoder.norm_num_groups": 1,
     "autoencoder.num_steps": 1, "autoencoder.batch_size": 1,
@@ -176,6 +179,13 @@ def _check_generators(config: Any) -> None:
         build(config[section])
       except (ValueError, NotImplementedError) as e:
         raise ValueError(f"config.{section}: {e}") from None
+  if (config.decode.candidates > 1 and config.decode.images == "decoded"
+      and config.decode.strength == 0):
+    raise ValueError(
+        f"config.decode.candidates={config.decode.candidates} needs samples "
+        "that differ: decode.strength > 0 (img2img noise) or decode.images="
+        "'nearest' (real images); with strength 0 every candidate is the "
+        "decoded centroid.")
   if (not config.prior.pretrained
       and config.decode.num_steps > config.prior.num_train_timesteps):
     raise ValueError(

@@ -141,6 +141,12 @@ def get_config() -> ml_collections.ConfigDict:
   # decoder) or "nearest" (the real training image whose latent is nearest
   # each centroid, with the centroid's weight).
   config.decode.images = "decoded"
+  # Candidates per centroid: the real images nearest it ("nearest") or
+  # img2img samples of it with different noise ("decoded"); the set keeps
+  # the one chosen by "teacher" (the most typical of its class for the
+  # teacher) or "spread" (the farthest from its class's mean).
+  config.decode.candidates = 1
+  config.decode.choose = "teacher"
   # Latents per device per img2img call (the UNet runs on twice as many:
   # classifier-free guidance), and per VAE decode call.
   config.decode.batch_size = 256

@@ -24,7 +24,7 @@ from ott.tools import sinkhorn_divergence as ott_divergence
 from pqd_jax import checks
 
 __all__ = ["W2_METHODS", "cell_counts", "distortion", "nearest_members",
-           "sinkhorn_divergence", "w2"]
+           "nearest_points", "sinkhorn_divergence", "w2"]
 
 W2_METHODS = ("exact", "sinkhorn")
 # The exact LP has n·k variables; beyond this use method="sinkhorn".
@@ -92,8 +92,30 @@ def nearest_members(points: Any, centroids: Any) -> np.ndarray:
     ``[k]`` int64 row of ``points`` nearest each centroid (ties go to the
     lowest row); two centroids may share their nearest point.
   """
+  return nearest_points(points, centroids, 1)[:, 0]
+
+
+def nearest_points(points: Any, centroids: Any, count: int) -> np.ndarray:
+  """The ``count`` points nearest each centroid, nearest first.
+
+  Args:
+    points: ``[n, *latent_shape]``.
+    centroids: ``[k, *latent_shape]``.
+    count: points per centroid, 1 to ``n``.
+
+  Returns:
+    ``[k, count]`` int64 rows of ``points`` (ties go to the lowest row);
+    centroids may share points.
+
+  Raises:
+    ValueError: for a count outside ``[1, n]``.
+  """
   x, c = _pair(points, centroids)
-  return np.argmin(_sq_dists(x, c), axis=0)
+  count = checks.integer("count", count)
+  if count > len(x):
+    raise ValueError(f"count={count} is more than the {len(x)} points.")
+  order = np.argsort(_sq_dists(x, c), axis=0, kind="stable")
+  return order[:count].T
 
 
 def distortion(points: Any, centroids: Any) -> float:

@@ -36,6 +36,7 @@ __all__ = [
     "check_aug",
     "create_state",
     "kd_step",
+    "label_log_probs",
     "make_optimizer",
     "predict",
     "variables_of",
@@ -378,6 +379,26 @@ def predict(model: nn.Module, variables: Any, images: Any,
   fn = lambda x, start: _predict(model, variables, x)
   return sharding.map_batches(fn, (images,), batch_size, mesh,
                               dtypes=(np.float32,))
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _label_log_prob(model, variables, images, labels):
+  logp = jax.nn.log_softmax(model.apply(variables, images, train=False))
+  return jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+
+
+def label_log_probs(model: nn.Module, variables: Any, images: Any,
+                    labels: Any, batch_size: int = 1000) -> np.ndarray:
+  """``log p(label | image)`` ``[n]`` of a classifier (eval mode).
+
+  How typical of its class the classifier finds each image (RDED's realism
+  score is its negative, the cross-entropy). Batched as :func:`predict`.
+  """
+  mesh = sharding.data_mesh()
+  variables = sharding.replicate(variables, mesh)
+  fn = lambda x, y, start: _label_log_prob(model, variables, x, y)
+  return sharding.map_batches(fn, (images, np.asarray(labels, np.int32)),
+                              batch_size, mesh, dtypes=(np.float32, None))
 
 
 def accuracy(model: nn.Module, state: TrainState, images: Any, labels: Any,

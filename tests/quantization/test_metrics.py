@@ -188,6 +188,21 @@ def test_sinkhorn_divergence_refuses_mismatched_shapes():
     metrics.sinkhorn_divergence(np.zeros((4, 3)), np.zeros((4, 2)))
 
 
+def test_nearest_points_are_scikit_learns_neighbours_in_order():
+  from sklearn.neighbors import NearestNeighbors
+
+  x = np.random.default_rng(0).normal(size=(60, 4))
+  c = np.random.default_rng(1).normal(size=(5, 4))
+  expected = NearestNeighbors(n_neighbors=7).fit(x).kneighbors(
+      c, return_distance=False)
+  np.testing.assert_array_equal(metrics.nearest_points(x, c, 7), expected)
+
+
+def test_nearest_points_refuse_more_than_there_are():
+  with pytest.raises(ValueError, match="count=5 is more than the 4 points"):
+    metrics.nearest_points(np.zeros((4, 2)), np.zeros((1, 2)), 5)
+
+
 def test_nearest_members_are_the_points_closest_to_each_centroid():
   x = np.random.default_rng(0).normal(size=(50, 3))
   c = x[[7, 21, 40]] + 1e-3  # each centroid next to one point

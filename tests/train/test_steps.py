@@ -206,3 +206,15 @@ def test_a_mosaic_step_is_the_step_on_its_upsampled_tiles():
                              temperature=4.0, aug=AUG, factor=factor)
     runs.append(state.params)
   _assert_trees_close(runs[0], runs[1], rtol=1e-6, atol=1e-7)
+
+
+def test_label_log_probs_are_the_log_softmax_of_the_labels():
+  model = models.ConvNet(num_classes=3, width=8, depth=2)
+  x = np.asarray(jax.random.normal(jax.random.key(0), (7, 8, 8, 1)))
+  variables = model.init(jax.random.key(1), jnp.asarray(x[:1]))
+  labels = np.array([0, 1, 2, 2, 1, 0, 1])
+  logits = np.asarray(model.apply(variables, x, train=False), np.float64)
+  expected = (logits[np.arange(7), labels]
+              - np.log(np.exp(logits).sum(axis=1)))
+  got = steps.label_log_probs(model, variables, x, labels, batch_size=4)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
