@@ -69,6 +69,8 @@ EVAL_POINTS = 8
 # evaluation costs about 50 training steps of 100 on a ConvNet-3.
 EVAL_IMAGES = 2000
 
+# Candidates per centroid: real images (typical, spread), samples (pool).
+NEAREST, SAMPLES = 10, 4
 # Each method: what its set is (the table's legend).
 METHODS = {
     "random": "IPC random real images per class, uniform weights",
@@ -79,11 +81,20 @@ METHODS = {
             "weights",
     "nearest": "the real image nearest each Lloyd centroid, cell-mass "
                "weights",
+    "typical": f"the real image the teacher finds most typical of its class "
+               f"among the {NEAREST} nearest each Lloyd centroid, cell-mass "
+               "weights",
+    "spread": f"the real image farthest from its class's mean among the "
+              f"{NEAREST} nearest each Lloyd centroid, cell-mass weights",
+    "pool": f"the teacher's most typical of {SAMPLES} img2img samples of "
+            "each Lloyd centroid, cell-mass weights",
     "random-f2": "parameterised storage: each stored image a 2×2 mosaic of "
                  "four random real half-side images",
     "ddoq-f2": "parameterised storage: four decoded centroids (IPC × 4 "
                "cells) per stored image",
     "nearest-f2": "parameterised storage: the real images nearest IPC × 4 "
+                  "centroids, four per stored image",
+    "typical-f2": "parameterised storage: `typical`'s images of IPC × 4 "
                   "centroids, four per stored image",
     "whole": "the ceiling: the whole training split, the same KD recipe "
              "and steps",
@@ -140,16 +151,19 @@ def cell_config(base, method: str, ipc: int, budget: str, labels: str,
   c.student.seed, c.student.num_seeds = seed, 1
   c.student.eval_points, c.student.eval_images = EVAL_POINTS, EVAL_IMAGES
   c.report.sweep_ks = ()
-  name, _, storage = method.partition("-")
-  if storage == "f2":
+  name = method.removesuffix("-f2")
+  if name != method:
     c.factor = 2
   if name in ("random", "whole"):
     c.baseline = "random"
     c.ipc = whole_ipc if name == "whole" else ipc
   elif name == "d4m":
     c.quantize.method, c.student.weights = "d4m", "uniform"
-  elif name == "nearest":
+  elif name in ("nearest", "typical", "spread"):
     c.decode.images = "nearest"
+  if name in ("typical", "spread", "pool"):
+    c.decode.candidates = SAMPLES if name == "pool" else NEAREST
+    c.decode.choose = "spread" if name == "spread" else "teacher"
   steps, batch = budget_of(budget, ipc)
   tiles = c.factor * c.factor  # training images per stored one
   if batch % tiles == 0:  # the same training images per step
@@ -165,6 +179,43 @@ def cell_config(base, method: str, ipc: int, budget: str, labels: str,
     c.student.flip, c.student.crop_scale = False, ()
     c.student.dsa, c.student.cutmix = True, False
   return c
+
+
+def _flat(tree, prefix: str = "") -> dict:
+  """``{"a.b": value}`` of a nested JSON dict."""
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def same_config(stored: dict, current, default) -> bool:
+  """Whether a finished cell's config is the current one.
+
+  A field the package added since the cell ran counts as the same when it
+  is at its default (``default``: the package's config today), so that new
+  options that keep behaviour do not void finished cells.
+
+  Args:
+    stored: the cell's config as JSON (its row's, or its workdir's).
+    current: the config this run would use.
+    default: the base config of the package.
+  """
+  old = _flat(stored)
+  new = _flat(workdir.to_jsonable(current))
+  base = _flat(workdir.to_jsonable(default))
+  return set(old) <= set(new) and all(
+      old[k] == v if k in old else base.get(k) == v for k, v in new.items())
+
+
+def stored_config(rows: dict, workroot: str, cell: str) -> dict | None:
+  """A finished cell's config: in its row, else its workdir's config.json."""
+  if "config" in rows[cell]:
+    return rows[cell]["config"]
+  return workdir.read_json(os.path.join(workroot, cell, "config.json"))
 
 
 def claim(workroot: str, cell: str) -> bool:
@@ -474,9 +525,11 @@ def main(argv=None) -> None:
                                   steps_scale=args.steps_scale)
              for cell in cells}
   rows = harness.finished_rows(args.out)
+  default = distill_accuracy.load_config(args.config)
   other = [n for n, c in configs.items()
-           if rows.get(n, {}).get("config_digest") not in (
-               None, workdir.digest(c))]
+           if n in rows and rows[n].get("config_digest") != workdir.digest(c)
+           and not same_config(stored_config(rows, args.workroot, n) or {},
+                               c, default)]
   if other:
     parser.error(f"--out {args.out} has cells made with another config: "
                  f"{', '.join(other[:5])}; expected the same --config and "
@@ -499,6 +552,7 @@ def main(argv=None) -> None:
              "curve": (result["curves"] or [[]])[0],
              "teacher_accuracy": result["teacher_accuracy"],
              "config_digest": result["config_digest"],
+             "config": workdir.to_jsonable(configs[name]),
              "student_steps": result["student_steps"],
              "student_batch": result["student_batch"],
              "seconds": result["seconds"]}
