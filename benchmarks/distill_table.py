@@ -99,8 +99,7 @@ METHODS = {
     "whole": "the ceiling: the whole training split, the same KD recipe "
              "and steps",
 }
-DEFAULT_METHODS = ("random", "whole", "d4m", "ddoq", "nearest", "random-f2",
-                   "ddoq-f2", "nearest-f2")
+DEFAULT_METHODS = tuple(METHODS)
 BASELINE, CEILING = "random", "whole"
 
 
