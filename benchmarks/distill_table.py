@@ -79,6 +79,8 @@ METHODS = {
            "uniform weights",
     "ddoq": "DDOQ: Lloyd centroids decoded through the prior, cell-mass "
             "weights",
+    "ddoq-uniform": "`ddoq`'s images with uniform weights (the weights' "
+                    "effect alone)",
     "nearest": "the real image nearest each Lloyd centroid, cell-mass "
                "weights",
     "typical": f"the real image the teacher finds most typical of its class "
@@ -158,6 +160,8 @@ def cell_config(base, method: str, ipc: int, budget: str, labels: str,
     c.ipc = whole_ipc if name == "whole" else ipc
   elif name == "d4m":
     c.quantize.method, c.student.weights = "d4m", "uniform"
+  elif name == "ddoq-uniform":
+    c.student.weights = "uniform"
   elif name in ("nearest", "typical", "spread"):
     c.decode.images = "nearest"
   if name in ("typical", "spread", "pool"):
