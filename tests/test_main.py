@@ -50,6 +50,24 @@ def test_default_config_runs_every_stage_on_idx_files(tmp_path):
   assert len(results["accuracies"]) == 1
 
 
+def test_the_teachers_pick_of_real_images_runs_from_the_cli(tmp_path):
+  workdir = tmp_path / "run"
+  proc = _run("--config.ipc=2", "--config.student.num_steps=4",
+              "--config.decode.images=nearest", "--config.decode.candidates=3",
+              "--config.decode.choose=teacher",
+              "--config.student.eval_points=2", f"--workdir={workdir}",
+              data_dir=_small_fmnist(tmp_path / "data"))
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  with open(workdir / "results.json") as f:
+    results = json.load(f)
+  assert [step for step, _ in results["curves"][0]] == [2, 4]
+  with open(workdir / "synthetic" / "stage.json") as f:
+    stage = json.load(f)
+  # The set depends on the teacher that chose it.
+  with open(workdir / "teacher" / "stage.json") as f:
+    assert json.load(f)["digest"] in stage["upstream"]
+
+
 def test_ipc_larger_than_a_class_is_a_one_line_error(tmp_path):
   proc = _run("--config.ipc=9", f"--workdir={tmp_path / 'run'}",
               data_dir=_small_fmnist(tmp_path / "data"))
