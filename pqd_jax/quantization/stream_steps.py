@@ -20,6 +20,11 @@ __all__ = ["cell_stats", "present_classes", "recount", "sub_size", "update"]
 
 # Per-point centroid gathers are [sub, k, d]: at most this many floats.
 _GATHER_ELEMENTS = 1 << 22
+# Up to this many classes in a batch, distances and cell sums are dense
+# matmuls against all of their centroids (the other classes' masked out):
+# a class-major stream holds one or two classes per batch, and a matmul
+# runs several times faster than a gather of each point's centroids.
+DENSE_CLASSES = 8
 
 
 def cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
@@ -42,6 +47,8 @@ def cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
     ``counts [C*k]`` int32 and ``sse [C]``.
   """
   num_classes, k, d = cents.shape
+  if num_classes <= DENSE_CLASSES:
+    return _dense_cell_stats(cents, frame, x, cls)
   c_sq = jnp.sum(cents * cents, axis=-1)  # [C, k]
   xs = x.reshape(-1, sub, d)
   cs = cls.reshape(-1, sub)
@@ -66,6 +73,27 @@ def cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
                          jnp.zeros((num_classes,), jnp.float32))
   out, _ = jax.lax.scan(body, init, (xs, cs))
   return out
+
+
+def _dense_cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
+                      x: jnp.ndarray, cls: jnp.ndarray) -> cells.CellStats:
+  """:func:`cell_stats` as two matmuls over all ``C·k`` centroids."""
+  num_classes, k, d = cents.shape
+  safe = jnp.minimum(cls, num_classes - 1)
+  xc = ((x.astype(jnp.float32) - frame.shift[safe])
+        / frame.scale[safe][:, None])
+  flat = cents.reshape(num_classes * k, d)
+  dist = jnp.sum(flat * flat, axis=-1)[None] - 2.0 * (xc @ flat.T)
+  own = (jnp.arange(num_classes * k) // k)[None] == cls[:, None]
+  dmin, a = cells.first_argmin(jnp.where(own, dist, jnp.inf), axis=1)
+  seg = jnp.where(cls < num_classes, a, num_classes * k)
+  onehot = seg[:, None] == jnp.arange(num_classes * k)[None]
+  sums = onehot.astype(jnp.float32).T @ xc
+  counts = jnp.sum(onehot, axis=0, dtype=jnp.int32)
+  err = jnp.where(cls < num_classes,
+                  jnp.maximum(dmin + jnp.sum(xc * xc, axis=-1), 0.0), 0.0)
+  sse = jax.ops.segment_sum(err, cls, num_classes)
+  return cells.CellStats(sums, counts, sse)
 
 
 @functools.partial(jax.jit, donate_argnums=0)
