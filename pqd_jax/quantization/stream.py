@@ -128,32 +128,55 @@ def _class_index(labels, classes):
   return idx.astype(np.int32)
 
 
+def _recut(make_batches, batch, latent_shape=None):
+  """``(latent_shape, flat [batch, d], labels [batch])`` across chunks.
+
+  Every batch has ``batch`` rows but the last, so what is computed per
+  batch does not depend on how the reader chunks the data.
+  """
+  xs, ys, held, shape = [], [], 0, latent_shape
+  for chunk_shape, flat, lab in _batches(make_batches, latent_shape):
+    if shape is None:
+      shape = chunk_shape
+    elif chunk_shape != shape:
+      raise ValueError(
+          f"a batch has latents of shape {chunk_shape} but the first batch "
+          f"had {shape}."
+      )
+    xs.append(flat)
+    ys.append(lab)
+    held += len(lab)
+    if held < batch:
+      continue
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    cut = len(y) - len(y) % batch
+    for s in range(0, cut, batch):
+      yield shape, x[s:s + batch], y[s:s + batch]
+    xs, ys, held = [x[cut:]], [y[cut:]], len(y) - cut
+  if held:
+    yield shape, np.concatenate(xs), np.concatenate(ys)
+
+
 def _fixed_batches(make_batches, latent_shape, classes, batch):
   """``(x [batch, d], class index [batch])`` across chunk boundaries.
 
   The last batch is padded with class index ``C`` (ignored).
   """
-  xs, cs, held = [], [], 0
-  for _, flat, lab in _batches(make_batches, latent_shape):
-    xs.append(flat)
-    cs.append(_class_index(lab, classes))
-    held += len(lab)
-    if held < batch:
-      continue
-    x, c = np.concatenate(xs), np.concatenate(cs)
-    cut = len(c) - len(c) % batch
-    for s in range(0, cut, batch):
-      yield x[s:s + batch], c[s:s + batch]
-    xs, cs, held = [x[cut:]], [c[cut:]], len(c) - cut
-  if held:
-    x, c = np.concatenate(xs), np.concatenate(cs)
-    pad = batch - held
-    yield (np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)]),
-           np.concatenate([c, np.full(pad, len(classes), np.int32)]))
+  for _, x, lab in _recut(make_batches, batch, latent_shape):
+    c = _class_index(lab, classes)
+    pad = batch - len(c)
+    if pad:
+      x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
+      c = np.concatenate([c, np.full(pad, len(classes), np.int32)])
+    yield x, c
 
 
-def _count_pass(make_batches, k, init_size, seed, tol) -> StreamState:
+def _count_pass(make_batches, k, init_size, seed, tol,
+                batch_size) -> StreamState:
   """Pass 0: the classes, their sizes and frames, a uniform sample of each.
+
+  Read in batches of ``batch_size`` rows across the reader's chunks, so the
+  statistics do not depend on the chunking.
 
   Raises:
     ValueError: on a batch of another latent shape, an empty stream, a
@@ -162,14 +185,8 @@ def _count_pass(make_batches, k, init_size, seed, tol) -> StreamState:
   reservoir = stats_lib.Reservoir(init_size, seed)
   moments = stats_lib.ClassMoments()
   shape = None
-  for latent_shape, flat, lab in _batches(make_batches):
-    if shape is None:
-      shape = latent_shape
-    elif latent_shape != shape:
-      raise ValueError(
-          f"a batch has latents of shape {latent_shape} but the first batch "
-          f"had {shape}."
-      )
+  for latent_shape, flat, lab in _recut(make_batches, batch_size):
+    shape = latent_shape
     reservoir.add(flat, lab)
     moments.add(flat, lab)
   if shape is None:
@@ -343,7 +360,7 @@ def quantize_stream(
     checks.mesh(mesh)
   seed = int(jax.random.randint(rng, (), 0, 2**31 - 1))
 
-  state = _count_pass(make_batches, k, init_size, seed, tol)
+  state = _count_pass(make_batches, k, init_size, seed, tol, batch_size)
   state = _seed(state, k, group_size=seed_classes, init=init, n_init=n_init,
                 rng=rng, tol=tol, mesh=mesh)
   for _ in range(num_passes):

@@ -2,7 +2,10 @@
 
 The oracle is a float64 recount: each point's nearest returned centroid, the
 cell counts and the mean squared distance, computed from the same float32
-data. Offsets are relative to the spread (the data are ``scale · (z +
+data; exact up to nearly tied points at an offset of 1e6 spreads, where the
+returned float32 centroids are rounded to 2^-5 of the spread (the
+quantizer's own recount, in the class's frame, is exact). Offsets are
+relative to the spread (the data are ``scale · (z +
 offset)``, z standard normal), so every case keeps its spread in float32.
 """
 
@@ -20,8 +23,14 @@ def _data(offset, scale, classes=3, per_class=20, d=8, seed=0):
 
 
 def _recount(x, labels, out):
+  """Counts and distortion, and the points nearly tied between two cells.
+
+  A point is nearly tied when its two nearest centroids are within 1% of
+  the class's mean squared distance (more than the float32 rounding of the
+  returned centroids at an offset of 1e6 spreads moves a distance).
+  """
   x64 = x.astype(np.float64)
-  counts, distortion = [], []
+  counts, distortion, ties = [], [], []
   for i, c in enumerate(np.asarray(out.classes)):
     pts = x64[labels == c]
     cents = np.asarray(out.centroids[i], np.float64)
@@ -29,7 +38,9 @@ def _recount(x, labels, out):
     nearest = d2.argmin(1)
     counts.append(np.bincount(nearest, minlength=len(cents)))
     distortion.append(d2.min(1).mean())
-  return np.array(counts), np.array(distortion)
+    two = np.sort(d2, axis=1)[:, :2]
+    ties.append(int(np.sum(two[:, 1] - two[:, 0] < 1e-2 * d2.mean())))
+  return np.array(counts), np.array(distortion), np.array(ties)
 
 
 CASES = [(offset, scale) for offset in (0.0, 1e4, 1e6)
@@ -51,8 +62,12 @@ def _quantize(method, x, labels):
 def test_counts_and_distortion_are_a_float64_recount(method, offset, scale):
   x, labels = _data(offset, scale)
   out = _quantize(method, x, labels)
-  counts, distortion = _recount(x, labels, out)
-  np.testing.assert_array_equal(np.asarray(out.counts), counts)
+  counts, distortion, ties = _recount(x, labels, out)
+  if offset < 1e5:
+    np.testing.assert_array_equal(np.asarray(out.counts), counts)
+  else:  # only nearly tied points may fall in the other cell
+    moved = np.abs(np.asarray(out.counts) - counts).sum(1)
+    assert (moved <= 2 * ties).all(), (moved, ties)
   # The returned centroids are rounded to float32 at the offset: 1e6 times
   # the spread leaves them 2^-5 of it, which moves the recount by ~0.2%.
   # D4M's centroids are not their cells' means, so the rounding (1e4: 2^-10
