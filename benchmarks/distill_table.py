@@ -103,6 +103,8 @@ METHODS = {
 }
 DEFAULT_METHODS = tuple(METHODS)
 BASELINE, CEILING = "random", "whole"
+# Gap closed is reported when the ceiling beats random by at least this.
+GAP_MIN = 0.01
 
 
 def budget_of(budget: str, ipc: int) -> tuple[int, int]:
@@ -322,7 +324,9 @@ def summary(rows: dict, method: str, ipc: int, budget: str) -> dict | None:
     if ceiling and method != CEILING:
       top = np.mean(list(ceiling.values())) - np.mean([base[s]
                                                         for s in common])
-      out["gap_closed"] = diff / top if top > 0 else math.nan
+      # Undefined when the ceiling is within a point of random: the budget,
+      # not the data, bounds the accuracy there.
+      out["gap_closed"] = diff / top if top >= GAP_MIN else math.nan
   hard = by_seed(rows, method, ipc, budget, "hard")
   teachers = [r["teacher_accuracy"] for r in rows.values()
               if "teacher_accuracy" in r]
@@ -389,7 +393,8 @@ def write_table(rows: dict, path: str, budgets, ipcs, methods,
               "the hard-label teacher's accuracy minus the set's under hard "
               "labels (the `--labels=hard` cells, lower is better); LRS = "
               "(e^α − e^−1) / (e − e^−1) with α = (IOR − HLR) / 2 on "
-              "fractions (higher is better).", "",
+              "fractions (higher is better). Gap closed is left out (–) "
+              "where the ceiling is within a point of random.", "",
               "| method | " + " | ".join(
                   f"gap closed IPC {i} | HLR IPC {i} | LRS IPC {i}"
                   for i in ipcs) + " |",
@@ -405,12 +410,41 @@ def write_table(rows: dict, path: str, budgets, ipcs, methods,
         cells.append(f"{s['hlr']:.1f}" if s and "hlr" in s else "…")
         cells.append(f"{s['lrs']:.3f}" if s and "lrs" in s else "…")
       lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    lines.append("")
+    lines += ["", *best_lines(entries, ipcs, methods), ""]
     for kind in ("vs_ipc", "vs_steps"):
       image = distill_accuracy.table_image(path, f"{kind}_{budget}")
       if plot(rows, image, budget, ipcs, methods, kind):
         lines += [f"![{kind} {budget}]({os.path.basename(image)})", ""]
   workdir.write_text(path, "\n".join(lines))
+
+
+def best_lines(entries: dict, ipcs, methods) -> list[str]:
+  """Which method to use at each IPC: the largest Δ resolved above 0.
+
+  A method is resolved when its 95% interval is above 0 (at least two
+  seeds); without one, random real images are the advice.
+  """
+  lines = ["Which set to use (the largest paired Δ whose 95% interval is "
+           "above 0, among the distilled rows):", ""]
+  for col, ipc in enumerate(ipcs):
+    cands = [(entries[m][col]["diff"], m) for m in methods
+             if m not in (BASELINE, CEILING) and entries[m][col]
+             and "diff" in entries[m][col]
+             and entries[m][col]["diff"] - entries[m][col]["half"] > 0]
+    if cands:
+      diff, m = max(cands)
+      s = entries[m][col]
+      lines.append(f"- IPC {ipc}: **{m}**, {diff:+.1f} ± {s['half']:.1f} "
+                   f"over random ({s['pairs']} seeds).")
+    else:
+      tried = [(entries[m][col]["diff"], m) for m in methods
+               if m not in (BASELINE, CEILING) and entries[m][col]
+               and "diff" in entries[m][col]]
+      best = (f" (the best, {max(tried)[1]}, {max(tried)[0]:+.1f})"
+              if tried else "")
+      lines.append(f"- IPC {ipc}: random real images: no distilled set "
+                   f"beats them with its interval above 0{best}.")
+  return lines
 
 
 def plot(rows: dict, path: str, budget: str, ipcs, methods,

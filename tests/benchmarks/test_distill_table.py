@@ -146,3 +146,20 @@ def test_a_live_claim_is_respected_and_a_dead_one_taken(bench, tmp_path):
   assert (tmp_path / "cell.claim").read_text() == str(os.getpid())
   bench.release(str(tmp_path), "cell")
   assert not (tmp_path / "cell.claim").exists()
+
+
+def test_the_advice_is_the_largest_difference_resolved_above_zero(bench):
+  def row(method, seed, acc):
+    return {"method": method, "ipc": 10, "budget": "A", "labels": "soft",
+            "seed": seed, "accuracy": acc}
+
+  rows = {}
+  for seed, (base, steady, noisy) in enumerate(
+      [(0.70, 0.72, 0.80), (0.71, 0.73, 0.66), (0.72, 0.74, 0.82)]):
+    for method, acc in (("random", base), ("ddoq", steady),
+                        ("typical", noisy)):
+      rows[f"{method}{seed}"] = row(method, seed, acc)
+  entries = {m: [bench.summary(rows, m, 10, "A")]
+             for m in ("random", "ddoq", "typical")}
+  lines = bench.best_lines(entries, [10], ["random", "ddoq", "typical"])
+  assert lines[-1].startswith("- IPC 10: **ddoq**, +2.0 ± 0.0")
