@@ -32,6 +32,9 @@ WORKLOADS = {
     "W2": dict(c=10, n=6000, d=196, k=50),
     "W3": dict(c=100, n=1300, d=256, k=10),
     "W4": dict(c=10, n=6000, d=1024, k=100),
+    # The ImageNet latent at 512 px (64×64×4), an ImageNet class's size.
+    "W5": dict(c=10, n=1300, d=16384, k=10),
+    "W5-K50": dict(c=10, n=1300, d=16384, k=50),
 }
 METHODS = ("sklearn_kmeans", "sklearn_minibatch_d4m", "faiss", "ott_kmeans",
            "pqd_lloyd", "pqd_clvq", "pqd_d4m")

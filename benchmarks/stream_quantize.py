@@ -59,20 +59,21 @@ def class_points(c: int, n: int, d: int) -> np.ndarray:
   return (means[comp] + 0.5 * noise).astype(np.float16)
 
 
-def write_data(directory: str, classes: int, n: int) -> dict:
+def write_data(directory: str, classes: int, n: int,
+               latent_shape: tuple[int, ...] = LATENT_SHAPE) -> dict:
   """The latents artefact (index last); finished class files are kept."""
   os.makedirs(directory, exist_ok=True)
-  d = int(np.prod(LATENT_SHAPE))
+  d = int(np.prod(latent_shape))
   t0 = time.perf_counter()
   for c in range(classes):
     path = os.path.join(directory, f"class_{c:05d}.npy")
     if os.path.exists(path):
       continue
-    points = class_points(c, n, d).reshape((n,) + LATENT_SHAPE)
+    points = class_points(c, n, d).reshape((n,) + latent_shape)
     workdir.save_atomic(path, lambda tmp, x=points: np.save(tmp, x))
   workdir.write_json(os.path.join(directory, "index.json"), {
       "class_names": [f"c{c}" for c in range(classes)],
-      "latent_shape": list(LATENT_SHAPE), "dtype": "float16",
+      "latent_shape": list(latent_shape), "dtype": "float16",
       "counts": [n] * classes, "scaling_factor": 0.18215})
   size = sum(os.path.getsize(os.path.join(directory, f))
              for f in os.listdir(directory) if f.endswith(".npy"))
@@ -179,6 +180,10 @@ def main(argv=None) -> None:
                       help="classes of the stream-vs-MiniBatchKMeans cells")
   parser.add_argument("--passes", type=int, default=1,
                       help="CLVQ passes (MiniBatchKMeans: the same)")
+  parser.add_argument("--side", type=int, default=LATENT_SHAPE[0],
+                      help="latent side: 32 (D = 4,096, 256-px images) or "
+                      "64 (D = 16,384, SD's 512 px); cells and data of "
+                      "another side than 32 are named with their D")
   parser.add_argument("--data", default=DEFAULT_DATA)
   parser.add_argument("--out", default=DEFAULT_OUT)
   parser.add_argument("--suffix", default="",
@@ -188,25 +193,27 @@ def main(argv=None) -> None:
                       "stream_subset,minibatch_subset,lloyd_efficiency")
   args = parser.parse_args(argv)
   results = harness.Results(args.out)
-  tag = f"{args.classes}x{args.points}"
+  shape = (args.side, args.side, LATENT_SHAPE[2])
+  d = int(np.prod(shape))
+  dim = "" if shape == LATENT_SHAPE else f"_d{d}"
+  tag = f"{args.classes}x{args.points}{dim}"
   data_dir = f"{args.data}_{tag}"
-  d = int(np.prod(LATENT_SHAPE))
   n = args.classes * args.points
   subs = dict(chunk=CHUNK, k=K, n=args.points)
   for cell in args.cells.split(","):
     name = {"limits": "limits", "data": f"data_{tag}",
             "stream_full": f"stream_{tag}_p{args.passes}{args.suffix}",
-            "stream_subset": f"stream_{args.subset}x{args.points}"
+            "stream_subset": f"stream_{args.subset}x{args.points}{dim}"
                              f"_p{args.passes}{args.suffix}",
             "minibatch_subset": f"minibatch_{args.subset}x{args.points}"
-                                f"_p{args.passes}",
-            "lloyd_efficiency": "lloyd_10x1300_k50"}[cell]
+                                f"{dim}_p{args.passes}",
+            "lloyd_efficiency": f"lloyd_10x1300{dim}_k50"}[cell]
     if not results.todo(name):
       continue
     if cell == "limits":
       row = child(_LIMITS)
     elif cell == "data":
-      row = write_data(data_dir, args.classes, args.points)
+      row = write_data(data_dir, args.classes, args.points, shape)
     elif cell in ("stream_full", "stream_subset"):
       classes = args.classes if cell == "stream_full" else args.subset
       row = child(_STREAM, data_dir, classes, args.passes, BATCH, **subs)
