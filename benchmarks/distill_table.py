@@ -411,11 +411,40 @@ def write_table(rows: dict, path: str, budgets, ipcs, methods,
         cells.append(f"{s['lrs']:.3f}" if s and "lrs" in s else "…")
       lines.append(f"| {m} | " + " | ".join(cells) + " |")
     lines += ["", *best_lines(entries, ipcs, methods), ""]
+    lines += spread_lines(rows, budget, ipcs, methods)
     for kind in ("vs_ipc", "vs_steps"):
       image = distill_accuracy.table_image(path, f"{kind}_{budget}")
       if plot(rows, image, budget, ipcs, methods, kind):
         lines += [f"![{kind} {budget}]({os.path.basename(image)})", ""]
   workdir.write_text(path, "\n".join(lines))
+
+
+def spread_lines(rows: dict, budget: str, ipcs, methods) -> list[str]:
+  """The sets' spread: their weighted latent variance over the class's.
+
+  Mean over classes and seeds (``distill_accuracy.spread_ratio``): 1 for the
+  class itself, lower for a set that huddles near the class mean.
+  """
+  table = {}
+  for m in methods:
+    for ipc in ipcs:
+      values = [np.mean(r["set_spread"]) for r in rows.values()
+                if r.get("method") == m and r.get("ipc") == ipc
+                and r.get("budget") == budget and r.get("labels") == "soft"
+                and "set_spread" in r]
+      if values:
+        table[m, ipc] = float(np.mean(values))
+  if not table:
+    return []
+  return [
+      "The sets' spread in the latent space (their weighted variance over "
+      "the class's, mean over classes and seeds; 1 for the class itself):",
+      "", "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
+      "|---|" + "---|" * len(ipcs),
+      *(f"| {m} | " + " | ".join(
+          f"{table[m, i]:.2f}" if (m, i) in table else "…" for i in ipcs)
+        + " |" for m in methods if any((m, i) in table for i in ipcs)),
+      ""]
 
 
 def best_lines(entries: dict, ipcs, methods) -> list[str]:
