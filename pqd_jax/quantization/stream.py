@@ -247,7 +247,9 @@ def _clvq_pass(state: StreamState, make_batches,
   for xs, cs in _fixed_batches(make_batches, state.latent_shape,
                                state.classes, batch_size):
     present, local = steps.present_classes(cs, len(state.classes))
-    book = steps.update(book, state.frame, present, xs, local)
+    # Put first: a numpy argument of a jitted call is copied more slowly.
+    book = steps.update(book, state.frame, present, jax.device_put(xs),
+                        local)
   shift = np.asarray(jnp.sum((book.centroids - before) ** 2, axis=(1, 2)))
   return state._replace(codebook=book, shift=shift)
 
@@ -266,7 +268,8 @@ def _recount_pass(state: StreamState, make_batches,
                                state.classes, batch_size):
     present, local = steps.present_classes(cs, num_classes)
     counts, sse = steps.recount(counts, sse, state.codebook.centroids,
-                                state.frame, present, xs, local)
+                                state.frame, present, jax.device_put(xs),
+                                local)
   total = np.asarray(counts).sum(1)
   if not np.array_equal(total, state.sizes):
     raise ValueError(
