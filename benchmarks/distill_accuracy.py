@@ -34,7 +34,8 @@ w128 instance norm) and the same budget per IPC and label type.
   python benchmarks/distill_accuracy.py --quick \
       --prior-knobs=0.5:4,0.9:4,0.7:2,0.7:8         # + the prior's knobs
 
-The table goes to ``benchmarks/results/fashion_mnist.md`` with the published
+The table goes to ``benchmarks/results/fashion_mnist_one_set.md`` (one set
+per cell; the fair table is ``distill_table.py``'s) with the published
 rows of ``../shared/reference/ANCHORS_FMNIST.md`` beside ours.
 """
 
@@ -60,7 +61,7 @@ from pqd_jax.quantization import metrics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "fashion_mnist.jsonl")
-TABLE = os.path.join(HERE, "results", "fashion_mnist.md")
+TABLE = os.path.join(HERE, "results", "fashion_mnist_one_set.md")
 WORKROOT = os.path.expanduser("~/.cache/pqd_jax/bench/distill_accuracy")
 METHODS = ("random", "decode", "d4m", "ddoq", "ddoq-sqrt", "random-f2",
            "ddoq-f2", "nearest")

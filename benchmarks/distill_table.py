@@ -55,7 +55,7 @@ from pqd_jax.data import splits
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "fashion_mnist_fair.jsonl")
-TABLE = os.path.join(HERE, "results", "fashion_mnist_fair.md")
+TABLE = os.path.join(HERE, "results", "fashion_mnist.md")
 
 BUDGETS = {
     "A": {1: (300, 10), 10: (300, 100), 50: (1500, 100)},
