@@ -461,10 +461,11 @@ def best_lines(entries: dict, ipcs, methods) -> list[str]:
              and "diff" in entries[m][col]
              and entries[m][col]["diff"] - entries[m][col]["half"] > 0]
     if cands:
-      diff, m = max(cands)
-      s = entries[m][col]
-      lines.append(f"- IPC {ipc}: **{m}**, {diff:+.1f} ± {s['half']:.1f} "
-                   f"over random ({s['pairs']} seeds).")
+      diff = max(d for d, _ in cands)
+      tied = [m for d, m in cands if d == diff]  # e.g. one centroid: one set
+      s = entries[tied[0]][col]
+      lines.append(f"- IPC {ipc}: **{' = '.join(tied)}**, {diff:+.1f} ± "
+                   f"{s['half']:.1f} over random ({s['pairs']} seeds).")
     else:
       tried = [(entries[m][col]["diff"], m) for m in methods
                if m not in (BASELINE, CEILING) and entries[m][col]
