@@ -98,6 +98,7 @@ def child(classes: int, ipc: int, size: int, work: str) -> dict:
         centroids=rng.standard_normal((classes, c.ipc, *LATENT)).astype(
             np.float32),
         weights=np.full((classes, c.ipc), 1.0 / c.ipc, np.float32),
+        counts=np.ones((classes, c.ipc), np.int32),
         classes=np.arange(classes, dtype=np.int32))
 
   def autoencoder(path, c):
