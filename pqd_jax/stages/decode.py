@@ -239,8 +239,9 @@ def nearest_real(wd: workdir.Workdir, config, data: splits.Splits,
       z = np.concatenate([chunk for chunk, _ in latents_lib.stream(
           lat_art.path, classes=[int(label)])()])
       cent = workdir.read_rows(cents, i, i + 1, advice=q_advice)[0]
-      rows = metrics.nearest_members(z, cent)
-      if score is not None:
+      if score is None:
+        rows = metrics.nearest_members(z, cent)
+      else:
         cand = metrics.nearest_points(z, cent, min(m, len(z)))  # [k, m']
         flat = cand.reshape(-1)
         scores = score(src.read(members[label][flat]), z[flat], int(label),
