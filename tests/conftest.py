@@ -24,6 +24,19 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _free_compiled_executables():
+  """Frees the executables a test module compiled once it is done.
+
+  A worker process runs hundreds of tests; each XLA CPU executable holds a
+  few memory mappings, and kept until the process ends they reach Linux's
+  ``vm.max_map_count`` (65,530), where XLA's next compile fails and the
+  process dies (SIGSEGV while unwinding the compile error).
+  """
+  yield
+  jax.clear_caches()
+
+
 @pytest.fixture
 def rng() -> jax.Array:
   return jax.random.key(0)
