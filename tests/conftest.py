@@ -23,18 +23,32 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+# Clear JAX's caches once a worker holds this many memory mappings: well
+# below Linux's default ``vm.max_map_count`` (65,530), and rarely enough that
+# modules still share most compiled executables.
+_MAPPINGS_BEFORE_CLEARING = 20_000
+
+
+def _mappings() -> int:
+  try:
+    with open("/proc/self/maps", "rb") as maps:
+      return sum(1 for _ in maps)
+  except OSError:  # not Linux
+    return 0
+
 
 @pytest.fixture(autouse=True, scope="module")
 def _free_compiled_executables():
-  """Frees the executables a test module compiled once it is done.
+  """Frees the compiled executables once a worker holds many mappings.
 
   A worker process runs hundreds of tests; each XLA CPU executable holds a
   few memory mappings, and kept until the process ends they reach Linux's
-  ``vm.max_map_count`` (65,530), where XLA's next compile fails and the
-  process dies (SIGSEGV while unwinding the compile error).
+  ``vm.max_map_count``, where XLA's next compile fails and the process dies
+  (SIGSEGV while unwinding the compile error).
   """
   yield
-  jax.clear_caches()
+  if _mappings() > _MAPPINGS_BEFORE_CLEARING:
+    jax.clear_caches()
 
 
 @pytest.fixture
