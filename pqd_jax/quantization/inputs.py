@@ -26,12 +26,15 @@ __all__ = [
 COMPUTE_DTYPES = (np.float32, jnp.bfloat16, np.float16)
 
 
-def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
+def check_latents(latents: Any, *, keep_lazy: bool = False,
+                  values: bool = True) -> Any:
   """Validates latents and returns them as a host array ``[n, ...]``.
 
   With ``keep_lazy``, :class:`~pqd_jax.sharding.LazyRows` are returned
   unread (their rows are checked for NaN/Inf as they are read); otherwise
-  they are read into memory.
+  they are read into memory. With ``values=False`` the values are not
+  checked (:func:`check_values`): for a caller that checks them on the
+  device.
 
   Raises:
     ValueError: if they are empty, of rank < 2, not floating point or hold
@@ -57,7 +60,7 @@ def check_latents(latents: Any, *, keep_lazy: bool = False) -> Any:
         "latents must be floating point (float32, bfloat16 or float16), got "
         f"dtype {arr.dtype}."
     )
-  if not lazy:  # lazy rows are checked as quantize() reads them
+  if values and not lazy:  # lazy rows are checked as quantize() reads them
     check_values(arr, 0)
   return arr
 

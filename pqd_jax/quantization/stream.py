@@ -89,7 +89,10 @@ class StreamState(NamedTuple):
 def _batches(make_batches, latent_shape=None):
   """Validates and yields ``(latent_shape, flat [b, d], labels [b] int)``.
 
-  With ``latent_shape``, a batch of another latent shape is refused.
+  With ``latent_shape``, a batch of another latent shape is refused. The
+  values are checked on the device by the first pass
+  (:class:`~pqd_jax.quantization.stream_stats.ClassMoments`) and by the
+  recount, not here.
   """
   it = make_batches()
   if not isinstance(it, Iterable):
@@ -104,7 +107,7 @@ def _batches(make_batches, latent_shape=None):
       raise ValueError(
           f"batch {i} is not a (latents, labels) pair: {type(batch)}."
       ) from None
-    arr = inputs.check_latents(latents)
+    arr = inputs.check_latents(latents, values=False)
     lab = inputs.check_labels(labels, arr.shape[0])
     flat = arr.reshape(arr.shape[0], -1)
     if latent_shape is not None and arr.shape[1:] != latent_shape:
@@ -188,6 +191,10 @@ def _count_pass(make_batches, k, init_size, seed, tol,
   for latent_shape, flat, lab in _recut(make_batches, batch_size):
     shape = latent_shape
     reservoir.add(flat, lab)
+    pad = batch_size - len(lab)  # the last batch: one compiled shape
+    if pad:
+      flat = np.concatenate([flat, np.zeros((pad, flat.shape[1]),
+                                            flat.dtype)])
     moments.add(flat, lab)
   if shape is None:
     raise ValueError("make_batches() yielded no batch; the stream is empty.")
@@ -210,7 +217,7 @@ def _count_pass(make_batches, k, init_size, seed, tol,
 
 def _seed(state: StreamState, k: int, *, group_size: int,
           **quantize_kwargs) -> StreamState:
-  """Seeds: Lloyd on the sample, ``group_size`` classes at a time.
+  """Seeds: Lloyd on the sample, at most ``group_size`` classes at a time.
 
   Class ``y`` uses ``fold_in(rng, y)`` whatever its group. ``quantize``
   works in the sample's own frame; its centroids are moved into the
@@ -219,19 +226,27 @@ def _seed(state: StreamState, k: int, *, group_size: int,
   them.
   """
   d = math.prod(state.latent_shape)
+  num_classes = len(state.classes)
+  num_groups = -(-num_classes // group_size)
+  size = -(-num_classes // num_groups)  # groups of equal size
   seed_cents, seed_counts = [], []
-  for g in range(0, len(state.classes), group_size):
-    group = state.classes[g:g + group_size]
-    sample_x = np.concatenate([state.sample[c] for c in group])
+  for g in range(0, num_classes, size):
+    group = state.classes[g:g + size]
+    # A short last group is filled up with earlier classes (their seeds
+    # dropped) so that every group compiles to the same shape.
+    filled = np.concatenate([group, state.classes[:size - len(group)]])
+    sample_x = np.concatenate([state.sample[c] for c in filled])
     sample_y = np.concatenate(
-        [np.full(len(state.sample[c]), c) for c in group])
+        [np.full(len(state.sample[c]), c) for c in filled])
     seeds = api_lib.quantize(sample_x, sample_y, k, **quantize_kwargs)
-    cents = np.asarray(seeds.centroids, np.float64).reshape(len(group), k, d)
-    shift = np.asarray(state.frame.shift[g:g + group_size], np.float64)
-    scale = np.asarray(state.frame.scale[g:g + group_size], np.float64)
+    rows = np.searchsorted(np.asarray(seeds.classes), group)
+    cents = np.asarray(seeds.centroids, np.float64)[rows].reshape(
+        len(group), k, d)
+    shift = np.asarray(state.frame.shift[g:g + size], np.float64)
+    scale = np.asarray(state.frame.scale[g:g + size], np.float64)
     seed_cents.append(((cents - shift[:, None]) / scale[:, None, None]
                        ).astype(np.float32))
-    seed_counts.append(np.asarray(seeds.counts))
+    seed_counts.append(np.asarray(seeds.counts)[rows])
     del sample_x, sample_y
   book = clvq_lib.Codebook(
       jnp.asarray(np.concatenate(seed_cents)),
@@ -271,6 +286,11 @@ def _recount_pass(state: StreamState, make_batches,
                                 state.frame, present, jax.device_put(xs),
                                 local)
   total = np.asarray(counts).sum(1)
+  if not np.isfinite(np.asarray(sse)).all():
+    raise ValueError(
+        "make_batches() yielded NaN or Inf on a later pass than the first "
+        "(the first pass found every value finite); it must yield the same "
+        "data each call.")
   if not np.array_equal(total, state.sizes):
     raise ValueError(
         "make_batches() yielded different data on the recount pass "

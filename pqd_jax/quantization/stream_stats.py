@@ -5,13 +5,15 @@ variance and largest deviation, which give the class's frame
 (:mod:`pqd_jax.quantization.frame`). The moments are summed relative to the
 class's first point (differences of nearby float32 numbers are exact), so a
 class far from the origin keeps its variance (no ``E[x²] - E[x]²``
-cancellation); each class run of a batch is reduced in one compiled pass
-and the runs are accumulated in float64.
+cancellation); each batch is reduced in one compiled pass and the batches
+are accumulated in float64.
 """
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from pqd_jax.quantization import stream_steps
 
 __all__ = ["ClassMoments", "Reservoir", "class_runs"]
 
@@ -80,20 +82,48 @@ class Reservoir:
 
 
 @jax.jit
-def _run_moments(x: jnp.ndarray, ref: jnp.ndarray):
-  """Sum, summed square and largest entry of ``x - ref`` (one fused pass)."""
-  diff = x.astype(jnp.float32) - ref
-  return (jnp.sum(diff, axis=0), jnp.sum(jnp.sum(diff * diff, axis=1)),
-          jnp.max(jnp.abs(diff)))
+def _batch_moments(x: jnp.ndarray, local: jnp.ndarray, refs: jnp.ndarray):
+  """Per-class moments of a batch relative to each class's reference point.
+
+  Args:
+    x: ``[b, d]`` points.
+    local: ``[b]`` int32 position of each point's class in ``refs``
+      (``u`` on padding rows).
+    refs: ``[u, d]`` float32 reference points.
+
+  Returns:
+    ``sums [u, d]`` of ``x - ref``, ``squares [u]`` summed ``|x - ref|²``,
+    ``deviation [u]`` largest ``|x - ref|`` entry, all float32, and
+    ``finite [b]``: whether each row is finite in float32.
+  """
+  u = refs.shape[0]
+  own = local[:, None] == jnp.arange(u)[None]  # [b, u], no row on padding
+  if u <= stream_steps.DENSE_CLASSES:
+    # Matmuls with the one-hot (exact: one nonzero term per entry) run
+    # several times faster than a gather and a segment sum.
+    hot = own.astype(jnp.float32)
+    diff = x.astype(jnp.float32) - hot @ refs
+    sums = hot.T @ diff
+  else:
+    diff = x.astype(jnp.float32) - refs[jnp.minimum(local, u - 1)]
+    sums = jax.ops.segment_sum(diff, local, u + 1)[:u]
+  finite = jnp.all(jnp.isfinite(diff), axis=1)
+  square = jnp.sum(diff * diff, axis=1)
+  largest = jnp.max(jnp.abs(diff), axis=1)
+  squares = jnp.sum(jnp.where(own, square[:, None], 0.0), axis=0)
+  deviation = jnp.max(jnp.where(own, largest[:, None], 0.0), axis=0)
+  return sums, squares, deviation, finite
 
 
 class ClassMoments:
   """Per-class size, sums and largest deviation relative to a first point.
 
-  Each run of a class in a batch is reduced in one compiled pass in
-  float32 relative to the class's first point (which a run's points are
-  close to, so the differences lose nothing to an offset); the runs are
-  accumulated in float64.
+  Each batch is reduced in one compiled pass in float32, per class relative
+  to the class's first point (which its points are close to, so the
+  differences lose nothing to an offset); the batches are accumulated in
+  float64 on the host, one batch behind the device so that reading a
+  batch's result does not stall the next. Rows that are not finite in
+  float32 are refused.
   """
 
   def __init__(self):
@@ -102,23 +132,67 @@ class ClassMoments:
     self.sum: dict[int, np.ndarray] = {}  # [d] float64 sum of x - ref
     self.sum_sq: dict[int, float] = {}  # sum of |x - ref|^2
     self.deviation: dict[int, float] = {}  # max |x - ref| over entries
+    self._rows = 0  # rows offered so far, to number bad rows
+    self._pending = None
 
   def add(self, flat: np.ndarray, labels: np.ndarray) -> None:
-    """Adds the batch ``flat [b, d]`` with class ``labels [b]``."""
-    for c, rows in class_runs(labels):
-      pts = flat[rows]
+    """Adds the batch ``flat [b, d]`` with class ``labels [≤ b]``.
+
+    Rows of ``flat`` past the labels are padding (a batch padded to a
+    fixed size compiles once).
+
+    Raises:
+      ValueError: if a row of the previous batch is not finite in float32.
+    """
+    labels = np.asarray(labels)
+    rows = len(labels)
+    if flat.dtype.itemsize > 4:  # beyond float32's range: inf, refused
+      with np.errstate(over="ignore"):
+        flat = flat.astype(np.float32)
+    present, first = np.unique(labels, return_index=True)
+    for c, i in zip(present.tolist(), first.tolist(), strict=True):
       if c not in self.ref:
-        self.ref[c] = np.asarray(pts[0], np.float32)
-        self.size[c], self.sum[c] = 0, np.zeros(pts.shape[1])
+        ref = np.asarray(flat[i], np.float32)
+        # A non-finite first point is refused with its batch; a zero
+        # reference keeps it from spreading into other classes' rows.
+        self.ref[c] = ref if np.isfinite(ref).all() else np.zeros_like(ref)
+        self.size[c], self.sum[c] = 0, np.zeros(flat.shape[1])
         self.sum_sq[c], self.deviation[c] = 0.0, 0.0
-      total, sq, dev = _run_moments(pts, self.ref[c])
-      self.size[c] += len(pts)
-      self.sum[c] += np.asarray(total, np.float64)
-      self.sum_sq[c] += float(sq)
-      self.deviation[c] = max(self.deviation[c], float(dev))
+    u = 1 << int(np.ceil(np.log2(len(present))))
+    local = np.full(flat.shape[0], u, np.int32)
+    local[:rows] = np.searchsorted(present, labels)
+    refs = np.zeros((u, flat.shape[1]), np.float32)
+    refs[:len(present)] = [self.ref[c] for c in present.tolist()]
+    out = _batch_moments(jax.device_put(flat), local, refs)
+    self._take()
+    self._pending = (out, present, np.bincount(local[:rows],
+                                               minlength=len(present)), rows)
+
+  def _take(self) -> None:
+    """Accumulates the pending batch's result on the host."""
+    if self._pending is None:
+      return
+    (sums, squares, deviation, finite), present, sizes, rows = self._pending
+    self._pending = None
+    finite = np.asarray(finite)[:rows]
+    if not finite.all():
+      bad = np.flatnonzero(~finite) + self._rows
+      raise ValueError(
+          f"latents contain NaN or Inf (or values beyond float32's range) "
+          f"in {bad.size} rows of the stream (first rows: "
+          f"{bad[:5].tolist()}).")
+    self._rows += rows
+    sums, squares, deviation = (np.asarray(sums, np.float64), np.asarray(
+        squares, np.float64), np.asarray(deviation, np.float64))
+    for j, c in enumerate(present.tolist()):
+      self.size[c] += int(sizes[j])
+      self.sum[c] += sums[j]
+      self.sum_sq[c] += squares[j]
+      self.deviation[c] = max(self.deviation[c], deviation[j])
 
   def classes(self) -> np.ndarray:
     """``[C]`` the sorted labels seen."""
+    self._take()
     return np.array(sorted(self.ref))
 
   def summary(self, classes: np.ndarray
@@ -128,9 +202,11 @@ class ClassMoments:
     Returns:
       ``sizes [C]`` int64; ``mean [C, d]``, ``scale [C]`` and ``variance
       [C]`` float64, where ``scale >= max |x - mean|`` over the class's
-      entries (at most twice it; 1 for a class of equal points) and
+      entries (at most three times it: the reference point and any other
+      are within it of the mean; 1 for a class of equal points) and
       ``variance`` is the mean squared distance to the mean.
     """
+    self._take()
     sizes = np.array([self.size[c] for c in classes], np.int64)
     offset = np.stack([self.sum[c] / self.size[c] for c in classes])
     mean = np.stack([self.ref[c] for c in classes]).astype(np.float64) + offset

@@ -109,6 +109,21 @@ class TestBadInput:
       pqd_jax.quantize_stream(lambda: iter([(bad, y[:50])]), 2)
 
 
+def test_nan_on_a_later_pass_is_refused(data):
+  x, y = data
+  calls = []
+
+  def batches():
+    calls.append(1)
+    bad = x.copy()
+    if len(calls) > 1:
+      bad[10, 1] = np.nan
+    return iter([(bad, y)])
+
+  with pytest.raises(ValueError, match="NaN or Inf on a later pass"):
+    pqd_jax.quantize_stream(batches, 2)
+
+
 def test_streaming_equals_one_in_memory_array(data):
   # The reader's chunking does not matter: chunks of 7 rows and the whole
   # array as one chunk give the same centroids (fixed batches of 64).
@@ -123,9 +138,12 @@ def test_streaming_equals_one_in_memory_array(data):
                                 np.asarray(whole.counts))
 
 
-def test_seeding_in_class_groups_gives_the_same_seeds(data):
+@pytest.mark.parametrize("seed_classes", [1, 2])
+def test_seeding_in_class_groups_gives_the_same_seeds(data, seed_classes):
+  # Groups of 2 of the 3 classes: the second is filled up with the first.
   x, y = data
-  one = pqd_jax.quantize_stream(_stream(x, y, 97), 4, seed_classes=1)
+  one = pqd_jax.quantize_stream(_stream(x, y, 97), 4,
+                                seed_classes=seed_classes)
   all_ = pqd_jax.quantize_stream(_stream(x, y, 97), 4, seed_classes=64)
   np.testing.assert_allclose(np.asarray(one.centroids),
                              np.asarray(all_.centroids), rtol=1e-5,

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+
+from pqd_jax.quantization import stream_stats
+
+
+def _classes(order: str):
+  """Points of 12 classes with offsets far from the origin, and a stream
+  of them in batches of 32: class-major (one or two classes per batch, the
+  one-hot path) or shuffled (up to 12 per batch, the segment-sum path)."""
+  gen = np.random.default_rng(0)
+  y = np.repeat(np.arange(12), gen.integers(20, 60, 12))
+  x = (gen.normal(size=(len(y), 6)) * (1 + y[:, None])
+       + 1e4 * (y[:, None] - 5)).astype(np.float32)
+  if order == "shuffled":
+    perm = gen.permutation(len(y))
+    x, y = x[perm], y[perm]
+  return x, y
+
+
+def _moments(x, y, batch=32):
+  moments = stream_stats.ClassMoments()
+  for s in range(0, len(y), batch):
+    xb, yb = x[s:s + batch], y[s:s + batch]
+    pad = batch - len(yb)  # padding rows past the labels are ignored
+    moments.add(np.concatenate([xb, np.full((pad, x.shape[1]), 7e3,
+                                            np.float32)]), yb)
+  return moments
+
+
+@pytest.mark.parametrize("order", ["class_major", "shuffled"])
+def test_moments_match_float64(order):
+  x, y = _classes(order)
+  moments = _moments(x, y)
+  classes = moments.classes()
+  sizes, mean, scale, variance = moments.summary(classes)
+  x64 = x.astype(np.float64)
+  for i, c in enumerate(classes):
+    pts = x64[y == c]
+    assert sizes[i] == len(pts)
+    np.testing.assert_allclose(mean[i], pts.mean(0), rtol=0, atol=1e-6)
+    ref_var = np.mean(np.sum((pts - pts.mean(0)) ** 2, axis=1))
+    np.testing.assert_allclose(variance[i], ref_var, rtol=1e-5)
+    largest = np.abs(pts - pts.mean(0)).max()
+    assert largest <= scale[i] <= 3 * largest
+
+
+def test_a_non_finite_row_is_named():
+  x, y = _classes("class_major")
+  x[40, 2] = np.inf
+  with pytest.raises(ValueError, match=r"in 1 rows .*first rows: \[40\]"):
+    _moments(x, y).classes()
+
+
+def test_a_non_finite_first_point_is_the_only_row_named():
+  x, y = _classes("shuffled")
+  first = int(np.flatnonzero(y == y[5])[0])
+  x[first, 0] = np.nan
+  with pytest.raises(ValueError, match=rf"in 1 rows .*\[{first}\]"):
+    _moments(x, y).classes()
+
+
+def test_values_beyond_float32_are_refused():
+  x, y = _classes("class_major")
+  x = x.astype(np.float64)
+  x[0, 1] = 1e39  # the first point of its class
+  with pytest.raises(ValueError, match=r"beyond float32's range.*\[0\]"):
+    _moments(x, y).classes()
