@@ -160,6 +160,20 @@ def _recut(make_batches, batch, latent_shape=None):
     yield shape, np.concatenate(xs), np.concatenate(ys)
 
 
+def _put(batch: np.ndarray) -> jax.Array:
+  """A re-cut batch on the device, sharing its memory where it can.
+
+  The re-cut batches are new arrays that nothing writes afterwards, so a
+  CPU device may use them in place (no copy); a numpy argument of a jitted
+  call is copied more slowly still. Wider floats are cast to float32 here,
+  values beyond its range to inf (which the first pass refuses).
+  """
+  if batch.dtype.itemsize > 4:
+    with np.errstate(over="ignore"):
+      batch = batch.astype(np.float32)
+  return jax.device_put(batch, may_alias=True)
+
+
 def _fixed_batches(make_batches, latent_shape, classes, batch):
   """``(x [batch, d], class index [batch])`` across chunk boundaries.
 
@@ -195,7 +209,7 @@ def _count_pass(make_batches, k, init_size, seed, tol,
     if pad:
       flat = np.concatenate([flat, np.zeros((pad, flat.shape[1]),
                                             flat.dtype)])
-    moments.add(flat, lab)
+    moments.add(_put(flat), flat, lab)
   if shape is None:
     raise ValueError("make_batches() yielded no batch; the stream is empty.")
   classes = moments.classes()
@@ -262,10 +276,9 @@ def _clvq_pass(state: StreamState, make_batches,
   for xs, cs in _fixed_batches(make_batches, state.latent_shape,
                                state.classes, batch_size):
     present, local = steps.present_classes(cs, len(state.classes))
-    # Put first: a numpy argument of a jitted call is copied more slowly.
-    book = steps.update(book, state.frame, present, jax.device_put(xs),
-                        local)
-  shift = np.asarray(jnp.sum((book.centroids - before) ** 2, axis=(1, 2)))
+    book = steps.update(book, state.frame, present, _put(xs), local)
+  # On the host: no compile for a once-per-pass sum.
+  shift = np.square(np.asarray(book.centroids) - before).sum((1, 2))
   return state._replace(codebook=book, shift=shift)
 
 
@@ -283,8 +296,7 @@ def _recount_pass(state: StreamState, make_batches,
                                state.classes, batch_size):
     present, local = steps.present_classes(cs, num_classes)
     counts, sse = steps.recount(counts, sse, state.codebook.centroids,
-                                state.frame, present, jax.device_put(xs),
-                                local)
+                                state.frame, present, _put(xs), local)
   total = np.asarray(counts).sum(1)
   if not np.isfinite(np.asarray(sse)).all():
     raise ValueError(

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pqd_jax.quantization import stream_steps
+from pqd_jax.quantization import stream_steps as steps
 
 __all__ = ["ClassMoments", "Reservoir", "class_runs"]
 
@@ -65,7 +65,8 @@ class Reservoir:
           continue
       pts = flat[rows]
       if pts.dtype != np.float16:
-        pts = pts.astype(np.float32)
+        with np.errstate(over="ignore"):  # inf, refused by ClassMoments
+          pts = pts.astype(np.float32)
       if c in self._points:
         pts = np.concatenate([self._points[c], pts])
         pr = np.concatenate([self._prios[c], pr])
@@ -98,7 +99,7 @@ def _batch_moments(x: jnp.ndarray, local: jnp.ndarray, refs: jnp.ndarray):
   """
   u = refs.shape[0]
   own = local[:, None] == jnp.arange(u)[None]  # [b, u], no row on padding
-  if u <= stream_steps.DENSE_CLASSES:
+  if u <= steps.DENSE_CLASSES:
     # Matmuls with the one-hot (exact: one nonzero term per entry) run
     # several times faster than a gather and a segment sum.
     hot = own.astype(jnp.float32)
@@ -135,35 +136,40 @@ class ClassMoments:
     self._rows = 0  # rows offered so far, to number bad rows
     self._pending = None
 
-  def add(self, flat: np.ndarray, labels: np.ndarray) -> None:
+  def add(self, batch: jax.Array, flat: np.ndarray,
+          labels: np.ndarray) -> None:
     """Adds the batch ``flat [b, d]`` with class ``labels [≤ b]``.
 
     Rows of ``flat`` past the labels are padding (a batch padded to a
     fixed size compiles once).
+
+    Args:
+      batch: ``flat`` on the device.
+      flat: ``[b, d]`` the batch on the host (its classes' first points are
+        read from it).
+      labels: ``[≤ b]`` the classes of its first rows.
 
     Raises:
       ValueError: if a row of the previous batch is not finite in float32.
     """
     labels = np.asarray(labels)
     rows = len(labels)
-    if flat.dtype.itemsize > 4:  # beyond float32's range: inf, refused
-      with np.errstate(over="ignore"):
-        flat = flat.astype(np.float32)
     present, first = np.unique(labels, return_index=True)
     for c, i in zip(present.tolist(), first.tolist(), strict=True):
       if c not in self.ref:
-        ref = np.asarray(flat[i], np.float32)
+        with np.errstate(over="ignore"):  # beyond float32: inf, refused
+          ref = np.asarray(flat[i], np.float32)
         # A non-finite first point is refused with its batch; a zero
         # reference keeps it from spreading into other classes' rows.
         self.ref[c] = ref if np.isfinite(ref).all() else np.zeros_like(ref)
         self.size[c], self.sum[c] = 0, np.zeros(flat.shape[1])
         self.sum_sq[c], self.deviation[c] = 0.0, 0.0
-    u = 1 << int(np.ceil(np.log2(len(present))))
+    u = steps.padded_classes(len(present))
     local = np.full(flat.shape[0], u, np.int32)
     local[:rows] = np.searchsorted(present, labels)
     refs = np.zeros((u, flat.shape[1]), np.float32)
     refs[:len(present)] = [self.ref[c] for c in present.tolist()]
-    out = _batch_moments(jax.device_put(flat), local, refs)
+    out = _batch_moments(batch, local, refs)
     self._take()
     self._pending = (out, present, np.bincount(local[:rows],
                                                minlength=len(present)), rows)

@@ -16,7 +16,8 @@ from pqd_jax.quantization import cells
 from pqd_jax.quantization import clvq as clvq_lib
 from pqd_jax.quantization import frame as frame_lib
 
-__all__ = ["cell_stats", "present_classes", "recount", "sub_size", "update"]
+__all__ = ["cell_stats", "padded_classes", "present_classes", "recount",
+           "sub_size", "update"]
 
 # Per-point centroid gathers are [sub, k, d]: at most this many floats.
 _GATHER_ELEMENTS = 1 << 22
@@ -172,8 +173,8 @@ def present_classes(cs: np.ndarray,
   """``(present [u], local [b])`` for a batch.
 
   ``present`` lists the batch's classes (sorted), padded with distinct absent
-  classes to ``u`` = the next power of two (at most ``num_classes``), so few
-  shapes are compiled; ``local`` is each row's position in it (``u`` on
+  classes to ``u`` = :func:`padded_classes` (at most ``num_classes``), so
+  few shapes are compiled; ``local`` is each row's position in it (``u`` on
   padding rows).
 
   Args:
@@ -185,11 +186,20 @@ def present_classes(cs: np.ndarray,
   """
   real = cs[cs < num_classes]
   present = np.unique(real)
-  u = min(1 << int(np.ceil(np.log2(max(len(present), 1)))), num_classes)
+  u = min(padded_classes(len(present)), num_classes)
   local = np.searchsorted(present, np.minimum(cs, num_classes - 1))
   local = np.where(cs < num_classes, local, u).astype(np.int32)
   absent = np.setdiff1d(np.arange(num_classes), present)[:u - len(present)]
   return np.concatenate([present, absent]).astype(np.int32), local
+
+
+def padded_classes(num_present: int) -> int:
+  """Classes a step of a batch with ``num_present`` classes is compiled for.
+
+  The next power of two, at least 2: a class-major stream's batches hold
+  one or two classes, and both compile to one shape.
+  """
+  return max(2, 1 << int(np.ceil(np.log2(max(num_present, 1)))))
 
 
 def sub_size(b: int, k: int, d: int) -> int:

@@ -109,6 +109,14 @@ class TestBadInput:
       pqd_jax.quantize_stream(lambda: iter([(bad, y[:50])]), 2)
 
 
+def test_values_beyond_float32_are_refused(data):
+  x, y = data
+  wide = x.astype(np.float64)
+  wide[0, 1] = 1e39  # the first point of its class
+  with pytest.raises(ValueError, match=r"beyond float32's range.*\[0\]"):
+    pqd_jax.quantize_stream(lambda: iter([(wide, y)]), 2)
+
+
 def test_nan_on_a_later_pass_is_refused(data):
   x, y = data
   calls = []
