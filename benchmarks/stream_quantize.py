@@ -231,6 +231,11 @@ def main(argv=None) -> None:
             "lloyd_efficiency": f"lloyd_10x1300{dim}_k50"}[cell]
     if not results.todo(name):
       continue
+    if cell not in ("limits", "data") and not os.path.exists(
+        os.path.join(data_dir, "index.json")):
+      # The data cell is recorded but its files are gone (a new machine):
+      # written again, the same data (seeded per class).
+      write_data(data_dir, args.classes, args.points, shape)
     if cell == "limits":
       row = child(_LIMITS)
     elif cell == "data":
