@@ -24,11 +24,13 @@ def _reference(cents, shift, scale, x, cls):
   return sums, counts, sse
 
 
-@pytest.mark.parametrize("num_classes", [
-    2, stream_steps.DENSE_CLASSES, stream_steps.DENSE_CLASSES + 4])
-def test_cell_stats_are_the_float64_reference(num_classes):
+@pytest.mark.parametrize("num_classes,d", [
+    (2, 6), (stream_steps.DENSE_CLASSES, 6),
+    (stream_steps.DENSE_CLASSES + 4, 6),
+    (2, 1 << 17)])  # a batch of wide points is read in several blocks
+def test_cell_stats_are_the_float64_reference(num_classes, d):
   gen = np.random.default_rng(num_classes)
-  k, d, b = 3, 6, 40
+  k, b = 3, 40
   cents = gen.normal(size=(num_classes, k, d)).astype(np.float32)
   shift = gen.normal(size=(num_classes, d)).astype(np.float32)
   scale = gen.uniform(1, 3, num_classes).astype(np.float32)
