@@ -86,6 +86,9 @@ class Reservoir:
 def _batch_moments(x: jnp.ndarray, local: jnp.ndarray, refs: jnp.ndarray):
   """Per-class moments of a batch relative to each class's reference point.
 
+  Read in blocks of rows whose float32 copy stays in cache, as the stream's
+  steps (:func:`pqd_jax.quantization.stream_steps.block_rows`).
+
   Args:
     x: ``[b, d]`` points.
     local: ``[b]`` int32 position of each point's class in ``refs``
@@ -97,23 +100,35 @@ def _batch_moments(x: jnp.ndarray, local: jnp.ndarray, refs: jnp.ndarray):
     ``deviation [u]`` largest ``|x - ref|`` entry, all float32, and
     ``finite [b]``: whether each row is finite in float32.
   """
-  u = refs.shape[0]
-  own = local[:, None] == jnp.arange(u)[None]  # [b, u], no row on padding
-  if u <= steps.DENSE_CLASSES:
-    # Matmuls with the one-hot (exact: one nonzero term per entry) run
-    # several times faster than a gather and a segment sum.
-    hot = own.astype(jnp.float32)
-    diff = x.astype(jnp.float32) - hot @ refs
-    sums = hot.T @ diff
-  else:
-    diff = x.astype(jnp.float32) - refs[jnp.minimum(local, u - 1)]
-    sums = jax.ops.segment_sum(diff, local, u + 1)[:u]
-  finite = jnp.all(jnp.isfinite(diff), axis=1)
-  square = jnp.sum(diff * diff, axis=1)
-  largest = jnp.max(jnp.abs(diff), axis=1)
-  squares = jnp.sum(jnp.where(own, square[:, None], 0.0), axis=0)
-  deviation = jnp.max(jnp.where(own, largest[:, None], 0.0), axis=0)
-  return sums, squares, deviation, finite
+  u, d = refs.shape
+  rows = steps.block_rows(x.shape[0], d)
+
+  def block(carry, chunk):
+    sums, squares, deviation = carry
+    xb, lb = chunk
+    own = lb[:, None] == jnp.arange(u)[None]  # [rows, u], none on padding
+    if u <= steps.DENSE_CLASSES:
+      # Matmuls with the one-hot (exact: one nonzero term per entry) run
+      # several times faster than a gather and a segment sum.
+      hot = own.astype(jnp.float32)
+      diff = xb.astype(jnp.float32) - hot @ refs
+      sums = sums + hot.T @ diff
+    else:
+      diff = xb.astype(jnp.float32) - refs[jnp.minimum(lb, u - 1)]
+      sums = sums + jax.ops.segment_sum(diff, lb, u + 1)[:u]
+    finite = jnp.all(jnp.isfinite(diff), axis=1)
+    square = jnp.sum(diff * diff, axis=1)
+    largest = jnp.max(jnp.abs(diff), axis=1)
+    squares = squares + jnp.sum(jnp.where(own, square[:, None], 0.0), axis=0)
+    deviation = jnp.maximum(
+        deviation, jnp.max(jnp.where(own, largest[:, None], 0.0), axis=0))
+    return (sums, squares, deviation), finite
+
+  init = (jnp.zeros((u, d), jnp.float32), jnp.zeros((u,), jnp.float32),
+          jnp.zeros((u,), jnp.float32))
+  (sums, squares, deviation), finite = jax.lax.scan(
+      block, init, (x.reshape(-1, rows, d), local.reshape(-1, rows)))
+  return sums, squares, deviation, finite.reshape(-1)
 
 
 class ClassMoments:

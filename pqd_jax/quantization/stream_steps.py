@@ -16,7 +16,7 @@ from pqd_jax.quantization import cells
 from pqd_jax.quantization import clvq as clvq_lib
 from pqd_jax.quantization import frame as frame_lib
 
-__all__ = ["cell_stats", "divisor_at_most", "padded_classes",
+__all__ = ["block_rows", "cell_stats", "divisor_at_most", "padded_classes",
            "present_classes", "recount", "sub_size", "update"]
 
 # Per-point centroid gathers are [sub, k, d]: at most this many floats.
@@ -92,7 +92,7 @@ def _dense_cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
   flat = cents.reshape(num_classes * k, d)
   flat_sq = jnp.sum(flat * flat, axis=-1)
   owner = jnp.arange(num_classes * k) // k
-  rows = divisor_at_most(x.shape[0], max(1, _BLOCK_ELEMENTS // d))
+  rows = block_rows(x.shape[0], d)
 
   def block(stats: cells.CellStats, chunk):
     xb, cb = chunk
@@ -226,6 +226,15 @@ def padded_classes(num_present: int) -> int:
 def sub_size(b: int, k: int, d: int) -> int:
   """Largest divisor of ``b`` with ``sub * k * d <= _GATHER_ELEMENTS``."""
   return divisor_at_most(b, max(1, _GATHER_ELEMENTS // (k * d)))
+
+
+def block_rows(b: int, d: int) -> int:
+  """Rows per block of a ``[b, d]`` batch read block by block.
+
+  The largest divisor of ``b`` whose block has at most
+  :data:`_BLOCK_ELEMENTS` entries.
+  """
+  return divisor_at_most(b, max(1, _BLOCK_ELEMENTS // d))
 
 
 def divisor_at_most(b: int, cap: int) -> int:
