@@ -1,9 +1,11 @@
+import json
+
 import numpy as np
 import pytest
 
 import pqd_jax
 from pqd_jax.quantization import metrics
-from tests.conftest import labelled_blobs
+from tests.conftest import labelled_blobs, run_on_fake_devices
 
 
 @pytest.fixture(scope="module")
@@ -167,6 +169,38 @@ def test_float16_stream_matches_its_float32_copy(data):
                              rtol=1e-5, atol=1e-5)
 
 
+_FOUR_DEVICES = """
+import json
+import jax, numpy as np
+import pqd_jax
+from pqd_jax import sharding
+from tests.conftest import labelled_blobs
+assert jax.device_count() == 4, jax.devices()
+x, y = labelled_blobs((301, 203, 250), dim=5)
+x = x.astype(np.float16)
+stream = lambda: ((x[s:s + 97], y[s:s + 97]) for s in range(0, len(y), 97))
+out = {}
+for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
+  r = pqd_jax.quantize_stream(stream, 4, num_passes=2, batch_size=64,
+                              mesh=sharding.data_mesh(devices),
+                              rng=jax.random.key(3))
+  out[name] = {f: np.asarray(getattr(r, f)).tolist()
+               for f in ("centroids", "counts", "distortion")}
+print(json.dumps(out))
+"""
+
+
+def test_four_devices_match_one_device():
+  runs = json.loads(run_on_fake_devices(_FOUR_DEVICES).strip()
+                    .splitlines()[-1])
+  one, four = runs["one"], runs["four"]
+  np.testing.assert_array_equal(one["counts"], four["counts"])
+  np.testing.assert_allclose(one["centroids"], four["centroids"], rtol=1e-4,
+                             atol=1e-4)
+  np.testing.assert_allclose(one["distortion"], four["distortion"],
+                             rtol=1e-5)
+
+
 _BOUNDED = """
 import resource, sys
 import numpy as np
@@ -189,8 +223,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 def test_memory_does_not_grow_with_the_stream():
   # 16x more data (2 -> 33 MB of float16 points, 4 -> 67 MB as float32)
   # must not raise the peak RSS by more than a few MB.
-  from tests.conftest import run_on_fake_devices
-
   small, large = (int(run_on_fake_devices(_BOUNDED, str(n), devices=1))
                   for n in (500, 8000))
   assert large - small < 20, (small, large)
