@@ -181,11 +181,14 @@ def _fixed_batches(make_batches, latent_shape, classes, batch):
   """
   for _, x, lab in _recut(make_batches, batch, latent_shape):
     c = _class_index(lab, classes)
-    pad = batch - len(c)
-    if pad:
-      x = np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)])
-      c = np.concatenate([c, np.full(pad, len(classes), np.int32)])
-    yield x, c
+    yield _padded(x, batch), np.concatenate(
+        [c, np.full(batch - len(c), len(classes), np.int32)])
+
+
+def _padded(x: np.ndarray, batch: int) -> np.ndarray:
+  """``x [b, d]`` with zero rows up to ``batch`` (one compiled shape)."""
+  pad = batch - len(x)
+  return np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)]) if pad else x
 
 
 def _count_pass(make_batches, k, init_size, seed, tol,
@@ -205,10 +208,7 @@ def _count_pass(make_batches, k, init_size, seed, tol,
   for latent_shape, flat, lab in _recut(make_batches, batch_size):
     shape = latent_shape
     reservoir.add(flat, lab)
-    pad = batch_size - len(lab)  # the last batch: one compiled shape
-    if pad:
-      flat = np.concatenate([flat, np.zeros((pad, flat.shape[1]),
-                                            flat.dtype)])
+    flat = _padded(flat, batch_size)
     moments.add(_put(flat), flat, lab)
   if shape is None:
     raise ValueError("make_batches() yielded no batch; the stream is empty.")
