@@ -46,6 +46,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 
 import harness
 import numpy as np
@@ -213,13 +214,26 @@ def cell_config(base, method: str, ipc: int, labels: str, seeds: int,
 # Artefacts every cell has in common (the pipeline recomputes one whose
 # config hash differs, so sharing them never changes a result).
 SHARED = ("autoencoder", "latents", "prior", "teacher")
+# The artefacts that make a cell's set: the same for cells that differ only
+# in their student (budget, label type), so such a cell may start from them.
+SET_ARTEFACTS = ("quantization", "synthetic")
 
 
-def run_cell(name: str, config, workroot: str) -> dict:
+def run_cell(name: str, config, workroot: str, *,
+             donors: Sequence[str] = ()) -> dict:
   """Runs one cell's pipeline, sharing the common artefacts via ``_base``.
 
   A cell starts from ``_base``'s copies of :data:`SHARED` and leaves there
   those ``_base`` lacks, so the prior and the teacher are made once.
+
+  Args:
+    name: the cell, its directory under ``workroot``.
+    config: its pipeline config.
+    workroot: the directory of all cells.
+    donors: cells whose finished :data:`SET_ARTEFACTS` this cell starts
+      from (the first that has each). The pipeline checks their digests
+      against this cell's config and remakes one that differs, so a donor
+      saves the set's cost and never changes a result.
   """
   cell_dir = os.path.join(workroot, name)
   base = os.path.join(workroot, "_base")
@@ -228,6 +242,14 @@ def run_cell(name: str, config, workroot: str) -> dict:
     src, dst = os.path.join(base, artefact), os.path.join(cell_dir, artefact)
     if os.path.exists(src) and not os.path.exists(dst):
       shutil.copytree(src, dst)
+  for artefact in SET_ARTEFACTS:
+    dst = os.path.join(cell_dir, artefact)
+    finished = [os.path.join(workroot, d, artefact) for d in donors
+                if workdir.read_json(os.path.join(
+                    workroot, d, artefact, workdir.STAGE_FILE)) is not None]
+    if finished and not os.path.exists(dst):
+      os.makedirs(cell_dir, exist_ok=True)
+      harness.publish_copy(finished[0], dst)
   _, seconds = harness.timed(
       pipeline.run, config, cell_dir, progress=False,
       log=lambda line: print(f"  [{name}] {line.strip()}", flush=True))

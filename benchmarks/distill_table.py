@@ -125,6 +125,13 @@ def smallest_class(base) -> int:
   return int(np.bincount(labels).min())
 
 
+def siblings(method: str, ipc: int, seed: int, cell: str) -> list[str]:
+  """The cells with ``cell``'s set and another student (budget, labels)."""
+  return [cell_name(method, ipc, b, lab, seed) for b in BUDGETS
+          for lab in ("soft", "hard")
+          if cell_name(method, ipc, b, lab, seed) != cell]
+
+
 def cell_config(base, method: str, ipc: int, budget: str, labels: str,
                 seed: int, *, whole_ipc: int, steps_scale: float = 1.0):
   """The pipeline config of one cell.
@@ -612,7 +619,9 @@ def main(argv=None) -> None:
       print(f"{name}: another process runs it", flush=True)
       continue
     try:
-      result = distill_accuracy.run_cell(name, configs[name], args.workroot)
+      result = distill_accuracy.run_cell(
+          name, configs[name], args.workroot,
+          donors=siblings(method, ipc, seed, name))
       row = {"cell": name, "method": method, "ipc": ipc, "budget": budget,
              "labels": lab, "seed": seed, "date": time.strftime("%Y-%m-%d"),
              "accuracy": result["accuracies"][0],

@@ -62,7 +62,7 @@ from pqd_jax.workdir.files import (
 )
 
 __all__ = [
-    "DAMAGED", "ArrayLayout", "Artefact", "ConfigView", "Stage",
+    "DAMAGED", "STAGE_FILE", "ArrayLayout", "Artefact", "ConfigView", "Stage",
     "UndeclaredConfigRead", "UnreadableFileError", "Workdir", "advise",
     "append_jsonl", "array_layout", "atomic_directory", "config_values",
     "digest", "load_json", "read_json", "read_jsonl", "read_npz",

@@ -78,6 +78,32 @@ def test_the_table_has_every_method_the_differences_and_plots(finished):
   assert (tmp / "fair_vs_steps_A.png").exists()
 
 
+def _stage(tmp, cell, artefact="synthetic"):
+  with open(tmp / "work" / cell / artefact / "stage.json") as f:
+    return json.load(f)
+
+
+def test_a_cell_starts_from_the_set_of_its_sibling(finished):
+  _, tmp = finished
+  for artefact in ("quantization", "synthetic"):
+    assert (_stage(tmp, "ddoq_ipc2_A_hard_seed0", artefact)
+            == _stage(tmp, "ddoq_ipc2_A_soft_seed0", artefact))
+
+
+def test_a_donor_with_another_set_is_remade(bench, finished):
+  args, tmp = finished
+  config_arg = next(a for a in args if a.startswith("--config="))
+  base = bench.distill_accuracy.load_config(config_arg.split("=", 1)[1])
+  config = bench.cell_config(base, "ddoq", 2, "A", "hard", 0,
+                             whole_ipc=bench.smallest_class(base),
+                             steps_scale=0.004)
+  bench.distill_accuracy.run_cell("donated", config, str(tmp / "work"),
+                                  donors=["ddoq_ipc2_A_soft_seed1"])
+  mine = _stage(tmp, "donated")["digest"]
+  assert mine == _stage(tmp, "ddoq_ipc2_A_hard_seed0")["digest"]
+  assert mine != _stage(tmp, "ddoq_ipc2_A_soft_seed1")["digest"]
+
+
 def test_a_second_run_adds_nothing(bench, finished):
   args, tmp = finished
   before = len(_rows(tmp))
