@@ -125,6 +125,19 @@ def smallest_class(base) -> int:
   return int(np.bincount(labels).min())
 
 
+def twin_row(rows: dict, digest: str) -> dict | None:
+  """A finished row whose config has ``digest``: the same run, its result.
+
+  Cells can share a config (at budget B every IPC trains the ``whole``
+  ceiling with the same steps and batch); the pipeline is deterministic, so
+  such a cell takes its twin's row instead of training again.
+  """
+  for row in rows.values():
+    if row.get("config_digest") == digest:
+      return row
+  return None
+
+
 def siblings(method: str, ipc: int, seed: int, cell: str) -> list[str]:
   """The cells with ``cell``'s set and another student (budget, labels)."""
   return [cell_name(method, ipc, b, lab, seed) for b in BUDGETS
@@ -530,7 +543,8 @@ def plot(rows: dict, path: str, budget: str, ipcs, methods,
       ax.set_xlabel("student steps")
     axes[0].set_ylabel("test accuracy (%)")
   if drawn:
-    axes[-1].legend(fontsize=7)
+    [ax for ax in axes if ax.get_legend_handles_labels()[0]][-1].legend(
+        fontsize=7)
     fig.suptitle(f"budget {budget}")
     fig.tight_layout()
     workdir.save_atomic(path, lambda tmp: fig.savefig(tmp, format="png",
@@ -612,11 +626,30 @@ def main(argv=None) -> None:
   # The shared latents, which the sets' statistics are measured in.
   pipeline.run(base, os.path.join(args.workroot, "_base"),
                stages=("encode",), progress=False, log=lambda line: None)
+  digests = {name: workdir.digest(c) for name, c in configs.items()}
+  elsewhere = set()  # cells another live process runs
   for name, method, ipc, budget, lab, seed in cells:
-    if name in harness.finished_rows(args.out):
+    done = harness.finished_rows(args.out)
+    if name in done:
+      continue
+    twins = {n for n, d in digests.items() if d == digests[name]} - {name}
+    if twins & elsewhere:
+      print(f"{name}: its twin {min(twins & elsewhere)} runs in another "
+            "process; a later run copies its row", flush=True)
       continue
     if not claim(args.workroot, name):
+      elsewhere.add(name)
       print(f"{name}: another process runs it", flush=True)
+      continue
+    twin = twin_row(done, digests[name])
+    if twin is not None:
+      row = {**twin, "cell": name, "method": method, "ipc": ipc,
+             "budget": budget, "labels": lab, "seed": seed,
+             "date": time.strftime("%Y-%m-%d"), "seconds": 0.0,
+             "same_run_as": twin["cell"]}
+      workdir.append_jsonl(args.out, row)
+      release(args.workroot, name)
+      print(f"{name}: the same run as {twin['cell']}", flush=True)
       continue
     try:
       result = distill_accuracy.run_cell(

@@ -104,6 +104,23 @@ def test_a_donor_with_another_set_is_remade(bench, finished):
   assert mine != _stage(tmp, "ddoq_ipc2_A_soft_seed1")["digest"]
 
 
+def test_a_cell_with_its_twins_config_takes_its_row(bench, finished):
+  args, tmp = finished
+  keep = [a for a in args if a.startswith(("--config=", "--steps-scale=",
+                                           "--workroot="))]
+  bench.main(keep + ["--budget=B", "--seeds=1", "--ipcs=2,3",
+                     "--methods=whole", f"--out={tmp / 'twins.jsonl'}",
+                     f"--table={tmp / 'twins.md'}"])
+  with open(tmp / "twins.jsonl") as f:
+    rows = {r["cell"]: r for r in map(json.loads, f)}
+  first = rows["whole_ipc2_B_soft_seed0"]
+  second = rows["whole_ipc3_B_soft_seed0"]
+  assert second["same_run_as"] == first["cell"]
+  assert (second["accuracy"], second["curve"]) == (first["accuracy"],
+                                                   first["curve"])
+  assert second["seconds"] == 0.0 and "same_run_as" not in first
+
+
 def test_a_second_run_adds_nothing(bench, finished):
   args, tmp = finished
   before = len(_rows(tmp))
