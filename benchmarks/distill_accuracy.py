@@ -244,12 +244,15 @@ def run_cell(name: str, config, workroot: str, *,
       shutil.copytree(src, dst)
   for artefact in SET_ARTEFACTS:
     dst = os.path.join(cell_dir, artefact)
-    finished = [os.path.join(workroot, d, artefact) for d in donors
+    if os.path.exists(dst):
+      continue
+    src = next((os.path.join(workroot, d, artefact) for d in donors
                 if workdir.read_json(os.path.join(
-                    workroot, d, artefact, workdir.STAGE_FILE)) is not None]
-    if finished and not os.path.exists(dst):
+                    workroot, d, artefact, workdir.STAGE_FILE)) is not None),
+               None)
+    if src is not None:
       os.makedirs(cell_dir, exist_ok=True)
-      harness.publish_copy(finished[0], dst)
+      harness.publish_copy(src, dst)
   _, seconds = harness.timed(
       pipeline.run, config, cell_dir, progress=False,
       log=lambda line: print(f"  [{name}] {line.strip()}", flush=True))
