@@ -15,12 +15,18 @@ reads (records, labels, class names and file sizes/mtimes; see
   or data, or one that is unreadable or incomplete, and makes it again
   (nothing in the workdir is deleted);
 - keeps a directory whose ``pending.json`` names the same digest (a killed
-  run), so training resumes from its checkpoints.
+  run), so training resumes from its checkpoints;
+- holds an exclusive lock on ``.<name>.lock`` beside the artefact from the
+  decision to ``stage.json``, so independent runs sharing a workdir make
+  each artefact once: the second waits and then finds it made (the lock is
+  the operating system's, released when its process dies).
 
 Every file is written atomically (a temporary file, then ``os.replace``): a
 killed run leaves either the old file or the new one, never half of one.
 """
 
+import contextlib
+import fcntl
 import os
 import shutil
 import time
@@ -222,6 +228,33 @@ class Workdir:
       ValueError: when the artefact is needed but its step was not
         requested.
     """
+    with self._lock(stage.name):
+      return self._run(stage, config, make, upstream)
+
+  @contextlib.contextmanager
+  def _lock(self, name: str):
+    """Holds ``.<name>.lock`` exclusively (process 0 only) while inside."""
+    if not distributed.is_coordinator():
+      yield
+      return
+    path = self.path(name)
+    lock = os.path.join(os.path.dirname(path),
+                        f".{os.path.basename(path)}.lock")
+    os.makedirs(os.path.dirname(lock), exist_ok=True)
+    with open(lock, "a") as f:
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        self.log(f"waiting for another run making {name}")
+        fcntl.flock(f, fcntl.LOCK_EX)
+      try:
+        yield
+      finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+  def _run(self, stage: Stage, config: Any,
+           make: Callable[[str, ConfigView], dict | None],
+           upstream: Sequence[Artefact]) -> Artefact:
     path = self.path(stage.name)
     key, done, why = distributed.from_coordinator(
         lambda: self._decide(stage, config, upstream))

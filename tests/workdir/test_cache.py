@@ -1,5 +1,7 @@
 import json
 import os
+import threading
+import time
 
 import pytest
 
@@ -148,3 +150,21 @@ def test_inputs_enter_the_digest(tmp_path):
   before = _workdir(tmp_path).digest(stage, config)
   config.ipc = 11
   assert _workdir(tmp_path).digest(stage, config) != before
+
+
+def test_two_runs_sharing_a_workdir_make_an_artefact_once(tmp_path):
+  calls, started = [], threading.Event()
+
+  def slow(path, c):
+    started.set()
+    time.sleep(0.5)
+    _make(calls)(path, c)
+
+  results = []
+  first = threading.Thread(target=lambda: results.append(
+      _workdir(tmp_path).run(STAGE, _config(), slow)))
+  first.start()
+  started.wait()
+  second = _workdir(tmp_path).run(STAGE, _config(), slow)
+  first.join()
+  assert calls == [0] and results == [second]
