@@ -10,7 +10,9 @@ Assignments use ``‖x‖² − 2 x·c + ‖c‖²`` with the distances laid out
 ``[k, chunk]`` (XLA's CPU dot is fastest with the long axis last) and a
 two-reduction first-index argmin (:func:`first_argmin`), which XLA compiles
 far better than its variadic ``argmin``. The cell sums are a one-hot matmul,
-not a scatter: on CPU the scatter of ``segment_sum`` is 3–6× slower.
+not a scatter: on CPU the scatter of ``segment_sum`` is 3–6× slower. Once
+few points change cell between passes, :func:`moved_sums` updates the sums
+from the moved points alone.
 """
 
 from typing import NamedTuple
@@ -21,9 +23,11 @@ import jax.numpy as jnp
 __all__ = [
     "CellStats",
     "all_gather",
+    "assign_cells",
     "assign_stats",
     "chunk_points",
     "first_argmin",
+    "moved_sums",
 ]
 
 
@@ -33,7 +37,8 @@ class CellStats(NamedTuple):
   Also the carry of the assignment scans, which sum them chunk by chunk.
 
   Attributes:
-    sums: ``[k, d]`` float32 sum of the points in each cell.
+    sums: ``[k, d]`` float32 sum of the points in each cell (None when not
+      computed).
     counts: ``[k]`` int32 number of points in each cell.
     sse: scalar float32 sum of squared distances to the nearest centroid.
   """
@@ -71,24 +76,63 @@ def first_argmin(dist: jnp.ndarray,
   return dmin, first
 
 
-def _nearest(c, c_sq, xc, valid):
-  """Nearest centroid of each point of a chunk.
+def assign_cells(
+    x: jnp.ndarray,
+    x_sq: jnp.ndarray,
+    mask: jnp.ndarray,
+    centroids: jnp.ndarray,
+    *,
+    axis_name: str,
+    sums: bool = True,
+) -> tuple[CellStats, jnp.ndarray, jnp.ndarray]:
+  """Assigns every point to its nearest centroid; counts and sums the cells.
+
+  Memory is O(chunk·k): the chunks are visited by ``lax.scan``.
 
   Args:
-    c: ``[k, d]`` float32 centroids.
-    c_sq: ``[k]`` their squared norms.
-    xc: ``[m, d]`` points (any float dtype).
-    valid: ``[m]`` bool mask.
+    x: ``[n_chunks, chunk, d]`` local points.
+    x_sq: ``[n_chunks, chunk]`` float32 squared norms of ``x``.
+    mask: ``[n_chunks, chunk]`` bool, False on padding.
+    centroids: ``[k, d]`` float32.
+    axis_name: mesh axis to sum over.
+    sums: whether to sum the points of each cell (a one-hot matmul as costly
+      as the distances); without, ``stats.sums`` is None.
 
   Returns:
-    ``(one_hot [k, m] bool, dmin [m])`` where ``dmin`` is the squared distance
-    to the nearest centroid minus ``‖x‖²`` (add it back for the distance).
+    ``(stats, dist, cell)``: the global ``CellStats``; this device's
+    ``[n_chunks, chunk]`` squared distance of each point to its nearest
+    centroid (0 on padding) and int32 index of that centroid (``k`` on
+    padding).
   """
-  dist = c_sq[:, None] - 2.0 * (c @ xc.astype(jnp.float32).T)  # [k, m]
-  dmin, first = first_argmin(dist, axis=0)
-  iota = jax.lax.broadcasted_iota(jnp.int32, dist.shape, 0)
-  one_hot = (iota == first[None, :]) & valid[None, :]
-  return one_hot, dmin
+  k, d = centroids.shape
+  c_sq = jnp.sum(centroids * centroids, axis=-1)
+
+  def body(stats: CellStats, chunk):
+    xc, xc_sq, valid = chunk
+    dist = c_sq[:, None] - 2.0 * (centroids @ xc.astype(jnp.float32).T)
+    dmin, first = first_argmin(dist, axis=0)  # over [k, m]
+    iota = jax.lax.broadcasted_iota(jnp.int32, dist.shape, 0)
+    one_hot = (iota == first[None, :]) & valid[None, :]
+    cell_sums = stats.sums
+    if sums:
+      cell_sums = cell_sums + one_hot.astype(jnp.float32) @ xc.astype(
+          jnp.float32)
+    counts = stats.counts + jnp.sum(one_hot, axis=1, dtype=jnp.int32)
+    dist = jnp.where(valid, jnp.maximum(dmin + xc_sq, 0.0), 0.0)
+    return (CellStats(cell_sums, counts, stats.sse + jnp.sum(dist)),
+            (dist, jnp.where(valid, first, k)))
+
+  init = jax.lax.pcast(CellStats(
+      sums=jnp.zeros((k, d), jnp.float32) if sums else None,
+      counts=jnp.zeros((k,), jnp.int32),
+      sse=jnp.zeros((), jnp.float32),
+  ), axis_name, to="varying")
+  if x.shape[0] == 1:  # one chunk: no loop (a length-1 scan costs copies)
+    stats, (dist, cell) = body(init, (x[0], x_sq[0], mask[0]))
+    dist, cell = dist[None], cell[None]
+  else:
+    stats, (dist, cell) = jax.lax.scan(body, init, (x, x_sq, mask))
+  return jax.lax.psum(stats, axis_name), dist, cell
 
 
 def assign_stats(
@@ -99,44 +143,68 @@ def assign_stats(
     *,
     axis_name: str,
 ) -> tuple[CellStats, jnp.ndarray]:
-  """Assigns every point to its nearest centroid and sums the cells.
-
-  Memory is O(chunk·k): the chunks are visited by ``lax.scan``.
-
-  Args:
-    x: ``[n_chunks, chunk, d]`` local points.
-    x_sq: ``[n_chunks, chunk]`` float32 squared norms of ``x``.
-    mask: ``[n_chunks, chunk]`` bool, False on padding.
-    centroids: ``[k, d]`` float32.
-    axis_name: mesh axis to sum over.
+  """:func:`assign_cells` with the cell sums, without the cell indices.
 
   Returns:
     ``(stats, dist)``: the global ``CellStats`` and this device's
     ``[n_chunks, chunk]`` squared distance of each point to its nearest
     centroid (0 on padding).
   """
-  k, d = centroids.shape
-  c_sq = jnp.sum(centroids * centroids, axis=-1)
+  stats, dist, _ = assign_cells(x, x_sq, mask, centroids,
+                                axis_name=axis_name)
+  return stats, dist
 
-  def body(stats: CellStats, chunk):
-    xc, xc_sq, valid = chunk
-    one_hot, dmin = _nearest(centroids, c_sq, xc, valid)
-    sums = stats.sums + one_hot.astype(jnp.float32) @ xc.astype(jnp.float32)
-    counts = stats.counts + jnp.sum(one_hot, axis=1, dtype=jnp.int32)
-    dist = jnp.where(valid, jnp.maximum(dmin + xc_sq, 0.0), 0.0)
-    return CellStats(sums, counts, stats.sse + jnp.sum(dist)), dist
 
-  init = jax.lax.pcast(CellStats(
-      sums=jnp.zeros((k, d), jnp.float32),
-      counts=jnp.zeros((k,), jnp.int32),
-      sse=jnp.zeros((), jnp.float32),
-  ), axis_name, to="varying")
-  if x.shape[0] == 1:  # one chunk: no loop (a length-1 scan costs copies)
-    stats, dist = body(init, (x[0], x_sq[0], mask[0]))
-    dist = dist[None]
-  else:
-    stats, dist = jax.lax.scan(body, init, (x, x_sq, mask))
-  return jax.lax.psum(stats, axis_name), dist
+def moved_sums(x: jnp.ndarray, cell: jnp.ndarray, previous: jnp.ndarray,
+               k: int, *, block: int, axis_name: str) -> jnp.ndarray:
+  """How the cell sums change when points move from ``previous`` to ``cell``.
+
+  Only the moved points are read: their indices are compacted and gathered
+  ``block`` at a time, each block adding its points to their new cell and
+  subtracting them from their old one (a ``[k, block]`` signed one-hot
+  matmul). A pass where few points move thus costs a fraction of the full
+  ``[k, n]`` one-hot matmul of :func:`assign_cells`, and one where all move
+  about as much.
+
+  Args:
+    x: ``[n_chunks, chunk, d]`` local points.
+    cell: ``[n_chunks, chunk]`` int32 new cell of each point (``k`` on
+      padding).
+    previous: ``[n_chunks, chunk]`` int32 previous cell (``k`` on padding).
+    k: number of cells.
+    block: moved points gathered at a time.
+    axis_name: mesh axis to sum over.
+
+  Returns:
+    ``[k, d]`` float32 change of the cell sums, summed over all devices.
+  """
+  d = x.shape[-1]
+  flat_x = x.reshape(-1, d)
+  new, old = cell.reshape(-1), previous.reshape(-1)
+  n = new.shape[0]
+  block = min(block, n)
+  n_blocks = -(-n // block)
+  moved = new != old
+  count = jnp.sum(moved, dtype=jnp.int32)
+  (order,) = jnp.nonzero(moved, size=n_blocks * block, fill_value=0)
+  iota = jax.lax.broadcasted_iota(jnp.int32, (k, block), 0)
+
+  def add_block(carry):
+    b, delta = carry
+    idx = jax.lax.dynamic_slice(order, (b * block,), (block,))
+    valid = b * block + jnp.arange(block) < count
+    signed = ((iota == new[idx][None, :]).astype(jnp.float32)
+              - (iota == old[idx][None, :]).astype(jnp.float32))
+    signed = jnp.where(valid[None, :], signed, 0.0)
+    return b + 1, delta + signed @ flat_x[idx].astype(jnp.float32)
+
+  blocks = -(-count // block)
+  init = (jnp.zeros((), jnp.int32),
+          jax.lax.pcast(jnp.zeros((k, d), jnp.float32), axis_name,
+                        to="varying"))
+  _, delta = jax.lax.while_loop(lambda carry: carry[0] < blocks, add_block,
+                                init)
+  return jax.lax.psum(delta, axis_name)
 
 
 def all_gather(value: jnp.ndarray, axis_name: str) -> jnp.ndarray:

@@ -1,0 +1,96 @@
+"""The Voronoi-cell kernels against float64 numpy on one device.
+
+The kernels reduce over a mesh axis, so they run inside ``shard_map`` on a
+one-device mesh; four devices are covered through ``quantize`` in
+``test_multidevice.py``.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from pqd_jax import sharding
+from pqd_jax.quantization import cells, lloyd
+
+AXIS = sharding.DATA_AXIS
+
+
+def _on_one_device(fn, *args):
+  mesh = sharding.data_mesh(jax.devices()[:1])
+  specs = tuple(P() for _ in args)
+  return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs,
+                               out_specs=P()))(*args)
+
+
+def _cell_sums(x, cell, k):
+  sums = np.zeros((k, x.shape[-1]))
+  np.add.at(sums, cell[cell < k], x[cell < k].astype(np.float64))
+  return sums
+
+
+@pytest.mark.parametrize("n_moved", [0, 3, 64, 65, 300])
+def test_moved_sums_is_the_change_of_the_cell_sums(n_moved):
+  gen = np.random.default_rng(n_moved)
+  k, n_chunks, chunk, d = 7, 4, 100, 5
+  x = gen.standard_normal((n_chunks, chunk, d)).astype(np.float32)
+  previous = gen.integers(0, k, (n_chunks * chunk,)).astype(np.int32)
+  previous[-9:] = k  # padding stays padding
+  cell = previous.copy()
+  moved = gen.choice(n_chunks * chunk - 9, n_moved, replace=False)
+  cell[moved] = (previous[moved] + gen.integers(1, k, n_moved)) % k
+  delta = _on_one_device(
+      lambda x, c, p: cells.moved_sums(x, c, p, k, block=64, axis_name=AXIS),
+      x, cell.reshape(n_chunks, chunk), previous.reshape(n_chunks, chunk))
+  flat = x.reshape(-1, d)
+  expected = _cell_sums(flat, cell, k) - _cell_sums(flat, previous, k)
+  np.testing.assert_allclose(np.asarray(delta), expected, atol=1e-4)
+
+
+def test_assign_cells_gives_each_point_its_nearest_centroid():
+  gen = np.random.default_rng(0)
+  x = gen.standard_normal((3, 50, 4)).astype(np.float32)
+  mask = np.ones((3, 50), bool)
+  mask[-1, -5:] = False
+  c = gen.standard_normal((6, 4)).astype(np.float32)
+  stats, dist, cell = _on_one_device(
+      lambda x, m, c: cells.assign_cells(x, jnp.sum(x * x, -1), m, c,
+                                         axis_name=AXIS), x, mask, c)
+  d2 = ((x[..., None, :].astype(np.float64) - c) ** 2).sum(-1)
+  expected = np.where(mask, d2.argmin(-1), 6)
+  np.testing.assert_array_equal(np.asarray(cell), expected)
+  np.testing.assert_array_equal(np.asarray(stats.counts),
+                                np.bincount(expected[mask], minlength=6))
+  np.testing.assert_allclose(np.asarray(dist), np.where(mask, d2.min(-1), 0),
+                             rtol=1e-5, atol=1e-5)
+
+
+def _lloyd64(x, c, iters):
+  """Plain float64 Lloyd (no empty cells on the data used here)."""
+  x = x.astype(np.float64)
+  c = c.astype(np.float64)
+  for _ in range(iters):
+    nearest = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+    c = np.stack([x[nearest == j].mean(0) for j in range(len(c))])
+  return c
+
+
+def test_lloyd_follows_float64_lloyd_pass_by_pass():
+  # Many points change cell in the early passes (several blocks of moved
+  # points) and few later: every pass's update must be the exact means.
+  gen = np.random.default_rng(3)
+  centers = gen.normal(0, 3, (8, 6))
+  x = (centers[gen.integers(0, 8, 2000)]
+       + gen.standard_normal((2000, 6))).astype(np.float32)
+  c0 = x[:8].copy()
+  iters = 12
+  out = _on_one_device(
+      lambda x, c0: lloyd.lloyd(
+          c0, x.reshape(10, 200, 6), jnp.sum(x * x, -1).reshape(10, 200),
+          jnp.ones((10, 200), bool), num_iters=iters, tol=0.0,
+          axis_name=AXIS), x, c0)
+  # ``centroids`` are those of the last assignment: passes - 1 updates.
+  expected = _lloyd64(x, c0, int(out.iterations) - 1)
+  np.testing.assert_allclose(np.asarray(out.centroids), expected,
+                             rtol=1e-4, atol=1e-4)
