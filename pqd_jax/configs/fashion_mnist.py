@@ -83,7 +83,7 @@ def get_config() -> ml_collections.ConfigDict:
   # files read in chunks, num_iters passes; for datasets beyond RAM)
   config.quantize.method = "lloyd"
   config.quantize.weights = "mass"
-  config.quantize.init = "kmeans++"
+  config.quantize.init = "kmeans++"  # | "kmeans||" | "random"
   config.quantize.n_init = 1
   config.quantize.num_iters = 100
   config.quantize.tol = 1e-4

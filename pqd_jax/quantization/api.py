@@ -32,7 +32,7 @@ from pqd_jax.quantization.inputs import check_labels, check_latents
 __all__ = ["METHODS", "INITS", "QuantizeResult", "quantize"]
 
 METHODS = ("lloyd", "clvq", "d4m")
-INITS = ("kmeans++", "random")
+INITS = ("kmeans++", "kmeans||", "random")
 # Distances are computed [k, chunk] at a time: this many float32 entries.
 _CHUNK_ELEMENTS = 1 << 20
 
@@ -188,6 +188,7 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     seed = functools.partial(
         seeding.initial_centroids, x=x.reshape(-1, d),
         x_sq=x_sq.reshape(-1), mask=mask.reshape(-1), k=k, init=init,
+        chunk=chunk,
         n_local_trials=n_local_trials, axis_name=axis)
     keys = jax.random.split(jax.random.fold_in(key, 0), n_init)
     return jax.lax.map(lambda key: seed(key), keys)  # [n_init, k, d]
@@ -272,7 +273,10 @@ def quantize(
       ``num_iters``, ``tol`` and ``batch_size`` do not apply to ``"d4m"``.
     weights: ``"mass"`` (cell mass), ``"sqrt"`` (∝ √count) or ``"uniform"``
       (D4M); normalised to mean 1 within each class.
-    init: ``"kmeans++"`` (greedy, as scikit-learn) or ``"random"``.
+    init: ``"kmeans++"`` (greedy, as scikit-learn; a pass over the class per
+      seed), ``"kmeans||"`` (k-means‖: 5 rounds of ``k`` D²-sampled
+      candidates reduced by weighted greedy k-means++; 7 passes whatever
+      ``k``) or ``"random"``.
     n_init: independent seedings per class (vmapped); the run with the lowest
       distortion is kept, as scikit-learn's and ott's ``n_init``.
     num_iters: maximum Lloyd iterations (assignment passes), or CLVQ epochs.

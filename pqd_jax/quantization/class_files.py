@@ -91,7 +91,7 @@ def quantize_class_files(
     directory: a latents artefact (:mod:`pqd_jax.autoencoder.latents`).
     k: centroids per class.
     weights: ``"mass"``, ``"sqrt"`` or ``"uniform"``.
-    init: seeding, ``"kmeans++"`` or ``"random"``.
+    init: seeding, one of ``quantize``'s inits.
     n_init: seedings of each class's sample; the best one is kept.
     num_passes: CLVQ passes over the stream (≥ 1).
     tol: relative tolerance for ``converged``.

@@ -1,4 +1,4 @@
-"""Seeds of one class's quantizer: greedy k-means++ or distinct random points.
+"""Seeds of one class's quantizer: greedy k-means++, k-means‖ or random points.
 
 Like :mod:`pqd_jax.quantization.cells`, every function works on the local
 shard of one class's points (``[n, d]``, padding rows masked out) and reduces
@@ -13,7 +13,9 @@ import jax.numpy as jnp
 
 from pqd_jax.quantization import cells
 
-__all__ = ["initial_centroids", "kmeans_plusplus", "random_init"]
+__all__ = [
+    "initial_centroids", "kmeans_parallel", "kmeans_plusplus", "random_init",
+]
 
 
 class PlusPlusState(NamedTuple):
@@ -55,12 +57,18 @@ def _sample_points(key, x, weight, num, *, axis_name):
     x: ``[n, d]`` local points.
     weight: ``[n]`` non-negative local weights (0 on padding).
     num: number of draws.
-    axis_name: mesh axis.
+    axis_name: mesh axis; None when ``x`` is the same on every device.
 
   Returns:
     ``[num, d]`` float32 points, identical on every device.
   """
   n = x.shape[0]
+  if axis_name is None:  # points identical on every device
+    u = jax.random.uniform(key, (num,)) * jnp.sum(weight)
+    last_valid = jnp.max(jnp.where(weight > 0, jnp.arange(n), 0))
+    j = jnp.minimum(jnp.searchsorted(jnp.cumsum(weight), u, side="right"),
+                    last_valid)
+    return x[j].astype(jnp.float32)
   local_total = jnp.sum(weight)
   totals = cells.all_gather(local_total, axis_name)  # [devices]
   me = jax.lax.axis_index(axis_name)
@@ -97,13 +105,15 @@ def kmeans_plusplus(
     k: int,
     *,
     n_local_trials: int | None = None,
-    axis_name: str,
+    weights: jnp.ndarray | None = None,
+    axis_name: str | None,
 ) -> jnp.ndarray:
   """Greedy k-means++ seeds (Arthur & Vassilvitskii; the scikit-learn variant).
 
   The first seed is a uniformly drawn point. Each further seed is the best of
   ``n_local_trials`` candidates drawn with probability ∝ D², the one that
-  lowers the total potential most.
+  lowers the total potential most. With ``weights``, a point counts as
+  ``weight`` copies of itself (draws ∝ weight · D², weighted potential).
 
   Args:
     key: PRNG key, identical on every device.
@@ -113,7 +123,9 @@ def kmeans_plusplus(
     k: number of seeds.
     n_local_trials: candidates per seed; default ``2 + ⌊ln k⌋`` as
       scikit-learn.
-    axis_name: mesh axis.
+    weights: ``[n]`` non-negative float32 point weights; default 1.
+    axis_name: mesh axis; None for points that are the same on every
+      device (no collectives).
 
   Returns:
     ``[k, d]`` float32 seeds, identical on every device.
@@ -121,25 +133,97 @@ def kmeans_plusplus(
   if n_local_trials is None:
     n_local_trials = 2 + int(math.log(k))
   maskf = mask.astype(jnp.float32)
+  weight = maskf if weights is None else maskf * weights
   first_key, loop_key = jax.random.split(key)
-  first = _sample_points(first_key, x, maskf, 1, axis_name=axis_name)
+  first = _sample_points(first_key, x, weight, 1, axis_name=axis_name)
   closest = _sq_dist_to(first, x, x_sq)[0] * maskf  # [n]
   seeds = jnp.zeros((k, x.shape[1]), jnp.float32).at[0].set(first[0])
 
   def body(i, state: PlusPlusState) -> PlusPlusState:
     cands = _sample_points(
-        jax.random.fold_in(loop_key, i), x, state.closest, n_local_trials,
-        axis_name=axis_name,
+        jax.random.fold_in(loop_key, i), x, state.closest * weight,
+        n_local_trials, axis_name=axis_name,
     )
     new = jnp.minimum(state.closest[None, :],
                       _sq_dist_to(cands, x, x_sq)) * maskf
-    potentials = jax.lax.psum(jnp.sum(new, axis=1), axis_name)
+    potentials = jnp.sum(new * weight, axis=1)
+    if axis_name is not None:
+      potentials = jax.lax.psum(potentials, axis_name)
     best = jnp.argmin(potentials)
     return PlusPlusState(seeds=state.seeds.at[i].set(cands[best]),
                          closest=new[best])
 
   state = jax.lax.fori_loop(1, k, body, PlusPlusState(seeds, closest))
   return state.seeds
+
+
+def kmeans_parallel(
+    key: jax.Array,
+    x: jnp.ndarray,
+    x_sq: jnp.ndarray,
+    mask: jnp.ndarray,
+    k: int,
+    *,
+    rounds: int = 5,
+    oversampling: float = 1.0,
+    n_local_trials: int | None = None,
+    chunk: int | None = None,
+    axis_name: str,
+) -> jnp.ndarray:
+  """k-means‖ seeds (Bahmani et al. 2012) reduced by weighted greedy k-means++.
+
+  Greedy k-means++ reads the class once per seed; k-means‖ reads it
+  ``rounds + 2`` times. From a uniformly drawn first point, each round draws
+  ``ℓ = ⌈oversampling · k⌉`` candidates with probability ∝ D² (with
+  replacement, a fixed number per round rather than the paper's Bernoulli
+  draws, so shapes are static) and updates D². Every point then votes for
+  its nearest candidate, and greedy k-means++ on the ``1 + rounds · ℓ``
+  candidates weighted by their votes picks the ``k`` seeds.
+
+  Args:
+    key: PRNG key, identical on every device.
+    x: ``[n, d]`` local points.
+    x_sq: ``[n]`` float32 squared norms.
+    mask: ``[n]`` bool, False on padding.
+    k: number of seeds.
+    rounds: sampling rounds.
+    oversampling: candidates per round, in units of ``k``.
+    n_local_trials: candidates per seed of the weighted greedy reduction.
+    chunk: points per distance block of the vote (``n`` must be a multiple);
+      default all ``n`` at once.
+    axis_name: mesh axis.
+
+  Returns:
+    ``[k, d]`` float32 seeds, identical on every device.
+  """
+  n, d = x.shape
+  per_round = max(1, math.ceil(oversampling * k))
+  maskf = mask.astype(jnp.float32)
+  first_key, round_key, reduce_key = jax.random.split(key, 3)
+  first = _sample_points(first_key, x, maskf, 1, axis_name=axis_name)
+  closest = _sq_dist_to(first, x, x_sq)[0] * maskf
+  cands = jnp.zeros((1 + rounds * per_round, d), jnp.float32).at[0].set(
+      first[0])
+
+  def one_round(r, state):
+    cands, closest = state
+    new = _sample_points(jax.random.fold_in(round_key, r), x, closest,
+                         per_round, axis_name=axis_name)
+    closest = jnp.minimum(closest, jnp.min(_sq_dist_to(new, x, x_sq), 0))
+    cands = jax.lax.dynamic_update_slice(cands, new, (1 + r * per_round, 0))
+    return cands, closest * maskf
+
+  cands, _ = jax.lax.fori_loop(0, rounds, one_round, (cands, closest))
+  chunk = chunk or n
+  votes, _, _ = cells.assign_cells(
+      cells.chunk_points(x, chunk), cells.chunk_points(x_sq, chunk),
+      cells.chunk_points(mask, chunk), cands, sums=False,
+      axis_name=axis_name)
+  # The candidates are the same on every device: each reduces them alone.
+  return kmeans_plusplus(reduce_key, cands, jnp.sum(cands * cands, -1),
+                         votes.counts > 0, k, n_local_trials=n_local_trials,
+                         weights=votes.counts.astype(jnp.float32),
+                         axis_name=None)
 
 
 def random_init(key: jax.Array, x: jnp.ndarray, x_sq: jnp.ndarray,
@@ -165,13 +249,18 @@ def random_init(key: jax.Array, x: jnp.ndarray, x_sq: jnp.ndarray,
 
 def initial_centroids(key: jax.Array, x: jnp.ndarray, x_sq: jnp.ndarray,
                       mask: jnp.ndarray, k: int, *, init: str,
-                      n_local_trials: int | None,
+                      n_local_trials: int | None, chunk: int | None = None,
                       axis_name: str) -> jnp.ndarray:
-  """Seeds by name: ``"kmeans++"`` (greedy) or ``"random"`` (distinct points).
+  """Seeds by name: ``"kmeans++"`` (greedy), ``"kmeans||"`` or ``"random"``.
 
-  Args and returns as :func:`kmeans_plusplus`; ``init`` names the method.
+  Args and returns as :func:`kmeans_plusplus`; ``init`` names the method and
+  ``chunk`` is :func:`kmeans_parallel`'s.
   """
   if init == "kmeans++":
     return kmeans_plusplus(key, x, x_sq, mask, k,
                            n_local_trials=n_local_trials, axis_name=axis_name)
+  if init == "kmeans||":
+    return kmeans_parallel(key, x, x_sq, mask, k,
+                           n_local_trials=n_local_trials, chunk=chunk,
+                           axis_name=axis_name)
   return random_init(key, x, x_sq, mask, k, axis_name=axis_name)

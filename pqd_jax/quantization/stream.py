@@ -353,7 +353,7 @@ def quantize_stream(
     k: centroids per class.
     weights: ``"mass"``, ``"sqrt"`` or ``"uniform"``.
     num_passes: CLVQ passes over the stream (≥ 1).
-    init: seeding of the per-class sample, ``"kmeans++"`` or ``"random"``.
+    init: seeding of the per-class sample, one of ``quantize``'s inits.
     n_init: seedings of the sample; the lowest-distortion one is kept.
     init_size: points per class sampled for the seeds (Lloyd from k-means++
       on the sample); default ``10 * k``. Memory ``C · init_size · D``.

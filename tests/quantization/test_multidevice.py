@@ -20,8 +20,9 @@ _SCRIPT = textwrap.dedent("""
 
     assert jax.device_count() == 4, jax.devices()
     x, y = labelled_blobs((301, 203, 250), dim=5)
-    method = sys.argv[1]
-    kw = dict(method=method, rng=jax.random.key(11), batch_size=64)
+    method, init = sys.argv[1], sys.argv[2]
+    kw = dict(method=method, init=init, rng=jax.random.key(11),
+              batch_size=64)
     out = {}
     for name, devices in (("one", jax.devices()[:1]), ("four", jax.devices())):
       mesh = sharding.data_mesh(devices)
@@ -36,8 +37,8 @@ _SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run(method):
-  return json.loads(run_on_fake_devices(_SCRIPT, method).strip()
+def _run(method, init="kmeans++"):
+  return json.loads(run_on_fake_devices(_SCRIPT, method, init).strip()
                     .splitlines()[-1])
 
 
@@ -79,3 +80,12 @@ def test_d4m_on_four_devices_matches_one_device():
   np.testing.assert_array_equal(one["counts"], four["counts"])
   np.testing.assert_allclose(one["centroids"], four["centroids"], rtol=1e-4,
                              atol=1e-4)
+
+
+def test_kmeans_parallel_seeds_on_four_devices_match_one_device():
+  runs = _run("lloyd", "kmeans||")
+  one, four = runs["one"], runs["four"]
+  np.testing.assert_array_equal(one["counts"], four["counts"])
+  np.testing.assert_allclose(one["centroids"], four["centroids"], rtol=1e-4,
+                             atol=1e-4)
+  assert four == runs["four_again"]
