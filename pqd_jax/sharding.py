@@ -7,6 +7,7 @@ devices, or across the processes of a pod (each process then reads only the
 rows its devices hold).
 """
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -17,10 +18,13 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 __all__ = ["DATA_AXIS", "LazyRows", "data_mesh", "global_array",
-           "map_batches", "num_data_shards", "pad_to_shards", "replicate",
-           "shard_batch", "to_host"]
+           "host_zeros", "map_batches", "num_data_shards", "pad_to_shards",
+           "replicate", "shard_batch", "to_host"]
 
 DATA_AXIS = "data"
+
+
+_HOST_ALIGNMENT = 64  # bytes; XLA:CPU's minimum alignment for a view
 
 
 def data_mesh(devices: list[jax.Device] | None = None) -> Mesh:
@@ -64,6 +68,21 @@ def global_array(host: Any, sharding: NamedSharding) -> jax.Array:
   shape = tuple(host.shape)
   return jax.make_array_from_callback(
       shape, sharding, lambda index: np.asarray(host[index]))
+
+
+def host_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+  """A zero host array whose data start on a 64-byte boundary.
+
+  XLA:CPU takes such a buffer as the device array without copying it
+  (:func:`global_array` of a host array built here costs no transfer on a
+  CPU device); an unaligned one is copied. Fill it and hand it over, but do
+  not write to it afterwards: the device array may be a view of it.
+  """
+  dtype = np.dtype(dtype)
+  nbytes = math.prod(shape) * dtype.itemsize
+  raw = np.zeros(nbytes + _HOST_ALIGNMENT, np.uint8)
+  start = -raw.ctypes.data % _HOST_ALIGNMENT
+  return raw[start:start + nbytes].view(dtype).reshape(shape)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -116,3 +116,12 @@ def test_lazy_rows_take_reads_each_run_of_rows_once():
 def test_lazy_rows_take_rejects_an_index_past_the_end():
   with pytest.raises(IndexError, match=r"\[-6, 6\).*\[0, 6\]"):
     _lazy(np.zeros((6, 2)), []).take([0, 6])
+
+
+@pytest.mark.parametrize("shape,dtype", [((3, 5, 7), np.float32),
+                                         ((1, 0, 4), np.float16),
+                                         ((9,), np.int8)])
+def test_host_zeros_are_zeros_on_a_64_byte_boundary(shape, dtype):
+  out = sharding.host_zeros(shape, dtype)
+  assert out.shape == shape and out.dtype == dtype and not out.any()
+  assert out.ctypes.data % 64 == 0 and out.flags.c_contiguous

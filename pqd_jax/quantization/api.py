@@ -111,7 +111,8 @@ class _Grouped:
     self.dtype = flat.dtype
 
   def _rows(self, start: int, stop: int) -> np.ndarray:
-    out = np.zeros((self.shape[0], stop - start, self.shape[2]), self.dtype)
+    out = sharding.host_zeros((self.shape[0], stop - start, self.shape[2]),
+                              self.dtype)
     for i, (first, size) in enumerate(zip(self.starts, self.layout.sizes,
                                           strict=True)):
       hi = min(stop, int(size))
