@@ -11,6 +11,13 @@ markdown tables recorded in ``benchmarks/RESULTS.md``.
   python benchmarks/quantize_speed.py                  # all workloads
   python benchmarks/quantize_speed.py --workloads W1 --repeats 2
   python benchmarks/quantize_speed.py --report
+  python benchmarks/quantize_speed.py --summary --out=r1.jsonl,r2.jsonl,r3.jsonl
+
+``--summary`` reads the results files of separate runs and prints the
+in-memory targets of the quantization issue, one line per workload: the
+median over runs of pqd_lloyd's wall time over faiss's (measured side by
+side in each run), pqd_lloyd's distortion over scikit-learn's (from any run
+that has scikit-learn's cell) and the per-iteration time over the floor.
 """
 
 import argparse
@@ -39,6 +46,11 @@ WORKLOADS = {
 METHODS = ("sklearn_kmeans", "sklearn_minibatch_d4m", "faiss", "ott_kmeans",
            "pqd_lloyd", "pqd_clvq", "pqd_d4m")
 TOL = 1e-4
+# The in-memory targets: at most faiss's time, at most 1.005× scikit-learn's
+# distortion, an iteration within 2.5× the floor.
+TARGET_VS_FAISS = 1.0
+TARGET_DISTORTION = 1.005
+TARGET_PER_ITERATION = 2.5
 MAX_ITER = 100
 DEFAULT_OUT = os.path.join(harness.RESULTS_DIR, "quantize_speed.jsonl")
 
@@ -224,6 +236,51 @@ def report(rows, limits_rows):
   return "\n".join(lines)
 
 
+def summary(runs, limits_runs):
+  """The in-memory targets over several runs, one line per workload.
+
+  Args:
+    runs: per run, its rows (``{(workload, method): row}``).
+    limits_runs: per run, its limits rows (``{workload: row}``).
+
+  Returns:
+    The summary text.
+  """
+  def mark(ok):
+    return "met" if ok else "MISSED"
+
+  lines = [f"pqd_lloyd against the in-memory targets (median of {len(runs)} "
+           "runs)"]
+  for wl in WORKLOADS:
+    vs_faiss = [r[(wl, "pqd_lloyd")]["wall_s"] / r[(wl, "faiss")]["wall_s"]
+                for r in runs if (wl, "pqd_lloyd") in r and (wl, "faiss") in r]
+    quality = [r[(wl, "pqd_lloyd")]["distortion"]
+               / r[(wl, "sklearn_kmeans")]["distortion"]
+               for r in runs
+               if (wl, "pqd_lloyd") in r and (wl, "sklearn_kmeans") in r]
+    per_iter = [lim[wl]["per_iter_ms"] / lim[wl]["floor_ms"]
+                for lim in limits_runs if wl in lim]
+    if not (vs_faiss or quality or per_iter):
+      continue
+    parts = [f"{wl}:"]
+    if vs_faiss:
+      ratio = float(np.median(vs_faiss))
+      parts.append(f"time / faiss {ratio:.2f} (runs "
+                   f"{', '.join(f'{v:.2f}' for v in vs_faiss)}; target <= "
+                   f"{TARGET_VS_FAISS:g}: {mark(ratio <= TARGET_VS_FAISS)})")
+    if quality:
+      ratio = float(np.median(quality))
+      parts.append(f"distortion / sklearn {ratio:.4f} (target <= "
+                   f"{TARGET_DISTORTION}: {mark(ratio <= TARGET_DISTORTION)})")
+    if per_iter:
+      ratio = float(np.median(per_iter))
+      parts.append(f"iteration / floor {ratio:.2f} (target <= "
+                   f"{TARGET_PER_ITERATION}: "
+                   f"{mark(ratio <= TARGET_PER_ITERATION)})")
+    lines.append(" ".join(parts[:1]) + " " + "; ".join(parts[1:]))
+  return "\n".join(lines)
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--workloads", default=",".join(WORKLOADS))
@@ -232,7 +289,17 @@ def main(argv=None):
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--out", default=DEFAULT_OUT)
   parser.add_argument("--report", action="store_true")
+  parser.add_argument("--summary", action="store_true",
+                      help="the targets over the runs in --out (comma-"
+                      "separated results files)")
   args = parser.parse_args(argv)
+  if args.summary:
+    paths = args.out.split(",")
+    print(summary(
+        [harness.finished_rows(p, ("workload", "method")) for p in paths],
+        [harness.finished_rows(p.replace(".jsonl", "_limits.jsonl"),
+                               "workload") for p in paths]))
+    return
   results = harness.Results(args.out, key=("workload", "method"))
   limits_results = harness.Results(
       args.out.replace(".jsonl", "_limits.jsonl"), key="workload")
