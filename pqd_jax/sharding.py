@@ -82,7 +82,8 @@ def host_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
   nbytes = math.prod(shape) * dtype.itemsize
   raw = np.zeros(nbytes + _HOST_ALIGNMENT, np.uint8)
   start = -raw.ctypes.data % _HOST_ALIGNMENT
-  return raw[start:start + nbytes].view(dtype).reshape(shape)
+  # An explicit offset: an empty slice of ``raw`` need not keep its start.
+  return np.ndarray(shape, dtype, buffer=raw, offset=start)
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
