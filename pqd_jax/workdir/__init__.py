@@ -17,9 +17,11 @@ reads (records, labels, class names and file sizes/mtimes; see
 - keeps a directory whose ``pending.json`` names the same digest (a killed
   run), so training resumes from its checkpoints;
 - holds an exclusive lock on ``.<name>.lock`` beside the artefact from the
-  decision to ``stage.json``, so independent runs sharing a workdir make
-  each artefact once: the second waits and then finds it made (the lock is
-  the operating system's, released when its process dies).
+  decision to ``stage.json``, so independent runs of one config sharing a
+  workdir make each artefact once: the second waits and then finds it made
+  (the lock is the operating system's, released when its process dies).
+  Runs of different configs should not share a workdir: one moves the
+  other's artefacts aside.
 
 Every file is written atomically (a temporary file, then ``os.replace``): a
 killed run leaves either the old file or the new one, never half of one.
@@ -233,24 +235,35 @@ class Workdir:
 
   @contextlib.contextmanager
   def _lock(self, name: str):
-    """Holds ``.<name>.lock`` exclusively (process 0 only) while inside."""
+    """Holds ``.<name>.lock`` exclusively (process 0 only) while inside.
+
+    Where no lock can be had (a read-only workdir, a file system without
+    ``flock``) the run goes on unlocked: a cached artefact is still read.
+    """
     if not distributed.is_coordinator():
       yield
       return
     path = self.path(name)
     lock = os.path.join(os.path.dirname(path),
                         f".{os.path.basename(path)}.lock")
-    os.makedirs(os.path.dirname(lock), exist_ok=True)
-    with open(lock, "a") as f:
-      try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-      except BlockingIOError:
-        self.log(f"waiting for another run making {name}")
-        fcntl.flock(f, fcntl.LOCK_EX)
-      try:
-        yield
-      finally:
-        fcntl.flock(f, fcntl.LOCK_UN)
+    try:
+      os.makedirs(os.path.dirname(lock), exist_ok=True)
+      fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+      fd = None
+    try:
+      if fd is not None:
+        try:
+          fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+          self.log(f"waiting for another run making {name}")
+          fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no flock on this file system
+          pass
+      yield
+    finally:
+      if fd is not None:
+        os.close(fd)  # releases the lock
 
   def _run(self, stage: Stage, config: Any,
            make: Callable[[str, ConfigView], dict | None],

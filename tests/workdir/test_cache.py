@@ -168,3 +168,14 @@ def test_two_runs_sharing_a_workdir_make_an_artefact_once(tmp_path):
   second = _workdir(tmp_path).run(STAGE, _config(), slow)
   first.join()
   assert calls == [0] and results == [second]
+
+
+def test_a_cached_artefact_is_read_where_no_lock_can_be_had(tmp_path):
+  calls = []
+  _workdir(tmp_path).run(STAGE, _config(), _make(calls))
+  lock = tmp_path / ".thing.lock"
+  lock.unlink()
+  lock.mkdir()  # cannot be opened as the lock file
+  wd = _workdir(tmp_path)
+  wd.run(STAGE, _config(), _make(calls))
+  assert calls == [0] and wd.skipped == ["thing"]
