@@ -262,7 +262,7 @@ def summary(runs, limits_runs):
                 for lim in limits_runs if wl in lim]
     if not (vs_faiss or quality or per_iter):
       continue
-    parts = [f"{wl}:"]
+    parts = []
     if vs_faiss:
       ratio = float(np.median(vs_faiss))
       parts.append(f"time / faiss {ratio:.2f} (runs "
@@ -277,7 +277,7 @@ def summary(runs, limits_runs):
       parts.append(f"iteration / floor {ratio:.2f} (target <= "
                    f"{TARGET_PER_ITERATION}: "
                    f"{mark(ratio <= TARGET_PER_ITERATION)})")
-    lines.append(" ".join(parts[:1]) + " " + "; ".join(parts[1:]))
+    lines.append(f"{wl}: " + "; ".join(parts))
   return "\n".join(lines)
 
 

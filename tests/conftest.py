@@ -1,4 +1,4 @@
-"""Shared fixtures: small data, PRNG keys."""
+"""Shared fixtures: small data, PRNG keys, one-device kernels."""
 
 import importlib.util
 import os
@@ -22,6 +22,9 @@ import sys  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from jax.sharding import PartitionSpec  # noqa: E402
+
+from pqd_jax import sharding  # noqa: E402
 
 # Clear JAX's caches once a worker holds this many memory mappings: well
 # below Linux's default ``vm.max_map_count`` (65,530), and rarely enough that
@@ -108,6 +111,18 @@ def run_on_fake_devices(script, *args, devices=4):
                         cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   return proc.stdout
+
+
+def on_one_device(fn, *args):
+  """``fn(*args)`` jitted in a ``shard_map`` over a one-device data mesh.
+
+  For the kernels that reduce over ``sharding.DATA_AXIS``; every argument
+  and result is replicated.
+  """
+  mesh = sharding.data_mesh(jax.devices()[:1])
+  specs = tuple(PartitionSpec() for _ in args)
+  return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs,
+                               out_specs=PartitionSpec()))(*args)
 
 
 def load_script(*path: str):

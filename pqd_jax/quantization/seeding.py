@@ -63,15 +63,12 @@ def _sample_points(key, x, weight, num, *, axis_name):
     ``[num, d]`` float32 points, identical on every device.
   """
   n = x.shape[0]
-  if axis_name is None:  # points identical on every device
-    u = jax.random.uniform(key, (num,)) * jnp.sum(weight)
-    last_valid = jnp.max(jnp.where(weight > 0, jnp.arange(n), 0))
-    j = jnp.minimum(jnp.searchsorted(jnp.cumsum(weight), u, side="right"),
-                    last_valid)
-    return x[j].astype(jnp.float32)
   local_total = jnp.sum(weight)
-  totals = cells.all_gather(local_total, axis_name)  # [devices]
-  me = jax.lax.axis_index(axis_name)
+  if axis_name is None:  # points identical on every device: one "device"
+    totals, me = local_total[None], 0
+  else:
+    totals = cells.all_gather(local_total, axis_name)  # [devices]
+    me = jax.lax.axis_index(axis_name)
   ends = jnp.cumsum(totals)
   dev_ids = jnp.arange(totals.shape[0])
   last_dev = jnp.max(jnp.where(totals > 0, dev_ids, 0))
@@ -83,7 +80,7 @@ def _sample_points(key, x, weight, num, *, axis_name):
   j = jnp.minimum(jnp.searchsorted(cum, u, side="right"), last_valid)
   mine = (owner == me)[:, None]
   picked = jnp.where(mine, x[j].astype(jnp.float32), 0.0)
-  return jax.lax.psum(picked, axis_name)
+  return picked if axis_name is None else jax.lax.psum(picked, axis_name)
 
 
 def _sq_dist_to(points, x, x_sq):
@@ -180,21 +177,12 @@ def kmeans_parallel(
   its nearest candidate, and greedy k-means++ on the ``1 + rounds · ℓ``
   candidates weighted by their votes picks the ``k`` seeds.
 
-  Args:
-    key: PRNG key, identical on every device.
-    x: ``[n, d]`` local points.
-    x_sq: ``[n]`` float32 squared norms.
-    mask: ``[n]`` bool, False on padding.
-    k: number of seeds.
+  Args and returns as :func:`kmeans_plusplus` (``n_local_trials`` is the
+  reduction's), and:
     rounds: sampling rounds.
     oversampling: candidates per round, in units of ``k``.
-    n_local_trials: candidates per seed of the weighted greedy reduction.
     chunk: points per distance block of the vote (``n`` must be a multiple);
       default all ``n`` at once.
-    axis_name: mesh axis.
-
-  Returns:
-    ``[k, d]`` float32 seeds, identical on every device.
   """
   n, d = x.shape
   per_round = max(1, math.ceil(oversampling * k))

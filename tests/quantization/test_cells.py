@@ -5,23 +5,15 @@ one-device mesh; four devices are covered through ``quantize`` in
 ``test_multidevice.py``.
 """
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
 from pqd_jax import sharding
 from pqd_jax.quantization import cells, lloyd
+from tests.conftest import on_one_device
 
 AXIS = sharding.DATA_AXIS
-
-
-def _on_one_device(fn, *args):
-  mesh = sharding.data_mesh(jax.devices()[:1])
-  specs = tuple(P() for _ in args)
-  return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=specs,
-                               out_specs=P()))(*args)
 
 
 def _cell_sums(x, cell, k):
@@ -40,7 +32,7 @@ def test_moved_sums_is_the_change_of_the_cell_sums(n_moved):
   cell = previous.copy()
   moved = gen.choice(n_chunks * chunk - 9, n_moved, replace=False)
   cell[moved] = (previous[moved] + gen.integers(1, k, n_moved)) % k
-  delta = _on_one_device(
+  delta = on_one_device(
       lambda x, c, p: cells.moved_sums(x, c, p, k, block=64, axis_name=AXIS),
       x, cell.reshape(n_chunks, chunk), previous.reshape(n_chunks, chunk))
   flat = x.reshape(-1, d)
@@ -54,7 +46,7 @@ def test_assign_cells_gives_each_point_its_nearest_centroid():
   mask = np.ones((3, 50), bool)
   mask[-1, -5:] = False
   c = gen.standard_normal((6, 4)).astype(np.float32)
-  stats, dist, cell = _on_one_device(
+  stats, dist, cell = on_one_device(
       lambda x, m, c: cells.assign_cells(x, jnp.sum(x * x, -1), m, c,
                                          axis_name=AXIS), x, mask, c)
   d2 = ((x[..., None, :].astype(np.float64) - c) ** 2).sum(-1)
@@ -85,7 +77,7 @@ def test_lloyd_follows_float64_lloyd_pass_by_pass():
        + gen.standard_normal((2000, 6))).astype(np.float32)
   c0 = x[:8].copy()
   iters = 12
-  out = _on_one_device(
+  out = on_one_device(
       lambda x, c0: lloyd.lloyd(
           c0, x.reshape(10, 200, 6), jnp.sum(x * x, -1).reshape(10, 200),
           jnp.ones((10, 200), bool), num_iters=iters, tol=0.0,

@@ -4,22 +4,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 from sklearn.cluster import KMeans
 
 import pqd_jax
 from pqd_jax import sharding
 from pqd_jax.quantization import seeding
-from tests.conftest import labelled_blobs
+from tests.conftest import labelled_blobs, on_one_device
 
 AXIS = sharding.DATA_AXIS
-
-
-def _on_one_device(fn, *args):
-  mesh = sharding.data_mesh(jax.devices()[:1])
-  return jax.jit(jax.shard_map(fn, mesh=mesh,
-                               in_specs=tuple(P() for _ in args),
-                               out_specs=P()))(*args)
 
 
 def _separated_blobs(k, per_blob=40, d=3, seed=0):
@@ -32,7 +24,7 @@ def _separated_blobs(k, per_blob=40, d=3, seed=0):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_kmeans_parallel_puts_one_seed_in_each_separated_blob(seed):
   x, centers = _separated_blobs(8, d=6)
-  seeds = _on_one_device(
+  seeds = on_one_device(
       lambda x: seeding.kmeans_parallel(
           jax.random.key(seed), x, jnp.sum(x * x, -1),
           jnp.ones(x.shape[0], bool), 8, chunk=40, axis_name=AXIS), x)
@@ -44,7 +36,7 @@ def test_weighted_kmeans_plusplus_never_draws_a_weightless_point():
   x, _ = _separated_blobs(6, d=6)
   weights = np.zeros(len(x), np.float32)
   weights[::7] = 1.0
-  seeds = _on_one_device(
+  seeds = on_one_device(
       lambda x, w: seeding.kmeans_plusplus(
           jax.random.key(0), x, jnp.sum(x * x, -1),
           jnp.ones(x.shape[0], bool), 6, weights=w, axis_name=AXIS),
