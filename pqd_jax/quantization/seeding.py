@@ -13,22 +13,53 @@ import jax.numpy as jnp
 
 from pqd_jax.quantization import cells
 
+# Points drawn per pass of greedy k-means++, in units of candidates per seed
+# (capped at the points' dimension, so that the pool's distances take no more
+# memory than the points).
+POOL_PER_TRIAL = 16
+
 __all__ = [
     "initial_centroids", "kmeans_parallel", "kmeans_plusplus", "random_init",
 ]
 
 
 class PlusPlusState(NamedTuple):
-  """The ``fori_loop`` state of :func:`kmeans_plusplus`.
+  """The ``while_loop`` state of :func:`kmeans_plusplus`, one pool per pass.
 
   Attributes:
-    seeds: ``[k, d]`` float32 seeds, rows past the current one still zero.
+    seeds: ``[k, d]`` float32 seeds, rows from ``count`` on still zero.
+    count: int32 number of seeds chosen.
     closest: ``[n]`` float32 squared distance of each local point to its
       nearest seed so far (0 on padding).
+    passes: int32 pools drawn so far.
   """
 
   seeds: jnp.ndarray
+  count: jnp.ndarray
   closest: jnp.ndarray
+  passes: jnp.ndarray
+
+
+class PoolState(NamedTuple):
+  """The ``while_loop`` state of one pool of :func:`kmeans_plusplus`.
+
+  Attributes:
+    count: int32 number of seeds chosen.
+    closest: ``[n]`` float32 as in :class:`PlusPlusState`.
+    pool_closest: ``[P]`` float32 squared distance of each pool point to its
+      nearest seed so far.
+    cursor: int32 index of the first pool point not yet visited.
+    slot: ``[P]`` int32 seed index of the pool points chosen as seeds, ``k``
+      for the others.
+    more: bool, False once the rest of the pool cannot fill a group.
+  """
+
+  count: jnp.ndarray
+  closest: jnp.ndarray
+  pool_closest: jnp.ndarray
+  cursor: jnp.ndarray
+  slot: jnp.ndarray
+  more: jnp.ndarray
 
 
 class RandomInitState(NamedTuple):
@@ -44,7 +75,7 @@ class RandomInitState(NamedTuple):
   available: jnp.ndarray
 
 
-def _sample_points(key, x, weight, num, *, axis_name):
+def _sample_points(key, x, weight, num, *, values=None, axis_name):
   """Draws ``num`` points with probability ∝ ``weight`` across all devices.
 
   Every device draws the same uniforms; the device whose slice of the global
@@ -57,10 +88,13 @@ def _sample_points(key, x, weight, num, *, axis_name):
     x: ``[n, d]`` local points.
     weight: ``[n]`` non-negative local weights (0 on padding).
     num: number of draws.
+    values: optional ``[n]`` float32 per-point values to return with the
+      drawn points.
     axis_name: mesh axis; None when ``x`` is the same on every device.
 
   Returns:
-    ``[num, d]`` float32 points, identical on every device.
+    ``[num, d]`` float32 points, identical on every device; with ``values``,
+    also the ``[num]`` values at the drawn points.
   """
   n = x.shape[0]
   local_total = jnp.sum(weight)
@@ -78,8 +112,10 @@ def _sample_points(key, x, weight, num, *, axis_name):
   cum = jnp.cumsum(weight) + offset
   last_valid = jnp.max(jnp.where(weight > 0, jnp.arange(n), 0))
   j = jnp.minimum(jnp.searchsorted(cum, u, side="right"), last_valid)
-  mine = (owner == me)[:, None]
-  picked = jnp.where(mine, x[j].astype(jnp.float32), 0.0)
+  mine = owner == me
+  picked = jnp.where(mine[:, None], x[j].astype(jnp.float32), 0.0)
+  if values is not None:
+    picked = (picked, jnp.where(mine, values[j], 0.0))
   return picked if axis_name is None else jax.lax.psum(picked, axis_name)
 
 
@@ -102,6 +138,7 @@ def kmeans_plusplus(
     k: int,
     *,
     n_local_trials: int | None = None,
+    pool_size: int | None = None,
     weights: jnp.ndarray | None = None,
     axis_name: str | None,
 ) -> jnp.ndarray:
@@ -112,6 +149,18 @@ def kmeans_plusplus(
   lowers the total potential most. With ``weights``, a point counts as
   ``weight`` copies of itself (draws ∝ weight · D², weighted potential).
 
+  The candidates of several seeds come from one read of the points. A pass
+  draws a pool of ``pool_size`` points ∝ D² and computes their distances to
+  every point, then walks the pool accepting each point with probability
+  D²_now / D²_drawn (rejection sampling: an accepted point is a draw ∝ the
+  D² of the seeds chosen so far, including this pass's); each time
+  ``n_local_trials`` are accepted, the best of them becomes the next seed.
+  The pass ends when the pool runs out, dropping a seed's unfinished group;
+  the next pass draws afresh. The seeds are distributed as those of the
+  algorithm that reads the points once per seed, from fewer reads: each
+  pass chooses at least one seed, and several once a seed changes D² only
+  locally.
+
   Args:
     key: PRNG key, identical on every device.
     x: ``[n, d]`` local points.
@@ -120,6 +169,8 @@ def kmeans_plusplus(
     k: number of seeds.
     n_local_trials: candidates per seed; default ``2 + ⌊ln k⌋`` as
       scikit-learn.
+    pool_size: points drawn per pass (at least ``n_local_trials``); default
+      ``POOL_PER_TRIAL × n_local_trials``, at most ``d``.
     weights: ``[n]`` non-negative float32 point weights; default 1.
     axis_name: mesh axis; None for points that are the same on every
       device (no collectives).
@@ -129,28 +180,62 @@ def kmeans_plusplus(
   """
   if n_local_trials is None:
     n_local_trials = 2 + int(math.log(k))
+  if pool_size is None:
+    pool_size = min(POOL_PER_TRIAL * n_local_trials, x.shape[1])
+  pool_size = max(pool_size, n_local_trials)
   maskf = mask.astype(jnp.float32)
   weight = maskf if weights is None else maskf * weights
   first_key, loop_key = jax.random.split(key)
   first = _sample_points(first_key, x, weight, 1, axis_name=axis_name)
   closest = _sq_dist_to(first, x, x_sq)[0] * maskf  # [n]
   seeds = jnp.zeros((k, x.shape[1]), jnp.float32).at[0].set(first[0])
+  pool_ids = jnp.arange(pool_size)
 
-  def body(i, state: PlusPlusState) -> PlusPlusState:
-    cands = _sample_points(
-        jax.random.fold_in(loop_key, i), x, state.closest * weight,
-        n_local_trials, axis_name=axis_name,
-    )
-    new = jnp.minimum(state.closest[None, :],
-                      _sq_dist_to(cands, x, x_sq)) * maskf
-    potentials = jnp.sum(new * weight, axis=1)
-    if axis_name is not None:
-      potentials = jax.lax.psum(potentials, axis_name)
-    best = jnp.argmin(potentials)
-    return PlusPlusState(seeds=state.seeds.at[i].set(cands[best]),
-                         closest=new[best])
+  def potentials(closest, dists):
+    pot = jnp.sum(jnp.minimum(closest[None, :], dists) * weight, axis=1)
+    return pot if axis_name is None else jax.lax.psum(pot, axis_name)
 
-  state = jax.lax.fori_loop(1, k, body, PlusPlusState(seeds, closest))
+  def one_pass(state: PlusPlusState) -> PlusPlusState:
+    draw_key, accept_key = jax.random.split(
+        jax.random.fold_in(loop_key, state.passes))
+    pool, drawn = _sample_points(draw_key, x, state.closest * weight,
+                                 pool_size, values=state.closest,
+                                 axis_name=axis_name)
+    dists = _sq_dist_to(pool, x, x_sq) * maskf  # [P, n]: the one read of x
+    pair = _sq_dist_to(pool, pool, jnp.sum(pool * pool, -1))  # [P, P]
+    accept_u = jax.random.uniform(accept_key, (pool_size,))
+
+    def next_seed(s: PoolState) -> PoolState:
+      # The pool points from `cursor` on are visited under the current seeds
+      # until n_local_trials are accepted: those form the group.
+      ratio = jnp.where(drawn > 0, s.pool_closest / drawn, 1.0)
+      accepted = (pool_ids >= s.cursor) & (accept_u < ratio)
+      full = jnp.sum(accepted) >= n_local_trials
+      group = jnp.nonzero(accepted, size=n_local_trials, fill_value=0)[0]
+      best = group[jnp.argmin(potentials(s.closest, dists[group]))]
+      return PoolState(
+          count=s.count + full.astype(jnp.int32),
+          closest=jnp.where(full, jnp.minimum(s.closest, dists[best]),
+                            s.closest),
+          pool_closest=jnp.where(
+              full, jnp.minimum(s.pool_closest, pair[best]), s.pool_closest),
+          cursor=group[-1] + 1,
+          slot=jnp.where(full & (pool_ids == best), s.count, s.slot),
+          more=full)
+
+    s = jax.lax.while_loop(
+        lambda s: s.more & (s.count < k), next_seed, PoolState(
+            count=state.count, closest=state.closest, pool_closest=drawn,
+            cursor=jnp.int32(0), slot=jnp.full(pool_size, k, jnp.int32),
+            more=jnp.bool_(True)))
+    return PlusPlusState(
+        seeds=state.seeds.at[s.slot].set(pool, mode="drop"), count=s.count,
+        closest=s.closest, passes=state.passes + 1)
+
+  state = jax.lax.while_loop(
+      lambda state: state.count < k, one_pass,
+      PlusPlusState(seeds=seeds, count=jnp.int32(1), closest=closest,
+                    passes=jnp.int32(0)))
   return state.seeds
 
 
