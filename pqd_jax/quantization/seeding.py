@@ -208,10 +208,13 @@ def kmeans_plusplus(
     def next_seed(s: PoolState) -> PoolState:
       # The pool points from `cursor` on are visited under the current seeds
       # until n_local_trials are accepted: those form the group.
-      ratio = jnp.where(drawn > 0, s.pool_closest / drawn, 1.0)
+      # 1 where D² is unchanged since the draw (also when it is 0 or inf),
+      # so the first group of a pass is always accepted.
+      ratio = jnp.where(s.pool_closest < drawn, s.pool_closest / drawn, 1.0)
       accepted = (pool_ids >= s.cursor) & (accept_u < ratio)
       full = jnp.sum(accepted) >= n_local_trials
-      group = jnp.nonzero(accepted, size=n_local_trials, fill_value=0)[0]
+      group = jnp.nonzero(accepted, size=n_local_trials,
+                          fill_value=0)[0].astype(jnp.int32)
       best = group[jnp.argmin(potentials(s.closest, dists[group]))]
       return PoolState(
           count=s.count + full.astype(jnp.int32),
@@ -232,8 +235,9 @@ def kmeans_plusplus(
         seeds=state.seeds.at[s.slot].set(pool, mode="drop"), count=s.count,
         closest=s.closest, passes=state.passes + 1)
 
+  # Every pass adds a seed: at most k - 1 passes, also if D² is not finite.
   state = jax.lax.while_loop(
-      lambda state: state.count < k, one_pass,
+      lambda state: (state.count < k) & (state.passes < k - 1), one_pass,
       PlusPlusState(seeds=seeds, count=jnp.int32(1), closest=closest,
                     passes=jnp.int32(0)))
   return state.seeds

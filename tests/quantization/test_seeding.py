@@ -111,3 +111,14 @@ def test_pooled_kmeans_plusplus_draws_the_greedy_kmeans_plusplus_law(
   big = expected >= 5
   stat = np.sum((got[big] - expected[big]) ** 2 / expected[big])
   assert stats.chi2.sf(stat, big.sum() - 1) > 1e-3, stat
+
+
+def test_kmeans_plusplus_returns_points_when_distances_overflow():
+  # Squared distances of 1e20-scaled points are inf in float32: every draw
+  # must still be accepted, each pass adding a seed.
+  x = (1e20 * np.random.default_rng(0).standard_normal((50, 8))).astype(
+      np.float32)
+  seeds = np.asarray(seeding.kmeans_plusplus(
+      jax.random.key(0), jnp.asarray(x), jnp.sum(jnp.asarray(x) ** 2, -1),
+      jnp.ones(len(x), bool), 5, axis_name=None))
+  assert (seeds[:, None] == x[None]).all(-1).any(1).all()
