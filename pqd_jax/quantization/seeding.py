@@ -207,9 +207,9 @@ def kmeans_plusplus(
 
     def next_seed(s: PoolState) -> PoolState:
       # The pool points from `cursor` on are visited under the current seeds
-      # until n_local_trials are accepted: those form the group.
-      # 1 where D² is unchanged since the draw (also when it is 0 or inf),
-      # so the first group of a pass is always accepted.
+      # until n_local_trials are accepted: those form the group. The ratio
+      # is 1 where D² is unchanged since the draw (also when it is 0 or
+      # inf), so the first group of a pass is always accepted.
       ratio = jnp.where(s.pool_closest < drawn, s.pool_closest / drawn, 1.0)
       accepted = (pool_ids >= s.cursor) & (accept_u < ratio)
       full = jnp.sum(accepted) >= n_local_trials
