@@ -6,7 +6,8 @@ pipeline's latents format (one ``.npy`` per class, 10.6 GB). Cells, each
 appended to a JSON-lines file when it finishes and skipped on a re-run:
 
 - ``limits``: this machine's float32 matmul rate (numpy and XLA) and copy
-  bandwidth, the floors the throughputs are compared with;
+  bandwidth, the floors the throughputs are compared with (named with the
+  ``--suffix``, so that a run's summary uses limits measured with it);
 - ``data``: writes the synthetic latents (resumable per class file);
 - ``stream_full``: ``pqd_jax.quantize_stream`` over all of it in a child
   process: wall time per pass, peak RSS, points·passes/s and the matmul floor;
@@ -222,7 +223,7 @@ def main(argv=None) -> None:
   n = args.classes * args.points
   subs = dict(chunk=CHUNK, k=K, n=args.points)
   for cell in args.cells.split(","):
-    name = {"limits": "limits", "data": f"data_{tag}",
+    name = {"limits": f"limits{args.suffix}", "data": f"data_{tag}",
             "stream_full": f"stream_{tag}_p{args.passes}{args.suffix}",
             "stream_subset": f"stream_{args.subset}x{args.points}{dim}"
                              f"_p{args.passes}{args.suffix}",
@@ -263,16 +264,21 @@ def main(argv=None) -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"), "machine": harness.machine()})
     print(json.dumps(row), flush=True)
   print(summary(results, f"{args.subset}x{args.points}{dim}"
-                f"_p{args.passes}{args.suffix}"))
+                f"_p{args.passes}{args.suffix}", f"limits{args.suffix}"))
 
 
-def summary(results: harness.Results, tag: str) -> str:
-  """The subset cells of ``tag`` against the stream targets, one screen."""
+def summary(results: harness.Results, tag: str, limits_cell: str) -> str:
+  """The subset cells of ``tag`` against the stream targets, one screen.
+
+  The floor comes from ``limits_cell``, the machine's limits measured in the
+  same run as the cells (the same ``--suffix``).
+  """
   rows = results.rows
   stream, sk = rows.get(f"stream_{tag}"), rows.get(f"minibatch_{tag}")
-  limits = rows.get("limits")
+  limits = rows.get(limits_cell)
   if not (stream and sk and limits):
-    return f"summary: cells stream_{tag}, minibatch_{tag} and limits needed"
+    return (f"summary: cells stream_{tag}, minibatch_{tag} and "
+            f"{limits_cell} needed")
   n, d = stream["points"], stream["dim"]
   floor = max(stream["flops_per_point_pass"] * n / limits["xla_gflops"] / 1e9,
               2 * n * d / limits["copy_gbs"] / 1e9)  # float16 read once

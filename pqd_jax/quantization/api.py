@@ -230,7 +230,32 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
       in_specs=(P(), P(None, axis, None), P(None, axis), P(), P()),
       out_specs=P(),
   )
-  return jax.jit(sharded)
+
+  def run(rng, labels, x, mask, shift, scale):
+    # Class y's key is fold_in(rng, y), whatever the other classes.
+    keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, labels)
+    return sharded(keys, x, mask, shift, scale)
+
+  return jax.jit(run)
+
+
+@functools.partial(jax.jit, static_argnames="scheme")
+def centroids_and_weights(
+    frame: frame_lib.ClassFrame, centroids: jax.Array, counts: jax.Array,
+    scheme: str) -> tuple[jax.Array, jax.Array]:
+  """``[c, k, d]`` centroids in the data's units and their ``[c, k]`` weights.
+
+  One compiled call for what the quantizers return (eagerly, each operation
+  would compile on its own the first time).
+
+  Args:
+    frame: the ``[c]`` classes' frames.
+    centroids: ``[c, k, d]`` float32 centroids in the frames.
+    counts: ``[c, k]`` int32 cell counts.
+    scheme: a weights scheme of :func:`~pqd_jax.cell_weights`.
+  """
+  return (frame.centroids_back(centroids),
+          weights_lib.cell_weights(counts, scheme))
 
 
 def quantize(
@@ -358,20 +383,17 @@ def quantize(
       grouped, NamedSharding(mesh, P(None, sharding.DATA_AXIS, None)))
   mask = sharding.global_array(
       grouped.mask(), NamedSharding(mesh, P(None, sharding.DATA_AXIS)))
-  keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
-      rng, jnp.asarray(classes.astype(np.uint32))
-  )
   local_batch = -(-batch_size // shards)
   fn = _compiled(mesh, method, k, num_iters, float(tol), init, n_init,
                  n_local_trials, local_batch, layout.chunk, class_batch_size)
   frame = _compiled_frame(mesh)(points, mask)
   frame_lib.check_spread(np.asarray(frame.scale), classes, flat.shape[1])
-  out = fn(keys, points, mask, *frame)
-  c = classes.shape[0]
+  out = fn(rng, classes.astype(np.uint32), points, mask, *frame)
+  centroids, cell_weights = centroids_and_weights(frame, out.centroids,
+                                                  out.counts, weights)
   return QuantizeResult(
-      centroids=frame.centroids_back(out.centroids).reshape(
-          (c, k) + latent_shape),
-      weights=weights_lib.cell_weights(out.counts, weights),
+      centroids=centroids.reshape(centroids.shape[:2] + latent_shape),
+      weights=cell_weights,
       counts=out.counts,
       distortion=frame_lib.distortion_back(out.distortion, frame.scale),
       classes=classes,

@@ -316,10 +316,11 @@ def _result(state: StreamState, weights: str,
             num_passes: int) -> api_lib.QuantizeResult:
   """The ``QuantizeResult`` of the final state."""
   num_classes, k = state.counts.shape
+  centroids, cell_weights = api_lib.centroids_and_weights(
+      state.frame, state.codebook.centroids, state.counts, weights)
   return api_lib.QuantizeResult(
-      centroids=state.frame.centroids_back(state.codebook.centroids).reshape(
-          (num_classes, k) + state.latent_shape),
-      weights=weights_lib.cell_weights(state.counts, weights),
+      centroids=centroids.reshape((num_classes, k) + state.latent_shape),
+      weights=cell_weights,
       counts=state.counts,
       distortion=frame_lib.distortion_back(state.sse, state.frame.scale,
                                            state.sizes),
