@@ -7,9 +7,11 @@ on one device and on a pod. Shapes use ``n`` for the local number of points
 number of centroids. Padding rows carry ``mask == False`` and never count.
 
 Assignments use ``‖x‖² − 2 x·c + ‖c‖²`` with the distances laid out as
-``[k, chunk]`` (XLA's CPU dot is fastest with the long axis last) and a
-two-reduction first-index argmin (:func:`first_argmin`), which XLA compiles
-far better than its variadic ``argmin``. The cell sums are a one-hot matmul,
+``[k, chunk]`` (XLA's CPU dot is fastest with the long axis last), or
+``[chunk, k]`` for at most :data:`POINTS_MAJOR_K` centroids (a thin
+codebook's product runs faster that way round), and a two-reduction
+first-index argmin (:func:`first_argmin`), which XLA compiles far better
+than its variadic ``argmin``. The cell sums are a one-hot matmul,
 not a scatter: on CPU the scatter of ``segment_sum`` is 3–6× slower. Once
 few points change cell between passes, :func:`moved_sums` updates the sums
 from the moved points alone.
@@ -29,6 +31,10 @@ __all__ = [
     "first_argmin",
     "moved_sums",
 ]
+
+
+# Up to this many centroids, distances are laid out [points, k].
+POINTS_MAJOR_K = 32
 
 
 class CellStats(NamedTuple):
@@ -106,18 +112,28 @@ def assign_cells(
   """
   k, d = centroids.shape
   c_sq = jnp.sum(centroids * centroids, axis=-1)
+  # The centroid axis of the distances, and of the one-hot: last for a thin
+  # codebook (the [chunk, d] x [d, k] product runs faster than its
+  # transpose when k is small), first otherwise.
+  axis = 1 if k <= POINTS_MAJOR_K else 0
 
   def body(stats: CellStats, chunk):
     xc, xc_sq, valid = chunk
-    dist = c_sq[:, None] - 2.0 * (centroids @ xc.astype(jnp.float32).T)
-    dmin, first = first_argmin(dist, axis=0)  # over [k, m]
-    iota = jax.lax.broadcasted_iota(jnp.int32, dist.shape, 0)
-    one_hot = (iota == first[None, :]) & valid[None, :]
+    xf = xc.astype(jnp.float32)
+    if axis:
+      dist = c_sq[None, :] - 2.0 * (xf @ centroids.T)  # [m, k]
+      point_valid = valid[:, None]
+    else:
+      dist = c_sq[:, None] - 2.0 * (centroids @ xf.T)  # [k, m]
+      point_valid = valid[None, :]
+    dmin, first = first_argmin(dist, axis=axis)
+    iota = jax.lax.broadcasted_iota(jnp.int32, dist.shape, axis)
+    one_hot = (iota == jnp.expand_dims(first, axis)) & point_valid
     cell_sums = stats.sums
     if sums:
-      cell_sums = cell_sums + one_hot.astype(jnp.float32) @ xc.astype(
-          jnp.float32)
-    counts = stats.counts + jnp.sum(one_hot, axis=1, dtype=jnp.int32)
+      hot = one_hot.astype(jnp.float32)
+      cell_sums = cell_sums + (hot.T @ xf if axis else hot @ xf)
+    counts = stats.counts + jnp.sum(one_hot, axis=1 - axis, dtype=jnp.int32)
     dist = jnp.where(valid, jnp.maximum(dmin + xc_sq, 0.0), 0.0)
     return (CellStats(cell_sums, counts, stats.sse + jnp.sum(dist)),
             (dist, jnp.where(valid, first, k)))
