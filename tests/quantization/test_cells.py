@@ -40,22 +40,39 @@ def test_moved_sums_is_the_change_of_the_cell_sums(n_moved):
   np.testing.assert_allclose(np.asarray(delta), expected, atol=1e-4)
 
 
-def test_assign_cells_gives_each_point_its_nearest_centroid():
-  gen = np.random.default_rng(0)
+# A thin codebook (distances [points, k]) and a wide one ([k, points]).
+LAYOUT_KS = [6, cells.POINTS_MAJOR_K + 8]
+
+
+def _assign(k, seed=0):
+  gen = np.random.default_rng(seed)
   x = gen.standard_normal((3, 50, 4)).astype(np.float32)
   mask = np.ones((3, 50), bool)
   mask[-1, -5:] = False
-  c = gen.standard_normal((6, 4)).astype(np.float32)
-  stats, dist, cell = on_one_device(
+  c = gen.standard_normal((k, 4)).astype(np.float32)
+  out = on_one_device(
       lambda x, m, c: cells.assign_cells(x, jnp.sum(x * x, -1), m, c,
                                          axis_name=AXIS), x, mask, c)
+  return x, mask, c, out
+
+
+@pytest.mark.parametrize("k", LAYOUT_KS)
+def test_assign_cells_gives_each_point_its_nearest_centroid(k):
+  x, mask, c, (stats, dist, cell) = _assign(k)
   d2 = ((x[..., None, :].astype(np.float64) - c) ** 2).sum(-1)
-  expected = np.where(mask, d2.argmin(-1), 6)
+  expected = np.where(mask, d2.argmin(-1), k)
   np.testing.assert_array_equal(np.asarray(cell), expected)
   np.testing.assert_array_equal(np.asarray(stats.counts),
-                                np.bincount(expected[mask], minlength=6))
+                                np.bincount(expected[mask], minlength=k))
   np.testing.assert_allclose(np.asarray(dist), np.where(mask, d2.min(-1), 0),
                              rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", LAYOUT_KS)
+def test_assign_cells_sums_the_points_of_each_cell(k):
+  x, _, _, (stats, _, cell) = _assign(k, seed=1)
+  expected = _cell_sums(x.reshape(-1, 4), np.asarray(cell).reshape(-1), k)
+  np.testing.assert_allclose(np.asarray(stats.sums), expected, atol=1e-5)
 
 
 def _lloyd64(x, c, iters):
