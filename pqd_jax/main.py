@@ -32,6 +32,10 @@ flags.DEFINE_integer("process_id", None,
                      "Multi-process runs: this process's id, 0 writes.")
 flags.DEFINE_bool("jax_distributed_auto", False,
                   "Let JAX find the cluster (TPU pods, SLURM, Open MPI).")
+flags.DEFINE_bool("compilation_cache", True,
+                  "Keep XLA's compiled programs in <workdir>/xla_cache (JAX's "
+                  "persistent compilation cache), so that a run in the same "
+                  "workdir (resumed, or with other settings) reuses them.")
 flags.DEFINE_string("stages", "",
                     "Comma-separated subset of encode,quantize,decode,"
                     "relabel,train,eval (default: all).")
@@ -44,6 +48,22 @@ def _dataset_from_argv(argv: list[str]) -> str:
     if arg == "--dataset" and i + 1 < len(argv):
       return argv[i + 1]
   return "fashion_mnist"
+
+
+def use_compilation_cache(directory: str) -> None:
+  """Makes JAX keep every program it compiles in ``directory``.
+
+  Must run before the first compilation. A fresh process then loads the
+  programs an earlier one compiled instead of compiling them again (the
+  stream quantizer in a fresh process: about half its time, see
+  ``benchmarks/RESULTS.md``).
+  """
+  import jax
+
+  jax.config.update("jax_compilation_cache_dir", directory)
+  # Every program: the pipeline's small per-batch steps compile in well
+  # under JAX's default threshold of one second each, but there are many.
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 def summary(result, config) -> str:
@@ -80,6 +100,10 @@ def main(argv: list[str]) -> None:
                      "multi-process ones and --config.<field>.")
   if not flags.FLAGS["verbosity"].present:  # orbax logs every save at INFO
     logging.set_verbosity(logging.WARNING)
+  config = flags.FLAGS.config
+  workdir = flags.FLAGS.workdir or os.path.join("workdir", config.dataset)
+  if flags.FLAGS.compilation_cache:
+    use_compilation_cache(os.path.join(workdir, "xla_cache"))
   from pqd_jax import distributed
 
   distributed.initialize(flags.FLAGS.coordinator_address,
@@ -87,7 +111,6 @@ def main(argv: list[str]) -> None:
                          auto=flags.FLAGS.jax_distributed_auto)
   from pqd_jax import pipeline
 
-  config = flags.FLAGS.config
   if flags.FLAGS.retrain:
     from pqd_jax import embedded
 
@@ -97,7 +120,6 @@ def main(argv: list[str]) -> None:
       if config[section][field] == embedded.EMBEDDED:
         config[section][field] = ""
   stages = tuple(s for s in flags.FLAGS.stages.split(",") if s)
-  workdir = flags.FLAGS.workdir or os.path.join("workdir", config.dataset)
   result = pipeline.run(config, workdir, stages=stages or pipeline.STAGES,
                         progress=distributed.is_coordinator(),
                         log=print if distributed.is_coordinator()

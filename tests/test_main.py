@@ -96,3 +96,27 @@ def test_an_unknown_field_with_a_config_file_is_a_one_line_error(tmp_path):
   assert proc.stderr.strip().splitlines() == [
       "error: a --config.<field> flag names a field the config does not "
       "have: 'nosuch'; the fields are those of the --config file."]
+
+
+_COMPILE = """
+import sys
+import jax
+from jax import monitoring
+from pqd_jax import main
+hits = []
+monitoring.register_event_listener(
+    lambda event, **kw: hits.append(event)
+    if event == "/jax/compilation_cache/cache_hits" else None)
+main.use_compilation_cache(sys.argv[1])
+jax.jit(lambda x: x * 3.0 + 1.0)(2.0).block_until_ready()
+print(len(hits))
+"""
+
+
+def test_a_fresh_process_loads_the_programs_an_earlier_one_compiled(tmp_path):
+  cache = str(tmp_path / "xla_cache")
+  run = lambda: subprocess.run(
+      [sys.executable, "-c", _COMPILE, cache], capture_output=True,
+      text=True, cwd=ROOT, timeout=120, check=True).stdout.split()[-1]
+  assert run() == "0" and os.listdir(cache)
+  assert int(run()) >= 1
