@@ -253,6 +253,9 @@ def centroids_and_weights(
     centroids: ``[c, k, d]`` float32 centroids in the frames.
     counts: ``[c, k]`` int32 cell counts.
     scheme: a weights scheme of :func:`~pqd_jax.cell_weights`.
+
+  Returns:
+    ``(centroids [c, k, d], weights [c, k])``, float32.
   """
   return (frame.centroids_back(centroids),
           weights_lib.cell_weights(counts, scheme))

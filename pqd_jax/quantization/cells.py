@@ -112,10 +112,7 @@ def assign_cells(
   """
   k, d = centroids.shape
   c_sq = jnp.sum(centroids * centroids, axis=-1)
-  # The centroid axis of the distances, and of the one-hot: last for a thin
-  # codebook (the [chunk, d] x [d, k] product runs faster than its
-  # transpose when k is small), first otherwise.
-  axis = 1 if k <= POINTS_MAJOR_K else 0
+  axis = 1 if k <= POINTS_MAJOR_K else 0  # the centroid axis of distances
 
   def body(stats: CellStats, chunk):
     xc, xc_sq, valid = chunk
