@@ -143,12 +143,14 @@ def _compiled_frame(mesh: Mesh):
 
   def one_class(args):
     x, mask = args
-    m = mask[:, None]
-    n = jax.lax.psum(jnp.sum(mask, dtype=jnp.float32), axis)
+    weight = mask.astype(jnp.float32)
+    n = jax.lax.psum(jnp.sum(weight), axis)
     xf = x.astype(jnp.float32)
-    shift = jax.lax.psum(jnp.sum(jnp.where(m, xf / n, 0.0), axis=0), axis)
-    spread = jax.lax.pmax(jnp.max(jnp.where(m, jnp.abs(xf - shift), 0.0)),
-                          axis)
+    # The sum over points as a matrix-vector product: a column reduction
+    # of [n, d] is about twice as slow on CPU.
+    shift = jax.lax.psum(weight @ xf, axis) / n
+    spread = jax.lax.pmax(
+        jnp.max(jnp.where(mask[:, None], jnp.abs(xf - shift), 0.0)), axis)
     return shift, jnp.where(spread == 0, 1.0, spread)  # NaN, inf are refused
 
   def all_classes(x, mask):
