@@ -161,7 +161,7 @@ directory, classes, k = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 z = np.concatenate([np.load(f"{directory}/class_{c:05d}.npy")
                     for c in range(classes)]).astype(np.float32)
 y = np.repeat(np.arange(classes), len(z) // classes)
-per_iter = harness.lloyd_seconds_per_iteration(z, y, k, repeats=2)
+per_iter = harness.lloyd_seconds_per_iteration(z, y, k, repeats=2).median
 print(json.dumps({"seconds_per_iteration": per_iter, "points": len(z),
                   "dim": int(np.prod(z.shape[1:])), "k": k}))
 """
