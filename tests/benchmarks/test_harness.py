@@ -136,7 +136,6 @@ def test_lloyd_seconds_per_iteration_is_a_time():
   assert all(np.isfinite(s) and abs(s) < 1.0 for s in seconds)
 
 
-
 def test_machine_names_the_architecture_and_cores():
   assert harness.machine().endswith(f", {os.cpu_count()} cores")
 
