@@ -37,7 +37,8 @@ from pqd_jax.train import trainer
 
 __all__ = [
     "BENCHMARKS_DIR", "CACHE_DIR", "IterationSeconds", "RESULTS_DIR",
-    "Results", "TEACHER_DIR", "Timing", "finished_rows", "fmnist_teacher",
+    "Results", "TEACHER_DIR", "Timing", "compiled_flops", "finished_rows",
+    "fmnist_teacher",
     "lloyd_seconds_per_iteration", "machine", "machine_limits",
     "publish_copy", "quiet_diffusers", "time_calls", "time_steps", "timed",
     "training_curve",
@@ -272,6 +273,13 @@ def time_steps(step: Callable[[T, int], T], carry: T,
 
 
 # -------------------------------------------------------- machine limits ---
+
+
+def compiled_flops(compiled: Any) -> float | None:
+  """XLA's FLOP count of a compiled program (None without a cost analysis)."""
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  return float(cost.get("flops", 0.0)) if cost else None
 
 
 def parse_ints(spec: str, flag: str, minimum: int = 1,

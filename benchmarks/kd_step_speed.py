@@ -80,13 +80,6 @@ def seconds_per_step(num_steps: int, workroot: str) -> float:
   return (times[num_steps] - times[WARM_STEPS]) / (num_steps - WARM_STEPS)
 
 
-def _gflop(compiled: Any) -> float:
-  """XLA's FLOP count of a compiled program, in GFLOP."""
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
-  return float(cost.get("flops", 0.0)) / 1e9
-
-
 def _part(name: str, fn: Callable, args: tuple, repeats: int,
           donated: bool = False) -> dict:
   """``fn(*args)`` compiled alone: its GFLOP and its time over ``repeats``.
@@ -96,7 +89,7 @@ def _part(name: str, fn: Callable, args: tuple, repeats: int,
   """
   compiled = jax.jit(fn, donate_argnums=(0,) if donated else ()).lower(
       *args).compile()
-  gflop = _gflop(compiled)
+  gflop = harness.compiled_flops(compiled) / 1e9
   carry = [args[0]]
 
   def call():
@@ -173,8 +166,7 @@ def step_parts(repeats: int, batch: int = BATCH) -> list[dict]:
   teacher_logits = teacher.apply(teacher_variables, images, train=False)
   for name, norm in (("student fwd+bwd", sc.norm),
                      ("student fwd+bwd, no norm", "none")):
-    model = models.ConvNet(num_classes=10, width=sc.width, depth=sc.depth,
-                           norm=norm)
+    model = student.clone(norm=norm)
     params = model.init(jax.random.PRNGKey(0), images[:1])["params"]
     rows.append(_part(name, _grad_of(model, teacher_logits, sc.temperature),
                       (params, images), repeats))

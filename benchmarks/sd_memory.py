@@ -144,13 +144,11 @@ def measure(part: str, batch: int, dtype: str) -> dict:
   compiled = lowered(part, batch, dtype).compile()
   seconds = time.perf_counter() - t0
   mem = compiled.memory_analysis()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, list) else cost
   row = {"argument_bytes": int(mem.argument_size_in_bytes),
          "output_bytes": int(mem.output_size_in_bytes),
          "temp_bytes": int(mem.temp_size_in_bytes),
          "alias_bytes": int(mem.alias_size_in_bytes),
-         "flops": float(cost.get("flops", 0.0)) if cost else None,
+         "flops": harness.compiled_flops(compiled),
          "compile_seconds": seconds}
   row["total_bytes"] = (row["argument_bytes"] + row["output_bytes"]
                         + row["temp_bytes"] - row["alias_bytes"])

@@ -167,3 +167,10 @@ def test_parse_ints_keeps_the_order_and_drops_repeats():
 def test_parse_ints_names_the_flag_and_the_bad_item(spec, match):
   with pytest.raises(ValueError, match=match):
     harness.parse_ints(spec, "--ipcs")
+
+
+def test_compiled_flops_counts_a_matmul_as_two_n_cubed():
+  n = 64
+  x = jnp.ones((n, n), jnp.float32)
+  compiled = jax.jit(lambda a, b: a @ b).lower(x, x).compile()
+  assert harness.compiled_flops(compiled) == 2 * n ** 3
