@@ -15,18 +15,26 @@ time it is called, and makes:
    centroids at once and each centroid moves by the mini-batch k-means rule,
    step ``n_j / N_j`` (``N_j`` = points it has absorbed so far, starting
    from its cell count in the seeding sample);
-3. an exact recount pass: every point assigned to its nearest final centroid,
-   so counts, weights and distortion are exact. Nothing is dropped (D4M drops
-   each class's tail buffer and keeps the running counts).
+3. an exact recount: every point assigned to its nearest final centroid, so
+   counts, weights and distortion are exact. Nothing is dropped (D4M drops
+   each class's tail buffer and keeps the running counts). A class's
+   centroids are final once the last CLVQ pass has stepped on its last row,
+   so the batches of that pass are recounted as soon as their classes are
+   final, from the copies its steps read: a class-major stream (each class's
+   rows together, as the pipeline's class files) is read ``num_passes + 1``
+   times in all. Classes whose batches could not all be held (a shuffled
+   stream) are recounted by one more pass.
 
 The stream's chunks are re-cut into fixed batches of ``batch_size`` rows
 (across chunk boundaries, the last one padded), so the result does not depend
 on how the reader chunks the data: streaming a dataset from disk gives the
 same centroids as passing it as one in-memory array. Memory is
-O(batch + C·K·D + C·init_size·D) (the sample kept in the input's dtype, so
-half for float16 latents), independent of the stream length.
+O(held_batches·(batch + chunk) + C·K·D + C·init_size·D) (the sample kept in
+the input's dtype, so half for float16 latents), independent of the stream
+length.
 """
 
+import collections
 import math
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -54,7 +62,7 @@ class StreamState(NamedTuple):
   ``C`` classes, ``k`` centroids per class, ``d`` the flattened latent size.
   The codebook, ``shift`` and ``sse`` are in the classes' frames. The
   counting pass sets the first six fields, the seeding the codebook,
-  each CLVQ pass the codebook and ``shift``, the final pass ``counts`` and
+  each CLVQ pass the codebook and ``shift``, the recount ``counts`` and
   ``sse``; fields not set yet are ``None``.
 
   Attributes:
@@ -268,47 +276,163 @@ def _seed(state: StreamState, k: int, *, group_size: int,
   return state._replace(sample=None, codebook=book)
 
 
+def _clvq_steps(state: StreamState, make_batches, batch_size: int):
+  """Runs a CLVQ pass; yields the codebook after each batch's step.
+
+  Yields:
+    ``(book, (x, present, local, cs))``: the codebook after the step (the
+    one before it was donated to it), and the batch as the step read it
+    (``x [batch, d]`` on the device, ``present``, ``local`` and the rows'
+    class indices ``cs`` as for :func:`~.stream_steps.update`).
+  """
+  book = state.codebook
+  for xs, cs in _fixed_batches(make_batches, state.latent_shape,
+                               state.classes, batch_size):
+    present, local = steps.present_classes(cs, len(state.classes))
+    x = _put(xs)
+    book = steps.update(book, state.frame, present, x, local)
+    yield book, (x, present, local, cs)
+
+
 def _clvq_pass(state: StreamState, make_batches,
                batch_size: int) -> StreamState:
   """One CLVQ pass: a mini-batch k-means step per batch of the stream."""
   before = np.asarray(state.codebook.centroids)  # a copy: steps donate it
   book = state.codebook
-  for xs, cs in _fixed_batches(make_batches, state.latent_shape,
-                               state.classes, batch_size):
-    present, local = steps.present_classes(cs, len(state.classes))
-    book = steps.update(book, state.frame, present, _put(xs), local)
+  for stepped, _ in _clvq_steps(state, make_batches, batch_size):
+    book = stepped
+  return state._replace(codebook=book, shift=_shift(book, before))
+
+
+def _shift(book: clvq_lib.Codebook, before: np.ndarray) -> np.ndarray:
   # On the host: no compile for a once-per-pass sum.
-  shift = np.square(np.asarray(book.centroids) - before).sum((1, 2))
-  return state._replace(codebook=book, shift=shift)
+  return np.square(np.asarray(book.centroids) - before).sum((1, 2))
 
 
-def _recount_pass(state: StreamState, make_batches,
-                  batch_size: int) -> StreamState:
-  """The exact pass: every point to its nearest final centroid.
+class _HeldRecount:
+  """The exact recount of the last CLVQ pass's batches, as they become final.
+
+  A class's centroids are final once the last pass has stepped on its last
+  row (its size is known from the first pass). A batch is recounted as soon
+  as every class in it is final, from the device copy its step read, in the
+  stream's order (so the sums are those of a recount pass). At most
+  ``limit`` batches wait; beyond that the oldest is dropped and its classes
+  are left to a recount pass over the stream (``lost``): every class of a
+  shuffled stream, none of a class-major one whose classes each span at
+  most ``limit + 1`` batches.
+  """
+
+  def __init__(self, sizes: np.ndarray, k: int, limit: int):
+    self.sizes = sizes
+    self.limit = limit
+    self.counts = jnp.zeros((len(sizes), k), jnp.int32)
+    self.sse = jnp.zeros((len(sizes),), jnp.float32)
+    self.seen = np.zeros(len(sizes), np.int64)
+    self.lost = np.zeros(len(sizes), bool)
+    self.held = collections.deque()
+
+  def add(self, batch, book: clvq_lib.Codebook,
+          frame: frame_lib.ClassFrame) -> None:
+    """Holds a stepped batch; recounts every held batch now final.
+
+    Raises:
+      ValueError: if a class has more rows than the first pass counted.
+    """
+    x, present, local, cs = batch
+    num_classes = len(self.sizes)
+    mine = np.unique(cs[cs < num_classes])
+    self.seen[mine] += np.bincount(cs[cs < num_classes],
+                                   minlength=num_classes)[mine]
+    if (self.seen[mine] > self.sizes[mine]).any():
+      raise _changed(self.seen, self.sizes)
+    self.held.append((x, present, local, mine))
+    waiting = collections.deque()
+    for held in self.held:
+      x, present, local, mine = held
+      if self.lost[mine].any():
+        self.lost[mine] = True
+      elif (self.seen[mine] == self.sizes[mine]).all():
+        self.counts, self.sse = steps.recount(
+            self.counts, self.sse, book.centroids, frame, present, x, local)
+      else:
+        waiting.append(held)
+    while len(waiting) > self.limit:
+      self.lost[waiting.popleft()[3]] = True
+    self.held = waiting
+
+
+def _changed(seen: np.ndarray, sizes: np.ndarray) -> ValueError:
+  return ValueError(
+      "make_batches() yielded different data on a later pass "
+      f"({seen.tolist()[:10]} points per class vs "
+      f"{sizes.tolist()[:10]} on the first pass); it must yield the same "
+      "data each call.")
+
+
+def _last_pass(state: StreamState, make_batches, batch_size: int,
+               held_batches: int) -> StreamState:
+  """The last CLVQ pass with the exact recount folded in where it can be.
+
+  Batches are recounted by :class:`_HeldRecount` as their classes become
+  final; the classes it could not hold are recounted by one more pass.
 
   Raises:
-    ValueError: if the stream's class sizes changed since the first pass.
+    ValueError: if the stream's data changed since the first pass.
   """
-  num_classes, k = state.codebook.absorbed.shape
-  counts = jnp.zeros((num_classes, k), jnp.int32)
-  sse = jnp.zeros((num_classes,), jnp.float32)
+  before = np.asarray(state.codebook.centroids)  # a copy: steps donate it
+  book = state.codebook
+  recount = _HeldRecount(state.sizes, book.absorbed.shape[1], held_batches)
+  for book, batch in _clvq_steps(state, make_batches, batch_size):
+    recount.add(batch, book, state.frame)
+  if not np.array_equal(recount.seen, state.sizes):
+    raise _changed(recount.seen, state.sizes)
+  state = state._replace(codebook=book, shift=_shift(book, before))
+  # Every class is final now: each held batch was recounted or dropped.
+  lost, counts, sse = recount.lost, recount.counts, recount.sse
+  if lost.any():
+    counts = jnp.where(lost[:, None], 0, counts)
+    sse = jnp.where(lost, 0.0, sse)
+    counts, sse = _recount_pass(state, make_batches, batch_size, lost,
+                                counts, sse)
+  return _checked(state, counts, sse)
+
+
+def _recount_pass(state: StreamState, make_batches, batch_size: int,
+                  which: np.ndarray, counts: jax.Array,
+                  sse: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Adds the exact counts of the classes ``which`` (``[C]`` bool) by a pass.
+
+  Every point of those classes goes to its nearest final centroid; the
+  rows of other classes are skipped.
+  """
+  num_classes = len(state.classes)
   for xs, cs in _fixed_batches(make_batches, state.latent_shape,
                                state.classes, batch_size):
+    cs = np.where(which[np.minimum(cs, num_classes - 1)], cs, num_classes)
+    if (cs == num_classes).all():
+      continue
     present, local = steps.present_classes(cs, num_classes)
     counts, sse = steps.recount(counts, sse, state.codebook.centroids,
                                 state.frame, present, _put(xs), local)
-  total = np.asarray(counts).sum(1)
+  return counts, sse
+
+
+def _checked(state: StreamState, counts: jax.Array,
+             sse: jax.Array) -> StreamState:
+  """The state with the recount's ``counts`` and ``sse``, once checked.
+
+  Raises:
+    ValueError: on a non-finite value or class sizes that changed since the
+      first pass.
+  """
   if not np.isfinite(np.asarray(sse)).all():
     raise ValueError(
         "make_batches() yielded NaN or Inf on a later pass than the first "
         "(the first pass found every value finite); it must yield the same "
         "data each call.")
+  total = np.asarray(counts).sum(1)
   if not np.array_equal(total, state.sizes):
-    raise ValueError(
-        "make_batches() yielded different data on the recount pass "
-        f"({total.tolist()[:10]} points per class vs "
-        f"{state.sizes.tolist()[:10]})."
-    )
+    raise _changed(total, state.sizes)
   return state._replace(counts=counts, sse=sse)
 
 
@@ -341,6 +465,7 @@ def quantize_stream(
     init_size: int | None = None,
     batch_size: int = 1024,
     seed_classes: int = 64,
+    held_batches: int = 4,
     tol: float = 1e-4,
     rng: jax.Array | None = None,
     mesh: Mesh | None = None,
@@ -362,6 +487,11 @@ def quantize_stream(
       of this size across its chunks; the last one is padded).
     seed_classes: classes seeded together (memory of the seeding step
       ``seed_classes · init_size · D``).
+    held_batches: batches of the last CLVQ pass held until their classes'
+      centroids are final, to be recounted without reading them again: a
+      class-major stream whose classes each span at most
+      ``held_batches + 1`` batches needs no recount pass. 0 holds none:
+      the recount is a pass over the stream.
     tol: relative tolerance for ``converged`` (last pass's centroid shift).
     rng: PRNG key for the sample and the seeds.
     mesh: the mesh of the seeding's in-memory quantize (default every
@@ -370,7 +500,7 @@ def quantize_stream(
 
   Returns:
     A ``QuantizeResult`` whose counts, weights and distortion come from the
-    exact recount pass; ``iterations`` is ``num_passes``.
+    exact recount; ``iterations`` is ``num_passes``.
 
   Raises:
     ValueError: on bad input, or a class with fewer than ``k`` points.
@@ -382,6 +512,7 @@ def quantize_stream(
   n_init = checks.integer("n_init", n_init)
   batch_size = checks.integer("batch_size", batch_size)
   seed_classes = checks.integer("seed_classes", seed_classes)
+  held_batches = checks.integer("held_batches", held_batches, minimum=0)
   init_size = 10 * k if init_size is None else checks.integer(
       "init_size", init_size, minimum=k)
   tol = checks.number("tol", tol, minimum=0)
@@ -399,7 +530,15 @@ def quantize_stream(
   state = _count_pass(make_batches, k, init_size, seed, tol, batch_size)
   state = _seed(state, k, group_size=seed_classes, init=init, n_init=n_init,
                 rng=rng, tol=tol, mesh=mesh)
-  for _ in range(num_passes):
+  for _ in range(num_passes - 1):
     state = _clvq_pass(state, make_batches, batch_size)
-  state = _recount_pass(state, make_batches, batch_size)
+  if held_batches:
+    state = _last_pass(state, make_batches, batch_size, held_batches)
+  else:
+    state = _clvq_pass(state, make_batches, batch_size)
+    num_classes, k = state.codebook.absorbed.shape
+    state = _checked(state, *_recount_pass(
+        state, make_batches, batch_size, np.ones(num_classes, bool),
+        jnp.zeros((num_classes, k), jnp.int32),
+        jnp.zeros((num_classes,), jnp.float32)))
   return _result(state, weights, num_passes)

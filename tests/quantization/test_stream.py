@@ -226,3 +226,89 @@ def test_memory_does_not_grow_with_the_stream():
   small, large = (int(run_on_fake_devices(_BOUNDED, str(n), devices=1))
                   for n in (500, 8000))
   assert large - small < 20, (small, large)
+
+
+def _class_major(data):
+  x, y = data
+  order = np.argsort(y, kind="stable")
+  return x[order], y[order]
+
+
+def _counted(x, y, chunk):
+  calls = []
+
+  def batches():
+    calls.append(1)
+    return _stream(x, y, chunk)()
+
+  return batches, calls
+
+
+def test_class_major_stream_needs_no_recount_pass(data):
+  # Batches of 64 rows: every class spans at most 5 batches.
+  x, y = _class_major(data)
+  batches, calls = _counted(x, y, 97)
+  pqd_jax.quantize_stream(batches, 4, num_passes=2, batch_size=64,
+                          held_batches=4)
+  assert len(calls) == 1 + 2
+
+
+def test_a_class_spanning_more_batches_is_recounted_by_a_pass(data):
+  x, y = _class_major(data)
+  batches, calls = _counted(x, y, 97)
+  pqd_jax.quantize_stream(batches, 4, num_passes=2, batch_size=64,
+                          held_batches=3)
+  assert len(calls) == 1 + 2 + 1
+
+
+@pytest.mark.parametrize("held_batches", [1, 3])
+@pytest.mark.parametrize("descending", [False, True])
+def test_held_recount_equals_a_recount_pass(data, held_batches, descending):
+  # Descending with one held batch: the first class is recounted in part,
+  # then dropped with the second, and recounted again by the pass.
+  x, y = _class_major(data)
+  if descending:
+    x, y = x[::-1], y[::-1]
+  run = lambda held: pqd_jax.quantize_stream(
+      _stream(x, y, 97), 4, num_passes=2, batch_size=128, held_batches=held)
+  held, passed = run(held_batches), run(0)
+  np.testing.assert_array_equal(np.asarray(held.counts),
+                                np.asarray(passed.counts))
+  np.testing.assert_array_equal(np.asarray(held.distortion),
+                                np.asarray(passed.distortion))
+
+
+def test_held_recount_is_exact_for_the_centroids(data):
+  x, y = _class_major(data)
+  out = pqd_jax.quantize_stream(_stream(x, y, 97), 4, batch_size=64)
+  for i, label in enumerate(out.classes):
+    np.testing.assert_array_equal(
+        np.asarray(out.counts[i]),
+        metrics.cell_counts(x[y == label], out.centroids[i]))
+    np.testing.assert_allclose(
+        float(out.distortion[i]),
+        metrics.distortion(x[y == label], out.centroids[i]), rtol=1e-5)
+
+
+@pytest.mark.parametrize("extra", [slice(0, 5), slice(0, 0)])
+def test_data_changed_on_the_last_pass_is_refused(data, extra):
+  # More rows of a class, or one row fewer, after the first pass.
+  x, y = _class_major(data)
+  calls = []
+
+  def batches():
+    calls.append(1)
+    if len(calls) == 1:
+      return iter([(x, y)])
+    changed = slice(None) if extra.stop else slice(1, None)
+    return iter([(np.concatenate([x[changed], x[extra]]),
+                  np.concatenate([y[changed], y[extra]]))])
+
+  with pytest.raises(ValueError, match="different data on a later pass"):
+    pqd_jax.quantize_stream(batches, 2, batch_size=64)
+
+
+def test_negative_held_batches_is_refused(data):
+  x, y = data
+  with pytest.raises(ValueError, match="held_batches must be >= 0"):
+    pqd_jax.quantize_stream(_stream(x, y, 100), 2, held_batches=-1)
