@@ -93,8 +93,8 @@ import json, resource, sys, time
 import jax, numpy as np
 import pqd_jax
 from pqd_jax.autoencoder import latents
-directory, classes, passes, batch = sys.argv[1], int(sys.argv[2]), \\
-    int(sys.argv[3]), int(sys.argv[4])
+directory, classes, passes, batch, held = sys.argv[1], int(sys.argv[2]), \\
+    int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 base = latents.stream(directory, chunk=%(chunk)d)
 marks = []
 def make_batches():
@@ -108,7 +108,8 @@ for _ in range(2):  # the first run compiles, the second reuses it all
   marks.clear()
   t0 = time.perf_counter()
   out = pqd_jax.quantize_stream(make_batches, %(k)d, num_passes=passes,
-                                batch_size=batch, rng=jax.random.key(0))
+                                batch_size=batch, held_batches=held,
+                                rng=jax.random.key(0))
   jax.block_until_ready(out.centroids)
   t1 = time.perf_counter()
   runs.append((t1 - t0, np.diff(marks + [t1]).tolist()))
@@ -208,6 +209,9 @@ def main(argv=None) -> None:
   parser.add_argument("--suffix", default="",
                       help="appended to the stream cells' names (a re-run "
                       "after a code change keeps the old rows)")
+  parser.add_argument("--held_batches", type=int, default=4,
+                      help="quantize_stream's held_batches (0: the recount "
+                      "as a pass of its own)")
   parser.add_argument("--repeats", type=int, default=1,
                       help="runs of each subset cell (each in a fresh child "
                       "process); the row is the median run")
@@ -245,10 +249,12 @@ def main(argv=None) -> None:
       classes = args.classes if cell == "stream_full" else args.subset
       runs = 1 if cell == "stream_full" else args.repeats
       row = median_run(_STREAM, runs, data_dir, classes, args.passes, BATCH,
+                       args.held_batches,
                        **subs)
       points = classes * args.points
       # Every pass (seeding, CLVQ, recount) computes K distances per point.
       row.update(points=points, dim=d, k=K, batch=BATCH, chunk=CHUNK,
+                 held_batches=args.held_batches,
                  passes_total=args.passes + 2,
                  points_passes_per_s=points * (args.passes + 2)
                  / row["seconds"],
