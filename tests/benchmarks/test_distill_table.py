@@ -206,3 +206,28 @@ def test_the_advice_is_the_largest_difference_resolved_above_zero(bench):
              for m in ("random", "ddoq", "typical")}
   lines = bench.best_lines(entries, [10], ["random", "ddoq", "typical"])
   assert lines[-1].startswith("- IPC 10: **ddoq**, +2.0 ± 0.0")
+
+
+def test_both_budgets_take_hlr_from_the_one_hard_label_protocol(bench):
+  def row(method, budget, labels, seed, acc):
+    return {"method": method, "ipc": 10, "budget": budget, "labels": labels,
+            "seed": seed, "accuracy": acc, "teacher_accuracy": 0.90}
+
+  rows = {}
+  for seed in range(2):
+    for budget in ("A", "B"):
+      rows[f"r{budget}{seed}"] = row("random", budget, "soft", seed, 0.70)
+      rows[f"d{budget}{seed}"] = row("ddoq", budget, "soft", seed, 0.72)
+    rows[f"h{seed}"] = row("ddoq", bench.HARD_BUDGET, "hard", seed, 0.60)
+  for budget in ("A", "B"):
+    entry = bench.summary(rows, "ddoq", 10, budget)
+    assert math.isclose(entry["hlr"], 30.0)
+    assert math.isclose(entry["lrs"], bench.lrs(0.02, 0.30))
+
+
+def test_hard_labels_without_the_hard_label_budget_are_refused(bench,
+                                                               tmp_path):
+  with pytest.raises(SystemExit):
+    bench.main(["--budget=B", "--labels=hard", "--table-only",
+                f"--out={tmp_path / 'fair.jsonl'}",
+                f"--table={tmp_path / 'fair.md'}"])
