@@ -18,8 +18,8 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 __all__ = ["DATA_AXIS", "LazyRows", "data_mesh", "global_array",
-           "host_zeros", "map_batches", "num_data_shards", "pad_to_shards",
-           "replicate", "shard_batch", "to_host"]
+           "host_empty", "host_zeros", "map_batches", "num_data_shards",
+           "pad_to_shards", "replicate", "shard_batch", "to_host"]
 
 DATA_AXIS = "data"
 
@@ -74,13 +74,23 @@ def host_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
   """A zero host array whose data start on a 64-byte boundary.
 
   XLA:CPU takes such a buffer as the device array without copying it
-  (:func:`global_array` of a host array built here costs no transfer on a
-  CPU device); an unaligned one is copied. Fill it and hand it over, but do
-  not write to it afterwards: the device array may be a view of it.
+  (:func:`global_array` of a host array built here, or ``device_put(...,
+  may_alias=True)``, costs no transfer on a CPU device); an unaligned one
+  is copied. Fill it and hand it over, but do not write to it afterwards:
+  the device array may be a view of it.
   """
+  return _aligned(np.zeros, shape, dtype)
+
+
+def host_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+  """:func:`host_zeros` left uninitialised, for an array filled at once."""
+  return _aligned(np.empty, shape, dtype)
+
+
+def _aligned(alloc, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
   dtype = np.dtype(dtype)
   nbytes = math.prod(shape) * dtype.itemsize
-  raw = np.zeros(nbytes + _HOST_ALIGNMENT, np.uint8)
+  raw = alloc(nbytes + _HOST_ALIGNMENT, np.uint8)
   start = -raw.ctypes.data % _HOST_ALIGNMENT
   # An explicit offset: an empty slice of ``raw`` need not keep its start.
   return np.ndarray(shape, dtype, buffer=raw, offset=start)

@@ -125,3 +125,12 @@ def test_host_zeros_are_zeros_on_a_64_byte_boundary(shape, dtype):
   out = sharding.host_zeros(shape, dtype)
   assert out.shape == shape and out.dtype == dtype and not out.any()
   assert out.ctypes.data % 64 == 0 and out.flags.c_contiguous
+
+
+@pytest.mark.parametrize("shape,dtype", [((3, 5, 7), np.float32),
+                                         ((1, 0, 4), np.float16),
+                                         ((9,), np.int8)])
+def test_host_empty_is_on_a_64_byte_boundary(shape, dtype):
+  out = sharding.host_empty(shape, dtype)
+  assert out.shape == shape and out.dtype == dtype
+  assert out.ctypes.data % 64 == 0 and out.flags.c_contiguous

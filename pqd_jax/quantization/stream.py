@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from pqd_jax import checks
+from pqd_jax import checks, sharding
 from pqd_jax.quantization import api as api_lib
 from pqd_jax.quantization import clvq as clvq_lib
 from pqd_jax.quantization import frame as frame_lib
@@ -143,9 +143,12 @@ def _recut(make_batches, batch, latent_shape=None):
   """``(latent_shape, flat [batch, d], labels [batch])`` across chunks.
 
   Every batch has ``batch`` rows but the last, so what is computed per
-  batch does not depend on how the reader chunks the data.
+  batch does not depend on how the reader chunks the data. Each row is
+  copied once, into a batch of its own that nothing writes afterwards
+  (the reader may reuse its chunks' memory) and that a CPU device takes
+  without another copy (:func:`pqd_jax.sharding.host_empty`).
   """
-  xs, ys, held, shape = [], [], 0, latent_shape
+  shape, out, labels, fill = latent_shape, None, [], 0
   for chunk_shape, flat, lab in _batches(make_batches, latent_shape):
     if shape is None:
       shape = chunk_shape
@@ -154,18 +157,24 @@ def _recut(make_batches, batch, latent_shape=None):
           f"a batch has latents of shape {chunk_shape} but the first batch "
           f"had {shape}."
       )
-    xs.append(flat)
-    ys.append(lab)
-    held += len(lab)
-    if held < batch:
-      continue
-    x, y = np.concatenate(xs), np.concatenate(ys)
-    cut = len(y) - len(y) % batch
-    for s in range(0, cut, batch):
-      yield shape, x[s:s + batch], y[s:s + batch]
-    xs, ys, held = [x[cut:]], [y[cut:]], len(y) - cut
-  if held:
-    yield shape, np.concatenate(xs), np.concatenate(ys)
+    start = 0
+    while start < len(lab):
+      if out is None:
+        out = sharding.host_empty((batch, flat.shape[1]), flat.dtype)
+      elif out.dtype != np.promote_types(out.dtype, flat.dtype):
+        wider = sharding.host_empty(out.shape, np.promote_types(out.dtype,
+                                                                flat.dtype))
+        wider[:fill] = out[:fill]
+        out = wider
+      take = min(batch - fill, len(lab) - start)
+      out[fill:fill + take] = flat[start:start + take]
+      labels.append(lab[start:start + take])
+      fill, start = fill + take, start + take
+      if fill == batch:
+        yield shape, out, np.concatenate(labels)
+        out, labels, fill = None, [], 0
+  if fill:
+    yield shape, out[:fill], np.concatenate(labels)
 
 
 def _put(batch: np.ndarray) -> jax.Array:
@@ -177,8 +186,10 @@ def _put(batch: np.ndarray) -> jax.Array:
   values beyond its range to inf (which the first pass refuses).
   """
   if batch.dtype.itemsize > 4:
+    narrow = sharding.host_empty(batch.shape, np.float32)
     with np.errstate(over="ignore"):
-      batch = batch.astype(np.float32)
+      narrow[...] = batch
+    batch = narrow
   return jax.device_put(batch, may_alias=True)
 
 
@@ -195,8 +206,11 @@ def _fixed_batches(make_batches, latent_shape, classes, batch):
 
 def _padded(x: np.ndarray, batch: int) -> np.ndarray:
   """``x [b, d]`` with zero rows up to ``batch`` (one compiled shape)."""
-  pad = batch - len(x)
-  return np.concatenate([x, np.zeros((pad, x.shape[1]), x.dtype)]) if pad else x
+  if len(x) == batch:
+    return x
+  out = sharding.host_zeros((batch, x.shape[1]), x.dtype)
+  out[:len(x)] = x
+  return out
 
 
 def _count_pass(make_batches, k, init_size, seed, tol,

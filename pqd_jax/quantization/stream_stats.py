@@ -40,10 +40,12 @@ class Reservoir:
   """Per-class uniform sample of fixed size by random priorities.
 
   Every point gets a priority (uniform, drawn in stream order); a class
-  keeps its ``size`` lowest. A point above the class's current highest kept
-  priority cannot enter, so it is never copied. :attr:`points` lists each
-  sample by priority, so it does not depend on how the stream is chunked.
-  The sample keeps float16 points as float16 and casts others to float32.
+  keeps its ``size`` lowest, in increasing order. Only the points kept are
+  copied: a point above the class's current highest kept priority cannot
+  enter, and of a batch's points only those among the ``size`` lowest so
+  far are. :attr:`points` lists each sample by priority, so it does not
+  depend on how the stream is chunked. The sample keeps float16 points as
+  float16 and casts others to float32.
   """
 
   def __init__(self, size: int, seed: int):
@@ -55,31 +57,33 @@ class Reservoir:
   def add(self, flat: np.ndarray, labels: np.ndarray) -> None:
     """Offers the batch ``flat [b, d]`` with class ``labels [b]``."""
     prio = self.gen.random(labels.shape[0])
+    dtype = np.float16 if flat.dtype == np.float16 else np.float32
     for c, rows in class_runs(labels):
       rows = np.arange(len(labels))[rows] if isinstance(rows, slice) else rows
       pr = prio[rows]
-      if c in self._prios and len(self._prios[c]) >= self.size:
-        enters = pr < self._prios[c].max()
+      old_pr = self._prios.get(c, np.empty(0))
+      if len(old_pr) >= self.size:
+        enters = pr < old_pr[-1]
         rows, pr = rows[enters], pr[enters]
         if not len(rows):
           continue
-      pts = flat[rows]
-      if pts.dtype != np.float16:
-        with np.errstate(over="ignore"):  # inf, refused by ClassMoments
-          pts = pts.astype(np.float32)
-      if c in self._points:
-        pts = np.concatenate([self._points[c], pts])
-        pr = np.concatenate([self._prios[c], pr])
-      if pr.shape[0] > self.size:
-        keep = np.argpartition(pr, self.size)[:self.size]
-        pts, pr = pts[keep], pr[keep]
-      self._points[c], self._prios[c] = pts, pr
+      both = np.concatenate([old_pr, pr])
+      order = np.argsort(both, kind="stable")[:self.size]
+      new = order >= len(old_pr)
+      old = self._points.get(c)
+      pts = np.empty((len(order), flat.shape[1]),
+                     dtype if old is None else np.promote_types(old.dtype,
+                                                                dtype))
+      if old is not None:
+        pts[~new] = old[order[~new]]
+      with np.errstate(over="ignore"):  # inf, refused by ClassMoments
+        pts[new] = flat[rows[order[new] - len(old_pr)]]
+      self._points[c], self._prios[c] = pts, both[order]
 
   @property
   def points(self) -> dict[int, np.ndarray]:
     """Each class's sample ``[≤ size, d]``, by increasing priority."""
-    return {c: pts[np.argsort(self._prios[c], kind="stable")]
-            for c, pts in self._points.items()}
+    return dict(self._points)
 
 
 @jax.jit
