@@ -311,7 +311,7 @@ def _clvq_steps(state: StreamState, make_batches, batch_size: int):
 def _clvq_pass(state: StreamState, make_batches,
                batch_size: int) -> StreamState:
   """One CLVQ pass: a mini-batch k-means step per batch of the stream."""
-  before = np.asarray(state.codebook.centroids)  # a copy: steps donate it
+  before = np.array(state.codebook.centroids)  # a copy: steps donate it
   book = state.codebook
   for stepped, _ in _clvq_steps(state, make_batches, batch_size):
     book = stepped
@@ -393,7 +393,7 @@ def _last_pass(state: StreamState, make_batches, batch_size: int,
   Raises:
     ValueError: if the stream's data changed since the first pass.
   """
-  before = np.asarray(state.codebook.centroids)  # a copy: steps donate it
+  before = np.array(state.codebook.centroids)  # a copy: steps donate it
   book = state.codebook
   recount = _HeldRecount(state.sizes, book.absorbed.shape[1], held_batches)
   for book, batch in _clvq_steps(state, make_batches, batch_size):
