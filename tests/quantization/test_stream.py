@@ -278,6 +278,23 @@ def test_held_recount_equals_a_recount_pass(data, held_batches, descending):
                                 np.asarray(passed.distortion))
 
 
+def test_lost_and_held_classes_in_one_stream_equal_a_recount_pass():
+  # Batches of 64 rows, three held: class 0 spans five batches and is left
+  # to the recount pass; classes 1 and 2 (one and four batches) are
+  # recounted while held.
+  x, y = _class_major(labelled_blobs((320, 64, 256), dim=4))
+  batches, calls = _counted(x, y, 64)
+  run = lambda held: pqd_jax.quantize_stream(
+      batches, 4, num_passes=2, batch_size=64, held_batches=held)
+  held = run(3)
+  assert len(calls) == 1 + 2 + 1
+  passed = run(0)
+  np.testing.assert_array_equal(np.asarray(held.counts),
+                                np.asarray(passed.counts))
+  np.testing.assert_array_equal(np.asarray(held.distortion),
+                                np.asarray(passed.distortion))
+
+
 def test_held_recount_is_exact_for_the_centroids(data):
   x, y = _class_major(data)
   out = pqd_jax.quantize_stream(_stream(x, y, 97), 4, batch_size=64)
