@@ -17,7 +17,7 @@ from pqd_jax.quantization import clvq as clvq_lib
 from pqd_jax.quantization import frame as frame_lib
 
 __all__ = ["block_rows", "cell_stats", "divisor_at_most", "padded_classes",
-           "present_classes", "recount", "sub_size", "update"]
+           "present_classes", "recount", "rows_of", "sub_size", "update"]
 
 # Per-point centroid gathers are [sub, k, d]: at most this many floats.
 _GATHER_ELEMENTS = 1 << 22
@@ -96,11 +96,11 @@ def _dense_cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
 
   def block(stats: cells.CellStats, chunk):
     xb, cb = chunk
-    # Each row's class mean and scale by a matmul with the rows' one-hot
-    # (exact: one nonzero term), several times faster than a gather.
+    # Each row's class scale by a matmul with the rows' one-hot (exact: one
+    # nonzero term), several times faster than a gather.
     hot = (cb[:, None] == jnp.arange(num_classes)[None]).astype(jnp.float32)
     scale = hot @ frame.scale
-    xc = ((xb.astype(jnp.float32) - hot @ frame.shift)
+    xc = ((xb.astype(jnp.float32) - rows_of(hot, frame.shift))
           / jnp.where(scale == 0, 1.0, scale)[:, None])
     dist = flat_sq[None] - 2.0 * (xc @ flat.T)
     dmin, a = cells.first_argmin(
@@ -118,6 +118,28 @@ def _dense_cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
                          jnp.zeros((num_classes,), jnp.float32))
   out, _ = jax.lax.scan(block, init, (x.reshape(-1, rows, d),
                                       cls.reshape(-1, rows)))
+  return out
+
+
+def rows_of(hot: jnp.ndarray, table: jnp.ndarray) -> jnp.ndarray:
+  """``hot @ table`` for a one-hot ``hot [b, u]``: each row's ``table`` row.
+
+  Exact (one nonzero term per entry, ``table`` finite), and a sum of ``u``
+  broadcast products, which XLA fuses into the op that reads the result:
+  the ``[b, d]`` rows are never written out, as a matmul's are. For the
+  few classes of a dense step (``u <= DENSE_CLASSES``).
+
+  Args:
+    hot: ``[b, u]`` float32, one 1 per row (none on padding rows).
+    table: ``[u, d]`` float32, finite.
+
+  Returns:
+    ``[b, d]`` float32: row ``i`` is ``table[j]`` where ``hot[i, j] = 1``,
+    zero where ``hot[i]`` is zero.
+  """
+  out = hot[:, 0, None] * table[0][None]
+  for j in range(1, hot.shape[1]):
+    out = out + hot[:, j, None] * table[j][None]
   return out
 
 

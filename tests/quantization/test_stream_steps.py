@@ -45,3 +45,14 @@ def test_cell_stats_are_the_float64_reference(num_classes, d):
   np.testing.assert_array_equal(np.asarray(out.counts), counts)
   np.testing.assert_allclose(np.asarray(out.sums), sums, atol=1e-5)
   np.testing.assert_allclose(np.asarray(out.sse), sse, rtol=1e-5)
+
+
+def test_rows_of_a_one_hot_are_the_table_rows_exactly():
+  gen = np.random.default_rng(0)
+  table = gen.normal(0, 1e4, (3, 5)).astype(np.float32)
+  which = np.array([2, 0, 3, 1, 1])  # 3: a padding row, no class
+  hot = (which[:, None] == np.arange(3)[None]).astype(np.float32)
+  expected = np.concatenate([table, np.zeros((1, 5), np.float32)])[which]
+  np.testing.assert_array_equal(
+      np.asarray(stream_steps.rows_of(jnp.asarray(hot), jnp.asarray(table))),
+      expected)
