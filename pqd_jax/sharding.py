@@ -7,6 +7,7 @@ devices, or across the processes of a pod (each process then reads only the
 rows its devices hold).
 """
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -17,9 +18,10 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["DATA_AXIS", "LazyRows", "data_mesh", "global_array",
-           "host_empty", "host_zeros", "map_batches", "num_data_shards",
-           "pad_to_shards", "replicate", "shard_batch", "to_host"]
+__all__ = ["DATA_AXIS", "LazyRows", "accepted_compiler_options", "data_mesh",
+           "global_array", "host_empty", "host_zeros", "map_batches",
+           "num_data_shards", "pad_to_shards", "replicate", "shard_batch",
+           "to_host"]
 
 DATA_AXIS = "data"
 
@@ -94,6 +96,36 @@ def _aligned(alloc, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
   start = -raw.ctypes.data % _HOST_ALIGNMENT
   # An explicit offset: an empty slice of ``raw`` need not keep its start.
   return np.ndarray(shape, dtype, buffer=raw, offset=start)
+
+
+def accepted_compiler_options(options: dict[str, Any],
+                              device: jax.Device) -> dict[str, Any]:
+  """The XLA ``options`` that this jaxlib's compiler for ``device`` accepts.
+
+  XLA's debug options come and go between releases, and an unknown one
+  fails the compile (``No such compile option``); each option is tried once
+  on a trivial program and dropped if refused.
+
+  Args:
+    options: XLA option name → value, as for ``jax.jit``'s
+      ``compiler_options``.
+    device: a device of the backend that will compile.
+
+  Returns:
+    The accepted subset of ``options``.
+  """
+  return {name: value for name, value in options.items()
+          if _accepts(name, value, device)}
+
+
+@functools.cache
+def _accepts(name: str, value: Any, device: jax.Device) -> bool:
+  probe = jax.jit(lambda x: x + 1, compiler_options={name: value})
+  try:
+    probe.lower(jax.device_put(np.float32(0), device)).compile()
+  except jax.errors.JaxRuntimeError:
+    return False
+  return True
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:

@@ -134,3 +134,11 @@ def test_host_empty_is_on_a_64_byte_boundary(shape, dtype):
   out = sharding.host_empty(shape, dtype)
   assert out.shape == shape and out.dtype == dtype
   assert out.ctypes.data % 64 == 0 and out.flags.c_contiguous
+
+
+def test_accepted_compiler_options_drop_an_unknown_option():
+  device = jax.devices()[0]
+  options = {"xla_no_such_option_for_the_test": True,
+             "xla_backend_optimization_level": 2}
+  assert sharding.accepted_compiler_options(options, device) == {
+      "xla_backend_optimization_level": 2}

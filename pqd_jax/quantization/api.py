@@ -161,6 +161,13 @@ def _compiled_frame(mesh: Mesh):
       in_specs=(P(None, axis, None), P(None, axis)), out_specs=P()))
 
 
+# XLA:CPU's legacy fusion emitters compile the quantizer in about a second
+# (a third) less than its default ones, and it runs within a few percent of
+# the same time (benchmarks/RESULTS.md, quantize_speed). It is compiled once
+# per run, where compilation is most of its cost on small data.
+_CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+
+
 @functools.lru_cache(maxsize=32)
 def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
               init: str, n_init: int, n_local_trials: int | None,
@@ -238,7 +245,10 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, labels)
     return sharded(keys, x, mask, shift, scale)
 
-  return jax.jit(run)
+  device = mesh.devices.flat[0]
+  options = (sharding.accepted_compiler_options(_CPU_COMPILER_OPTIONS, device)
+             if device.platform == "cpu" else {})
+  return jax.jit(run, compiler_options=options or None)
 
 
 @functools.partial(jax.jit, static_argnames="scheme")
