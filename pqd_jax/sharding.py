@@ -99,8 +99,8 @@ def _aligned(alloc, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 
 
 def accepted_compiler_options(options: dict[str, Any],
-                              device: jax.Device) -> dict[str, Any]:
-  """The XLA ``options`` that this jaxlib's compiler for ``device`` accepts.
+                              platform: str) -> dict[str, Any]:
+  """The XLA ``options`` that this jaxlib's compiler for ``platform`` accepts.
 
   XLA's debug options come and go between releases, and an unknown one
   fails the compile (``No such compile option``); each option is tried once
@@ -109,18 +109,20 @@ def accepted_compiler_options(options: dict[str, Any],
   Args:
     options: XLA option name → value, as for ``jax.jit``'s
       ``compiler_options``.
-    device: a device of the backend that will compile.
+    platform: the backend that will compile (``"cpu"``, ``"gpu"``,
+      ``"tpu"``); the probe runs on this process's first device of it.
 
   Returns:
     The accepted subset of ``options``.
   """
   return {name: value for name, value in options.items()
-          if _accepts(name, value, device)}
+          if _accepts(name, value, platform)}
 
 
 @functools.cache
-def _accepts(name: str, value: Any, device: jax.Device) -> bool:
+def _accepts(name: str, value: Any, platform: str) -> bool:
   probe = jax.jit(lambda x: x + 1, compiler_options={name: value})
+  device = jax.local_devices(backend=platform)[0]
   try:
     probe.lower(jax.device_put(np.float32(0), device)).compile()
   except jax.errors.JaxRuntimeError:

@@ -245,9 +245,9 @@ def _compiled(mesh: Mesh, method: str, k: int, num_iters: int, tol: float,
     keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(rng, labels)
     return sharded(keys, x, mask, shift, scale)
 
-  device = mesh.devices.flat[0]
-  options = (sharding.accepted_compiler_options(_CPU_COMPILER_OPTIONS, device)
-             if device.platform == "cpu" else {})
+  platform = mesh.devices.flat[0].platform
+  options = (sharding.accepted_compiler_options(_CPU_COMPILER_OPTIONS, platform)
+             if platform == "cpu" else {})
   return jax.jit(run, compiler_options=options or None)
 
 
