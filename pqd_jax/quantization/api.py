@@ -161,10 +161,11 @@ def _compiled_frame(mesh: Mesh):
       in_specs=(P(None, axis, None), P(None, axis)), out_specs=P()))
 
 
-# XLA:CPU's legacy fusion emitters compile the quantizer in about a second
-# (a third) less than its default ones, and it runs within a few percent of
-# the same time (benchmarks/RESULTS.md, quantize_speed). It is compiled once
-# per run, where compilation is most of its cost on small data.
+# XLA:CPU's legacy fusion emitters compile the quantizer in about a third
+# less time than its default ones, and it runs within a few percent of the
+# same time (benchmarks/RESULTS.md, stream_quantize, "the quantizer compiled
+# with XLA:CPU's legacy emitters"). It is compiled once per run, where
+# compilation is most of its cost on small data.
 _CPU_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
 
 

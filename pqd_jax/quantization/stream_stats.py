@@ -112,8 +112,8 @@ def _batch_moments(x: jnp.ndarray, local: jnp.ndarray, refs: jnp.ndarray):
     xb, lb = chunk
     own = lb[:, None] == jnp.arange(u)[None]  # [rows, u], none on padding
     if u <= steps.DENSE_CLASSES:
-      # Products with the one-hot (exact: one nonzero term per entry) run
-      # several times faster than a gather and a segment sum.
+      # Products and matmuls with the one-hot (exact: one nonzero term per
+      # entry) run several times faster than a gather and a segment sum.
       hot = own.astype(jnp.float32)
       diff = xb.astype(jnp.float32) - steps.rows_of(hot, refs)
       sums = sums + hot.T @ diff
