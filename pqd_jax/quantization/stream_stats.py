@@ -40,10 +40,11 @@ class Reservoir:
   """Per-class uniform sample of fixed size by random priorities.
 
   Every point gets a priority (uniform, drawn in stream order); a class
-  keeps its ``size`` lowest, in increasing order. Only the points kept are
-  copied: a point above the class's current highest kept priority cannot
+  keeps its ``size`` lowest. Only the points that enter are copied, each
+  into the slot of the point it evicts in a buffer of ``size`` rows per
+  class: a point above the class's current highest kept priority cannot
   enter, and of a batch's points only those among the ``size`` lowest so
-  far are. :attr:`points` lists each sample by priority, so it does not
+  far do. :attr:`points` lists each sample by priority, so it does not
   depend on how the stream is chunked. The sample keeps float16 points as
   float16 and casts others to float32.
   """
@@ -51,8 +52,8 @@ class Reservoir:
   def __init__(self, size: int, seed: int):
     self.size = size
     self.gen = np.random.default_rng(seed)
-    self._points: dict[int, np.ndarray] = {}
-    self._prios: dict[int, np.ndarray] = {}
+    self._points: dict[int, np.ndarray] = {}  # [size, d], first rows used
+    self._prios: dict[int, np.ndarray] = {}  # [≤ size] of the used rows
 
   def add(self, flat: np.ndarray, labels: np.ndarray) -> None:
     """Offers the batch ``flat [b, d]`` with class ``labels [b]``."""
@@ -63,27 +64,50 @@ class Reservoir:
       pr = prio[rows]
       old_pr = self._prios.get(c, np.empty(0))
       if len(old_pr) >= self.size:
-        enters = pr < old_pr[-1]
+        enters = pr < old_pr.max()
         rows, pr = rows[enters], pr[enters]
         if not len(rows):
           continue
       both = np.concatenate([old_pr, pr])
-      order = np.argsort(both, kind="stable")[:self.size]
-      new = order >= len(old_pr)
-      old = self._points.get(c)
-      pts = np.empty((len(order), flat.shape[1]),
-                     dtype if old is None else np.promote_types(old.dtype,
-                                                                dtype))
-      if old is not None:
-        pts[~new] = old[order[~new]]
+      keep = np.argsort(both, kind="stable")[:self.size]
+      entering = keep[keep >= len(old_pr)]
+      # The evicted rows' slots, then the unused ones, take the entering
+      # points.
+      kept = np.zeros(len(keep), bool)
+      kept[keep[keep < len(old_pr)]] = True
+      slots = np.flatnonzero(~kept)
+      buf = self._buffer(c, flat.shape[1], dtype)
       with np.errstate(over="ignore"):  # inf, refused by ClassMoments
-        pts[new] = flat[rows[order[new] - len(old_pr)]]
-      self._points[c], self._prios[c] = pts, both[order]
+        buf[slots] = flat[rows[entering - len(old_pr)]]
+      new_pr = np.empty(len(keep))
+      new_pr[:len(old_pr)] = old_pr
+      new_pr[slots] = both[entering]
+      self._prios[c] = new_pr
+
+  def _buffer(self, c: int, d: int, dtype) -> np.ndarray:
+    """Class ``c``'s ``[size, d]`` buffer, widened to hold ``dtype``."""
+    buf = self._points.get(c)
+    if buf is None:
+      buf = self._points[c] = np.empty((self.size, d), dtype)
+    elif np.promote_types(buf.dtype, dtype) != buf.dtype:
+      buf = self._points[c] = buf.astype(np.promote_types(buf.dtype, dtype))
+    return buf
 
   @property
   def points(self) -> dict[int, np.ndarray]:
-    """Each class's sample ``[≤ size, d]``, by increasing priority."""
-    return dict(self._points)
+    """Each class's sample ``[≤ size, d]``, by increasing priority.
+
+    The samples are sorted in their buffers (views of them are returned),
+    so they take no more memory than while sampling.
+    """
+    out = {}
+    for c, pr in self._prios.items():
+      order = np.argsort(pr, kind="stable")
+      buf = self._points[c]
+      buf[:len(order)] = buf[order]
+      self._prios[c] = pr[order]
+      out[c] = buf[:len(order)]
+    return out
 
 
 @jax.jit

@@ -62,3 +62,48 @@ def test_a_non_finite_first_point_is_the_only_row_named():
   x[first, 0] = np.nan
   with pytest.raises(ValueError, match=rf"in 1 rows .*\[{first}\]"):
     _moments(x, y).classes()
+
+
+def _sample(x, y, cuts, size=16, seed=3):
+  reservoir = stream_stats.Reservoir(size, seed)
+  for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+    reservoir.add(x[a:b], y[a:b])
+  return reservoir.points
+
+
+@pytest.mark.parametrize("order", ["class_major", "shuffled"])
+def test_reservoir_keeps_the_lowest_priorities_in_order(order):
+  x, y = _classes(order)
+  points = _sample(x, y, np.arange(0, len(y) + 32, 32).clip(max=len(y)))
+  # The priorities are one uniform draw per point, in stream order.
+  prio = np.random.default_rng(3).random(len(y))
+  assert sorted(points) == sorted(np.unique(y).tolist())
+  for c, got in points.items():
+    rows = np.flatnonzero(y == c)
+    expected = x[rows[np.argsort(prio[rows], kind="stable")[:16]]]
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_reservoir_sample_does_not_depend_on_the_chunking():
+  x, y = _classes("shuffled")
+  one = _sample(x, y, [0, len(y)])
+  cuts = np.unique(np.r_[0, np.random.default_rng(1).integers(
+      1, len(y), 40), len(y)])
+  for c, got in _sample(x, y, cuts).items():
+    np.testing.assert_array_equal(got, one[c])
+
+
+def test_reservoir_widens_a_float16_sample_for_float32_points():
+  x, y = _classes("shuffled")
+  reservoir = stream_stats.Reservoir(16, 3)
+  half = len(y) // 2
+  reservoir.add(x[:half].astype(np.float16), y[:half])
+  reservoir.add(x[half:], y[half:])
+  prio = np.random.default_rng(3).random(len(y))
+  wide = np.concatenate([x[:half].astype(np.float16).astype(np.float32),
+                         x[half:]])
+  for c, got in reservoir.points.items():
+    rows = np.flatnonzero(y == c)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(
+        got, wide[rows[np.argsort(prio[rows], kind="stable")[:16]]])
