@@ -478,7 +478,7 @@ def quantize_stream(
     n_init: int = 1,
     init_size: int | None = None,
     batch_size: int = 1024,
-    seed_classes: int = 64,
+    seed_classes: int = 32,
     held_batches: int = 4,
     tol: float = 1e-4,
     rng: jax.Array | None = None,
@@ -500,7 +500,10 @@ def quantize_stream(
     batch_size: rows per compiled step (the stream is re-cut into batches
       of this size across its chunks; the last one is padded).
     seed_classes: classes seeded together (memory of the seeding step
-      ``seed_classes · init_size · D``).
+      ``seed_classes · init_size · D``; the seeds do not depend on it).
+      Each group's call makes float32 copies of its sample; with 32
+      classes rather than 64 the seeding took 9–20% less time on a CPU
+      (``benchmarks/RESULTS.md``).
     held_batches: batches of the last CLVQ pass held until their classes'
       centroids are final, to be recounted without reading them again: a
       class-major stream whose classes each span at most
