@@ -71,17 +71,21 @@ def _sample(x, y, cuts, size=16, seed=3):
   return reservoir.points
 
 
+def _sampled_rows(y, c, size=16, seed=3):
+  """Class ``c``'s rows of the ``size`` lowest priorities, in order: the
+  priorities are one uniform draw per point, in stream order."""
+  prio = np.random.default_rng(seed).random(len(y))
+  rows = np.flatnonzero(y == c)
+  return rows[np.argsort(prio[rows], kind="stable")[:size]]
+
+
 @pytest.mark.parametrize("order", ["class_major", "shuffled"])
 def test_reservoir_keeps_the_lowest_priorities_in_order(order):
   x, y = _classes(order)
   points = _sample(x, y, np.arange(0, len(y) + 32, 32).clip(max=len(y)))
-  # The priorities are one uniform draw per point, in stream order.
-  prio = np.random.default_rng(3).random(len(y))
   assert sorted(points) == sorted(np.unique(y).tolist())
   for c, got in points.items():
-    rows = np.flatnonzero(y == c)
-    expected = x[rows[np.argsort(prio[rows], kind="stable")[:16]]]
-    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(got, x[_sampled_rows(y, c)])
 
 
 def test_reservoir_sample_does_not_depend_on_the_chunking():
@@ -99,11 +103,8 @@ def test_reservoir_widens_a_float16_sample_for_float32_points():
   half = len(y) // 2
   reservoir.add(x[:half].astype(np.float16), y[:half])
   reservoir.add(x[half:], y[half:])
-  prio = np.random.default_rng(3).random(len(y))
   wide = np.concatenate([x[:half].astype(np.float16).astype(np.float32),
                          x[half:]])
   for c, got in reservoir.points.items():
-    rows = np.flatnonzero(y == c)
     assert got.dtype == np.float32
-    np.testing.assert_array_equal(
-        got, wide[rows[np.argsort(prio[rows], kind="stable")[:16]]])
+    np.testing.assert_array_equal(got, wide[_sampled_rows(y, c)])
