@@ -144,9 +144,13 @@ def _batch_moments(x: jnp.ndarray, local: jnp.ndarray, refs: jnp.ndarray):
     else:
       diff = xb.astype(jnp.float32) - refs[jnp.minimum(lb, u - 1)]
       sums = sums + jax.ops.segment_sum(diff, lb, u + 1)[:u]
-    finite = jnp.all(jnp.isfinite(diff), axis=1)
     square = jnp.sum(diff * diff, axis=1)
     largest = jnp.max(jnp.abs(diff), axis=1)
+    # Whether every entry is finite, from the two reductions rather than a
+    # third pass over the block: a NaN makes the sum of squares NaN (XLA's
+    # CPU maximum may skip it), an inf makes the largest entry inf (the sum
+    # of squares alone would also be inf for large finite entries).
+    finite = jnp.isfinite(largest) & ~jnp.isnan(square)
     squares = squares + jnp.sum(jnp.where(own, square[:, None], 0.0), axis=0)
     deviation = jnp.maximum(
         deviation, jnp.max(jnp.where(own, largest[:, None], 0.0), axis=0))

@@ -119,6 +119,14 @@ def test_values_beyond_float32_are_refused(data):
     pqd_jax.quantize_stream(lambda: iter([(wide, y)]), 2)
 
 
+def test_a_spread_beyond_float32_is_named_as_such(data):
+  x, y = data
+  wide = x.copy()
+  wide[5, 2] = 3e19  # finite, not its class's first point
+  with pytest.raises(ValueError, match=r"class\(es\) \[20\] spread up to"):
+    pqd_jax.quantize_stream(lambda: iter([(wide, y)]), 2)
+
+
 def test_nan_on_a_later_pass_is_refused(data):
   x, y = data
   calls = []

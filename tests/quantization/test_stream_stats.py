@@ -56,6 +56,22 @@ def test_a_non_finite_row_is_named():
     _moments(x, y).classes()
 
 
+def test_a_nan_in_any_column_is_named():
+  # Wide rows: a vectorised maximum may skip a NaN, depending on its lane.
+  x, y = _classes("class_major", d=4096)
+  for i, j in enumerate((0, 1, 7, 8, 2049, 4095)):
+    x[40 + i, j] = np.nan
+  with pytest.raises(ValueError,
+                     match=r"in 6 rows .*first rows: \[40, 41, 42, 43, 44\]"):
+    _moments(x, y).classes()
+
+
+def test_large_finite_entries_are_not_called_non_finite():
+  x, y = _classes("class_major")
+  x[40] = 3e19  # finite, but its squared distance overflows float32
+  _moments(x, y).classes()
+
+
 def test_a_non_finite_first_point_is_the_only_row_named():
   x, y = _classes("shuffled")
   first = int(np.flatnonzero(y == y[5])[0])
