@@ -19,9 +19,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 __all__ = ["DATA_AXIS", "LazyRows", "accepted_compiler_options", "data_mesh",
-           "global_array", "host_empty", "host_zeros", "map_batches",
-           "num_data_shards", "pad_to_shards", "replicate", "shard_batch",
-           "to_host"]
+           "global_array", "host_aligned", "host_empty", "host_zeros",
+           "map_batches", "num_data_shards", "pad_to_shards", "replicate",
+           "shard_batch", "to_host"]
 
 DATA_AXIS = "data"
 
@@ -87,6 +87,11 @@ def host_zeros(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 def host_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
   """:func:`host_zeros` left uninitialised, for an array filled at once."""
   return _aligned(np.empty, shape, dtype)
+
+
+def host_aligned(a: np.ndarray) -> bool:
+  """Whether ``a``'s data start on the boundary of :func:`host_zeros`."""
+  return a.ctypes.data % _HOST_ALIGNMENT == 0
 
 
 def _aligned(alloc, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -70,20 +70,21 @@ def _layouts(directory: str, index: dict, classes: Sequence[int] | None = None
              ) -> dict[int, workdir.ArrayLayout]:
   """Each class file's layout, checked against the index.
 
-  A file missing, cut short, corrupt, or of another count or shape than the
-  index says raises :class:`pqd_jax.workdir.UnreadableFileError`.
+  A file missing, cut short, corrupt, or of another count, shape or dtype
+  than the index says raises :class:`pqd_jax.workdir.UnreadableFileError`.
   """
   counts, shape = index["counts"], tuple(index["latent_shape"])
+  dtype = np.dtype(index["dtype"])
   advice = workdir.remake(directory)
   layouts = {}
   for c in range(len(counts)) if classes is None else classes:
     path = _class_file(directory, c)
     layout = workdir.array_layout(path, advice=advice)
-    if layout.shape != (counts[c], *shape):
+    if layout.shape != (counts[c], *shape) or layout.dtype != dtype:
       raise workdir.UnreadableFileError(
-          path, f"it holds {layout.shape[0]} latents of shape "
-          f"{layout.shape[1:]}, {_INDEX} counts {counts[c]} of shape {shape}",
-          advice)
+          path, f"it holds {layout.shape[0]} {layout.dtype} latents of shape "
+          f"{layout.shape[1:]}, {_INDEX} counts {counts[c]} {dtype} of shape "
+          f"{shape}", advice)
     layouts[c] = layout
   return layouts
 
@@ -364,8 +365,11 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
            ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
   """A re-iterable stream of ``(latents, labels)`` chunks, class by class.
 
-  The returned callable suits :func:`pqd_jax.quantize_stream`; only one
-  chunk is in memory at a time.
+  The returned callable suits :func:`pqd_jax.quantize_stream`. Each chunk
+  holds ``chunk`` rows (the last fewer) of consecutive classes, read from
+  the class files straight into a new read-only array that
+  ``quantize_stream`` uses in place (no copy); only the chunks that the
+  caller keeps are in memory.
 
   Args:
     directory: a latents artefact.
@@ -393,12 +397,33 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
   layouts = _layouts(directory, index, classes)
   advice = workdir.remake(directory)
 
+  shape = tuple(index["latent_shape"])
+  stored = np.dtype(index["dtype"])
+  total = sum(layouts[c].shape[0] for c in classes)
+
+  def finished(rows, labels):
+    if dtype is not None and dtype != stored:
+      wide = sharding.host_empty(rows.shape, dtype)
+      wide[...] = rows
+      rows = wide
+    rows.flags.writeable = False  # quantize_stream then needs no copy
+    return rows, np.concatenate(labels)
+
   def batches():
+    rows, labels, fill, left = None, [], 0, total
     for c in classes:
       n = layouts[c].shape[0]
-      for s in range(0, n, chunk):
-        part = np.asarray(workdir.read_rows(
-            layouts[c], s, min(s + chunk, n), advice=advice), dtype)
-        yield part, np.full(part.shape[0], c, np.int32)
+      s = 0
+      while s < n:
+        if rows is None:
+          rows = sharding.host_empty((min(chunk, left),) + shape, stored)
+        take = min(len(rows) - fill, n - s)
+        workdir.read_rows(layouts[c], s, s + take, advice=advice,
+                          out=rows[fill:fill + take])
+        labels.append(np.full(take, c, np.int32))
+        fill, s, left = fill + take, s + take, left - take
+        if fill == len(rows):
+          yield finished(rows, labels)
+          rows, labels, fill = None, [], 0
 
   return batches

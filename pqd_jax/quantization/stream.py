@@ -95,12 +95,13 @@ class StreamState(NamedTuple):
 
 
 def _batches(make_batches, latent_shape=None):
-  """Validates and yields ``(latent_shape, flat [b, d], labels [b] int)``.
+  """Validates and yields ``(latent_shape, flat, labels, in_place)``.
 
-  With ``latent_shape``, a batch of another latent shape is refused. The
-  values are checked on the device by the first pass
-  (:class:`~pqd_jax.quantization.stream_stats.ClassMoments`) and by the
-  recount, not here.
+  ``flat [b, d]``, ``labels [b]`` int. With ``latent_shape``, a batch of
+  another latent shape is refused. The values are checked on the device by
+  the first pass (:class:`~pqd_jax.quantization.stream_stats.ClassMoments`)
+  and by the recount, not here. ``in_place`` says whether the chunk's rows
+  may be used without a copy (:func:`_in_place`).
   """
   it = make_batches()
   if not isinstance(it, Iterable):
@@ -123,7 +124,25 @@ def _batches(make_batches, latent_shape=None):
           f"batch {i} has latents of shape {arr.shape[1:]} but the first "
           f"batch had {latent_shape}."
       )
-    yield arr.shape[1:], flat, lab
+    yield arr.shape[1:], flat, lab, _in_place(arr)
+
+
+def _in_place(arr: np.ndarray) -> bool:
+  """Whether a reader's chunk may be used as the batches it holds.
+
+  A read-only C-contiguous array whose memory numpy allocated: the reader
+  declared that it will not write it, and it is not a memory map (whose
+  every page would fault on the device's first read) nor a buffer of
+  another object.
+  """
+  if arr.flags.writeable or not arr.flags.c_contiguous:
+    return False
+  base = arr
+  while isinstance(base, np.ndarray):
+    if base.flags.owndata:
+      return True
+    base = base.base
+  return False
 
 
 def _class_index(labels, classes):
@@ -143,13 +162,16 @@ def _recut(make_batches, batch, latent_shape=None):
   """``(latent_shape, flat [batch, d], labels [batch])`` across chunks.
 
   Every batch has ``batch`` rows but the last, so what is computed per
-  batch does not depend on how the reader chunks the data. Each row is
-  copied once, into a batch of its own that nothing writes afterwards
-  (the reader may reuse its chunks' memory) and that a CPU device takes
-  without another copy (:func:`pqd_jax.sharding.host_empty`).
+  batch does not depend on how the reader chunks the data. A whole batch
+  inside a read-only chunk (:func:`_in_place`) is a view of it, if aligned
+  as a CPU device takes it without a copy. Other rows are copied once, into
+  a batch of their own that nothing writes afterwards (the reader may
+  reuse its writeable chunks' memory) and that a CPU device takes without
+  another copy (:func:`pqd_jax.sharding.host_empty`).
   """
   shape, out, labels, fill = latent_shape, None, [], 0
-  for chunk_shape, flat, lab in _batches(make_batches, latent_shape):
+  for chunk_shape, flat, lab, in_place in _batches(make_batches,
+                                                   latent_shape):
     if shape is None:
       shape = chunk_shape
     elif chunk_shape != shape:
@@ -159,6 +181,12 @@ def _recut(make_batches, batch, latent_shape=None):
       )
     start = 0
     while start < len(lab):
+      view = flat[start:start + batch]
+      if (in_place and not fill and len(view) == batch
+          and sharding.host_aligned(view)):
+        yield shape, view, lab[start:start + batch]
+        start += batch
+        continue
       if out is None:
         out = sharding.host_empty((batch, flat.shape[1]), flat.dtype)
       elif out.dtype != np.promote_types(out.dtype, flat.dtype):
@@ -489,7 +517,11 @@ def quantize_stream(
   Args:
     make_batches: called once per pass; returns an iterable of
       ``(latents [b, *latent_shape], labels [b])`` with the same data (in any
-      order) every time.
+      order) every time. Rows are copied into batches of ``batch_size``,
+      except where a whole batch lies in a read-only array that numpy
+      allocated (as :func:`pqd_jax.autoencoder.latents.stream` yields):
+      such a batch is used in place, so the reader must not write it
+      afterwards.
     k: centroids per class.
     weights: ``"mass"``, ``"sqrt"`` or ``"uniform"``.
     num_passes: CLVQ passes over the stream (≥ 1).

@@ -362,20 +362,38 @@ def array_layout(path: str, member: str | None = None, *,
 
 
 def read_rows(layout: ArrayLayout, start: int, stop: int, *,
-              advice: str = DAMAGED) -> np.ndarray:
+              advice: str = DAMAGED, out: np.ndarray | None = None
+              ) -> np.ndarray:
   """Rows ``[start, stop)`` of an array, read from its file (no mapping).
 
-  Reads with ``pread`` into a new array, so a process that reads a large
-  file row by row holds only the rows it asked for (a memory map would
-  keep every page it touched resident). A file cut short since ``layout``
-  was taken raises :class:`UnreadableFileError` with ``advice``.
+  Reads with ``pread`` into a new array (or ``out``), so a process that
+  reads a large file row by row holds only the rows it asked for (a memory
+  map would keep every page it touched resident). A file cut short since
+  ``layout`` was taken raises :class:`UnreadableFileError` with ``advice``.
+
+  Args:
+    layout: the array's place in its file.
+    start: first row.
+    stop: row after the last.
+    advice: what the error of a damaged file tells the user to do.
+    out: a C-contiguous array of the rows' shape and dtype to read into.
+
+  Returns:
+    ``[stop - start, ...]`` the rows (``out`` if given).
   """
   n = layout.shape[0]
   if not 0 <= start <= stop <= n:
     raise IndexError(f"rows [{start}, {stop}) are outside [0, {n}) of "
                      f"{layout.path}.")
   row = int(np.prod(layout.shape[1:])) * layout.dtype.itemsize
-  out = np.empty((stop - start,) + layout.shape[1:], layout.dtype)
+  shape = (stop - start,) + layout.shape[1:]
+  if out is None:
+    out = np.empty(shape, layout.dtype)
+  elif (out.shape != shape or out.dtype != layout.dtype
+        or not out.flags.c_contiguous or not out.flags.writeable):
+    raise ValueError(
+        f"out must be a writeable C-contiguous {layout.dtype} array of shape "
+        f"{shape}, got {out.dtype} {out.shape}.")
   if out.size:
     view = memoryview(out.reshape(-1).view(np.uint8))
     fd = os.open(layout.path, os.O_RDONLY)

@@ -87,6 +87,41 @@ def test_stream_feeds_quantize_stream_without_dropping(ae, source, tmp_path):
   np.testing.assert_array_equal(np.asarray(out.counts).sum(1), [14, 9, 7])
 
 
+def test_stream_chunks_run_across_class_files(tmp_path):
+  z, labels = _saved(tmp_path)  # classes of 14, 9 and 7 rows
+  chunks = list(latents.stream(str(tmp_path), chunk=10)())
+  assert [len(x) for x, _ in chunks] == [10, 10, 10]
+  np.testing.assert_array_equal(np.concatenate([x for x, _ in chunks]), z)
+  np.testing.assert_array_equal(np.concatenate([y for _, y in chunks]),
+                                labels)
+
+
+def test_stream_of_chosen_classes_reads_them_in_that_order(tmp_path):
+  z, labels = _saved(tmp_path)
+  chunks = list(latents.stream(str(tmp_path), chunk=10, classes=[2, 0])())
+  order = np.concatenate([np.flatnonzero(labels == 2),
+                          np.flatnonzero(labels == 0)])
+  np.testing.assert_array_equal(np.concatenate([x for x, _ in chunks]),
+                                z[order])
+  np.testing.assert_array_equal(np.concatenate([y for _, y in chunks]),
+                                labels[order])
+
+
+@pytest.mark.parametrize("dtype", [None, "float16"])
+def test_stream_chunks_are_read_only(tmp_path, dtype):
+  _saved(tmp_path)
+  for x, _ in latents.stream(str(tmp_path), chunk=10, dtype=dtype)():
+    assert not x.flags.writeable
+
+
+def test_stream_gives_the_requested_dtype(tmp_path):
+  z, _ = _saved(tmp_path)
+  chunks = list(latents.stream(str(tmp_path), chunk=10, dtype="float16")())
+  assert {x.dtype for x, _ in chunks} == {np.dtype(np.float16)}
+  np.testing.assert_array_equal(np.concatenate([x for x, _ in chunks]),
+                                z.astype(np.float16))
+
+
 def test_missing_artefact(tmp_path):
   with pytest.raises(FileNotFoundError, match="No complete latents"):
     latents.load(str(tmp_path))
@@ -142,8 +177,17 @@ def test_counts_that_disagree_with_a_class_file_are_an_error(tmp_path,
   z, _ = _saved(tmp_path)
   np.save(tmp_path / "class_00001.npy", z[:7])  # the index counts 9
   with pytest.raises(ValueError, match=r"class_00001.npy: it holds 7 "
-                     r"latents of shape \(3, 2\), index.json counts 9 .*; "
-                     rf"{_remake(tmp_path)}"):
+                     r"float32 latents of shape \(3, 2\), index.json counts "
+                     rf"9 float32 .*; {_remake(tmp_path)}"):
+    READERS[reader](str(tmp_path))
+
+
+@pytest.mark.parametrize("reader", READERS)
+def test_a_class_file_of_another_dtype_is_an_error(tmp_path, reader):
+  z, _ = _saved(tmp_path)
+  np.save(tmp_path / "class_00001.npy", z[:9].astype(np.float64))
+  with pytest.raises(ValueError, match=r"class_00001.npy: it holds 9 "
+                     r"float64 latents .* counts 9 float32"):
     READERS[reader](str(tmp_path))
 
 
@@ -168,8 +212,8 @@ def test_a_count_mismatch_is_a_problem_the_cache_remakes(tmp_path):
   z, _ = _saved(tmp_path)
   np.save(tmp_path / "class_00001.npy", z[:7])
   assert latents.problem(str(tmp_path)) == (
-      "class_00001.npy: it holds 7 latents of shape (3, 2), index.json "
-      "counts 9 of shape (3, 2)")
+      "class_00001.npy: it holds 7 float32 latents of shape (3, 2), "
+      "index.json counts 9 float32 of shape (3, 2)")
 
 
 def test_save_then_load_gives_the_latents(tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import pqd_jax
+from pqd_jax import sharding
 from pqd_jax.quantization import metrics
 from tests.conftest import labelled_blobs, run_on_fake_devices
 
@@ -117,6 +118,46 @@ def test_values_beyond_float32_are_refused(data):
   wide[0, 1] = 1e39  # the first point of its class
   with pytest.raises(ValueError, match=r"beyond float32's range.*\[0\]"):
     pqd_jax.quantize_stream(lambda: iter([(wide, y)]), 2)
+
+
+def _aligned_chunks(x, y, rows, read_only):
+  """Chunks in new 64-byte-aligned arrays, read-only or not."""
+  def make():
+    for s in range(0, len(y), rows):
+      chunk = sharding.host_empty(x[s:s + rows].shape, x.dtype)
+      chunk[...] = x[s:s + rows]
+      chunk.flags.writeable = not read_only
+      yield chunk, y[s:s + rows]
+  return make
+
+
+def test_read_only_chunks_used_in_place_give_the_copied_result(data):
+  x, y = data
+  # Chunks of 80 rows, batches of 32: most batches lie in one chunk, the
+  # others straddle two.
+  results = [pqd_jax.quantize_stream(_aligned_chunks(x, y, 80, read_only),
+                                     5, batch_size=32, num_passes=2)
+             for read_only in (True, False)]
+  for field in ("centroids", "counts", "distortion"):
+    np.testing.assert_array_equal(getattr(results[0], field),
+                                  getattr(results[1], field))
+
+
+def test_a_reader_may_reuse_a_writeable_chunk(data):
+  x, y = data
+
+  def reused():
+    chunk = sharding.host_empty((96, x.shape[1]), x.dtype)
+    for s in range(0, len(y), 96):
+      n = len(y[s:s + 96])
+      chunk[:n] = x[s:s + 96]
+      yield chunk[:n], y[s:s + 96]
+
+  results = [pqd_jax.quantize_stream(make, 5, batch_size=32, num_passes=2)
+             for make in (reused, _aligned_chunks(x, y, 96, False))]
+  for field in ("centroids", "counts", "distortion"):
+    np.testing.assert_array_equal(getattr(results[0], field),
+                                  getattr(results[1], field))
 
 
 def test_a_spread_beyond_float32_is_named_as_such(data):

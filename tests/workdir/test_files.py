@@ -110,6 +110,27 @@ def test_read_rows_of_an_npy_file(tmp_path):
   assert workdir.read_rows(layout, 2, 2).shape == (0, 3, 4)
 
 
+def test_read_rows_into_a_given_array(tmp_path):
+  a = np.arange(60, dtype=np.float32).reshape(5, 3, 4)
+  np.save(tmp_path / "a.npy", a)
+  layout = workdir.array_layout(str(tmp_path / "a.npy"))
+  out = np.zeros((6, 3, 4), np.float32)
+  workdir.read_rows(layout, 1, 4, out=out[2:5])
+  np.testing.assert_array_equal(out[2:5], a[1:4])
+  assert not out[[0, 1, 5]].any()  # nothing written outside
+
+
+@pytest.mark.parametrize("out", [np.zeros((2, 3, 4), np.float32),
+                                 np.zeros((3, 3, 4), np.float64),
+                                 np.zeros((3, 3, 8), np.float32)[..., ::2]])
+def test_read_rows_into_an_unfit_array_is_refused(tmp_path, out):
+  np.save(tmp_path / "a.npy", np.zeros((5, 3, 4), np.float32))
+  layout = workdir.array_layout(str(tmp_path / "a.npy"))
+  with pytest.raises(ValueError, match=r"out must be a writeable C-contiguous "
+                     r"float32 array of shape \(3, 3, 4\)"):
+    workdir.read_rows(layout, 1, 4, out=out)
+
+
 def test_read_rows_of_an_npz_member(tmp_path):
   a, b = np.arange(12).reshape(4, 3), np.ones((2, 2), np.float16)
   workdir.write_npz(str(tmp_path / "a.npz"), a=a, b=b)
