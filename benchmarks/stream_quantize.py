@@ -40,7 +40,9 @@ DEFAULT_OUT = os.path.join(harness.RESULTS_DIR, "stream_quantize.jsonl")
 DEFAULT_DATA = os.path.join(harness.CACHE_DIR, "stream_imagenet_shaped")
 LATENT_SHAPE = (32, 32, 4)  # D = 4096
 K = 10
-CHUNK = 4096
+# Rows per chunk of the reader; None is latents.stream's default (chunks of
+# at most latents.CHUNK_BYTES).
+CHUNK = None
 BATCH = 1024
 
 
@@ -95,14 +97,17 @@ import pqd_jax
 from pqd_jax.autoencoder import latents
 directory, classes, passes, batch, held = sys.argv[1], int(sys.argv[2]), \\
     int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-base = latents.stream(directory, chunk=%(chunk)d)
+base = latents.stream(directory, chunk=%(chunk)s)
 marks = []
 def make_batches():
   marks.append(time.perf_counter())
   for x, y in base():
-    if y[0] >= classes:
+    # The first ``classes`` classes: a chunk may run across class files.
+    n = int(np.searchsorted(y, classes))
+    if n:
+      yield x[:n], y[:n]
+    if n < len(y):
       return
-    yield x, y
 runs = []
 for _ in range(2):  # the first run compiles, the second reuses it all
   marks.clear()

@@ -18,6 +18,7 @@ is an error.
 
 import functools
 import json
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -30,8 +31,8 @@ from pqd_jax import checks, distributed, sharding, workdir
 from pqd_jax.autoencoder import model as model_lib
 from pqd_jax.data import pipeline, sources
 
-__all__ = ["encode_source", "exists", "load", "problem", "read_index", "save",
-           "stream"]
+__all__ = ["CHUNK_BYTES", "encode_source", "exists", "load", "problem",
+           "read_index", "save", "stream"]
 
 _INDEX = "index.json"
 DTYPES = ("float16", "float32")  # on disk
@@ -360,7 +361,13 @@ def load(directory: str, *, lazy: bool = False, dtype: str | None = None
           labels)
 
 
-def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
+# Bytes of a chunk of :func:`stream` by default. glibc's allocator reuses
+# freed blocks of up to 32 MiB; larger ones are mapped afresh, and each of
+# their pages faults on its first write (a fresh chunk each time).
+CHUNK_BYTES = 16 << 20
+
+
+def stream(directory: str, chunk: int | None = None, dtype: str | None = None,
            classes: Sequence[int] | None = None
            ) -> Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]:
   """A re-iterable stream of ``(latents, labels)`` chunks, class by class.
@@ -373,7 +380,7 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
 
   Args:
     directory: a latents artefact.
-    chunk: rows per chunk.
+    chunk: rows per chunk; default as many as fit in :data:`CHUNK_BYTES`.
     dtype: dtype of the chunks; default the stored one (float16 latents stay
       float16, half the memory; the quantizer computes in float32).
     classes: stream only these classes' files (default all), in this order.
@@ -384,7 +391,8 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
       a class file that is cut short, corrupt or of another count.
   """
   dtype = _check_dtype(dtype)
-  chunk = checks.integer("chunk", chunk)
+  if chunk is not None:
+    chunk = checks.integer("chunk", chunk)
   index = read_index(directory)
   num_classes = len(index["counts"])
   classes = range(num_classes) if classes is None else list(classes)
@@ -400,6 +408,10 @@ def stream(directory: str, chunk: int = 4096, dtype: str | None = None,
   shape = tuple(index["latent_shape"])
   stored = np.dtype(index["dtype"])
   total = sum(layouts[c].shape[0] for c in classes)
+  if chunk is None:
+    # The rows are read in the stored dtype, then converted if asked.
+    itemsize = max(stored.itemsize, 0 if dtype is None else dtype.itemsize)
+    chunk = max(1, CHUNK_BYTES // (math.prod(shape) * itemsize))
 
   def finished(rows, labels):
     if dtype is not None and dtype != stored:

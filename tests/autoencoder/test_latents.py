@@ -108,6 +108,15 @@ def test_stream_of_chosen_classes_reads_them_in_that_order(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [None, "float16"])
+def test_stream_chunks_fit_in_chunk_bytes_by_default(tmp_path, monkeypatch,
+                                                     dtype):
+  _saved(tmp_path)  # 30 float32 rows of 6 entries: 24 bytes
+  monkeypatch.setattr(latents, "CHUNK_BYTES", 100)
+  sizes = [len(x) for x, _ in latents.stream(str(tmp_path), dtype=dtype)()]
+  assert sizes == [4] * 7 + [2]
+
+
+@pytest.mark.parametrize("dtype", [None, "float16"])
 def test_stream_chunks_are_read_only(tmp_path, dtype):
   _saved(tmp_path)
   for x, _ in latents.stream(str(tmp_path), chunk=10, dtype=dtype)():
