@@ -13,8 +13,8 @@ appended to a JSON-lines file when it finishes and skipped on a re-run:
   process: wall time per pass, peak RSS, points·passes/s and the matmul floor;
 - ``stream_100`` / ``minibatch_100``: the first 100 classes through
   ``quantize_stream`` and through scikit-learn's ``MiniBatchKMeans`` per class
-  (``partial_fit`` over the same chunks for the same passes, then a
-  ``predict`` recount), in child processes, for a ratio measured in one run;
+  (``partial_fit`` over batches of the same rows for the same passes, then
+  a ``score`` recount), in child processes, for a ratio measured in one run;
 - ``lloyd_efficiency``: in-memory ``pqd_jax.quantize`` (Lloyd) per-iteration
   time on 10 classes of the data at K = 50, against the matmul floor (the
   number behind the TPU estimate in ``benchmarks/RESULTS.md``).
@@ -34,6 +34,7 @@ import harness
 import numpy as np
 
 from pqd_jax import workdir
+from pqd_jax.autoencoder import latents
 
 ROOT = os.path.dirname(harness.BENCHMARKS_DIR)
 DEFAULT_OUT = os.path.join(harness.RESULTS_DIR, "stream_quantize.jsonl")
@@ -41,7 +42,7 @@ DEFAULT_DATA = os.path.join(harness.CACHE_DIR, "stream_imagenet_shaped")
 LATENT_SHAPE = (32, 32, 4)  # D = 4096
 K = 10
 # Rows per chunk of the reader; None is latents.stream's default (chunks of
-# at most latents.CHUNK_BYTES).
+# at most latents.CHUNK_BYTES, recorded as chunk_bytes).
 CHUNK = None
 BATCH = 1024
 
@@ -102,7 +103,8 @@ marks = []
 def make_batches():
   marks.append(time.perf_counter())
   for x, y in base():
-    # The first ``classes`` classes: a chunk may run across class files.
+    # The first ``classes`` classes (labels ascend in a class-major
+    # stream): a chunk may run across class files.
     n = int(np.searchsorted(y, classes))
     if n:
       yield x[:n], y[:n]
@@ -259,6 +261,7 @@ def main(argv=None) -> None:
       points = classes * args.points
       # Every pass (seeding, CLVQ, recount) computes K distances per point.
       row.update(points=points, dim=d, k=K, batch=BATCH, chunk=CHUNK,
+                 chunk_bytes=latents.CHUNK_BYTES if CHUNK is None else None,
                  held_batches=args.held_batches,
                  passes_total=args.passes + 2,
                  points_passes_per_s=points * (args.passes + 2)

@@ -19,9 +19,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 __all__ = ["DATA_AXIS", "LazyRows", "accepted_compiler_options", "data_mesh",
-           "global_array", "host_aligned", "host_empty", "host_zeros",
-           "map_batches", "num_data_shards", "pad_to_shards", "replicate",
-           "shard_batch", "to_host"]
+           "freeze", "frozen", "global_array", "host_aligned", "host_empty",
+           "host_zeros", "map_batches", "num_data_shards", "pad_to_shards",
+           "replicate", "shard_batch", "to_host"]
 
 DATA_AXIS = "data"
 
@@ -92,6 +92,37 @@ def host_empty(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
 def host_aligned(a: np.ndarray) -> bool:
   """Whether ``a``'s data start on the boundary of :func:`host_zeros`."""
   return a.ctypes.data % _HOST_ALIGNMENT == 0
+
+
+def freeze(a: np.ndarray) -> np.ndarray:
+  """Marks ``a`` and every array it is a view of read-only; returns ``a``.
+
+  A promise that its memory will not change: :func:`frozen` is then true
+  if numpy allocated it, and a consumer may keep views of it (as
+  :func:`pqd_jax.quantize_stream` does) instead of copying it.
+  """
+  base = a
+  while isinstance(base, np.ndarray):
+    base.flags.writeable = False
+    base = base.base
+  return a
+
+
+def frozen(a: np.ndarray) -> bool:
+  """Whether ``a``'s memory is numpy's and read-only through every view.
+
+  True for :func:`freeze`'s arrays; false if ``a`` or any array it views is
+  writeable (a buffer its owner may reuse), and for memory that numpy did
+  not allocate (a memory map, another object's buffer).
+  """
+  base = a
+  while isinstance(base, np.ndarray):
+    if base.flags.writeable:
+      return False
+    if base.flags.owndata:
+      return True
+    base = base.base
+  return False
 
 
 def _aligned(alloc, shape: tuple[int, ...], dtype: Any) -> np.ndarray:

@@ -141,3 +141,20 @@ def test_accepted_compiler_options_drop_an_unknown_option():
              "xla_backend_optimization_level": 2}
   assert sharding.accepted_compiler_options(options, "cpu") == {
       "xla_backend_optimization_level": 2}
+
+
+def test_a_frozen_host_array_and_its_views_are_frozen():
+  a = sharding.freeze(sharding.host_empty((8, 4), np.float32))
+  assert sharding.frozen(a) and sharding.frozen(a[2:6])
+
+
+def test_a_read_only_view_of_a_writeable_buffer_is_not_frozen():
+  buffer = sharding.host_empty((8, 4), np.float32)
+  view = buffer[2:6]
+  view.flags.writeable = False
+  assert not sharding.frozen(view)
+
+
+def test_a_memory_map_is_not_frozen(tmp_path):
+  np.save(tmp_path / "a.npy", np.zeros((8, 4), np.float32))
+  assert not sharding.frozen(np.load(tmp_path / "a.npy", mmap_mode="r"))

@@ -13,7 +13,7 @@ killed run leaves no index and is redone. :func:`stream` yields the files in
 chunks (read in place, :func:`pqd_jax.workdir.read_rows`), so memory stays
 bounded by the chunk size whatever the dataset size. The readers check each
 class file's header against the index: a file cut short or of another count
-is an error.
+or dtype is an error.
 """
 
 import functools
@@ -328,7 +328,7 @@ def load(directory: str, *, lazy: bool = False, dtype: str | None = None
 
   Raises:
     ValueError: for a dtype that is not floating point, or an index or a
-      class file that is cut short, corrupt or of another count.
+      class file that is cut short, corrupt or of another count or dtype.
   """
   dtype = _check_dtype(dtype)
   index = read_index(directory)
@@ -374,8 +374,10 @@ def stream(directory: str, chunk: int | None = None, dtype: str | None = None,
 
   The returned callable suits :func:`pqd_jax.quantize_stream`. Each chunk
   holds ``chunk`` rows (the last fewer) of consecutive classes, read from
-  the class files straight into a new read-only array that
-  ``quantize_stream`` uses in place (no copy); only the chunks that the
+  the class files straight into a new aligned array, frozen
+  (:func:`pqd_jax.sharding.freeze`) so that ``quantize_stream`` uses each
+  of its batches that lies in one chunk in place (no copy): with chunks of
+  fewer rows than a batch, every batch is copied. Only the chunks that the
   caller keeps are in memory.
 
   Args:
@@ -388,7 +390,7 @@ def stream(directory: str, chunk: int | None = None, dtype: str | None = None,
   Raises:
     ValueError: for a chunk < 1, a dtype that is not floating point,
       classes that are not integer labels of the artefact, or an index or
-      a class file that is cut short, corrupt or of another count.
+      a class file that is cut short, corrupt or of another count or dtype.
   """
   dtype = _check_dtype(dtype)
   if chunk is not None:
@@ -418,7 +420,7 @@ def stream(directory: str, chunk: int | None = None, dtype: str | None = None,
       wide = sharding.host_empty(rows.shape, dtype)
       wide[...] = rows
       rows = wide
-    rows.flags.writeable = False  # quantize_stream then needs no copy
+    sharding.freeze(rows)  # quantize_stream then needs no copy
     return rows, np.concatenate(labels)
 
   def batches():

@@ -130,19 +130,11 @@ def _batches(make_batches, latent_shape=None):
 def _in_place(arr: np.ndarray) -> bool:
   """Whether a reader's chunk may be used as the batches it holds.
 
-  A read-only C-contiguous array whose memory numpy allocated: the reader
-  declared that it will not write it, and it is not a memory map (whose
-  every page would fault on the device's first read) nor a buffer of
-  another object.
+  A C-contiguous array that the reader froze (:func:`pqd_jax.sharding.
+  freeze`): its memory will not change, and it is not a memory map (whose
+  every page would fault on the device's first read).
   """
-  if arr.flags.writeable or not arr.flags.c_contiguous:
-    return False
-  base = arr
-  while isinstance(base, np.ndarray):
-    if base.flags.owndata:
-      return True
-    base = base.base
-  return False
+  return arr.flags.c_contiguous and sharding.frozen(arr)
 
 
 def _class_index(labels, classes):
@@ -163,10 +155,10 @@ def _recut(make_batches, batch, latent_shape=None):
 
   Every batch has ``batch`` rows but the last, so what is computed per
   batch does not depend on how the reader chunks the data. A whole batch
-  inside a read-only chunk (:func:`_in_place`) is a view of it, if aligned
+  inside a frozen chunk (:func:`_in_place`) is a view of it, if aligned
   as a CPU device takes it without a copy. Other rows are copied once, into
   a batch of their own that nothing writes afterwards (the reader may
-  reuse its writeable chunks' memory) and that a CPU device takes without
+  reuse its other chunks' memory) and that a CPU device takes without
   another copy (:func:`pqd_jax.sharding.host_empty`).
   """
   shape, out, labels, fill = latent_shape, None, [], 0
@@ -518,10 +510,11 @@ def quantize_stream(
     make_batches: called once per pass; returns an iterable of
       ``(latents [b, *latent_shape], labels [b])`` with the same data (in any
       order) every time. Rows are copied into batches of ``batch_size``,
-      except where a whole batch lies in a read-only array that numpy
-      allocated (as :func:`pqd_jax.autoencoder.latents.stream` yields):
-      such a batch is used in place, so the reader must not write it
-      afterwards.
+      except where a whole batch lies in an array that the reader froze
+      with :func:`pqd_jax.sharding.freeze` (as
+      :func:`pqd_jax.autoencoder.latents.stream` does): such a batch is
+      used in place, and up to ``held_batches + 1`` such chunks stay in
+      memory.
     k: centroids per class.
     weights: ``"mass"``, ``"sqrt"`` or ``"uniform"``.
     num_passes: CLVQ passes over the stream (≥ 1).

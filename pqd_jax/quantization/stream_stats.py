@@ -146,7 +146,7 @@ def _batch_moments(x: jnp.ndarray, local: jnp.ndarray, refs: jnp.ndarray):
       sums = sums + jax.ops.segment_sum(diff, lb, u + 1)[:u]
     square = jnp.sum(diff * diff, axis=1)
     largest = jnp.max(jnp.abs(diff), axis=1)
-    # Whether every entry is finite, from the two reductions rather than a
+    # Whether every entry is finite, from the two reductions, without a
     # third pass over the block: a NaN makes the sum of squares NaN (XLA's
     # CPU maximum may skip it), an inf makes the largest entry inf (the sum
     # of squares alone would also be inf for large finite entries).
@@ -205,7 +205,7 @@ class ClassMoments:
     for c, i in zip(present.tolist(), first.tolist(), strict=True):
       if c not in self.ref:
         with np.errstate(over="ignore"):  # beyond float32: inf, refused
-          ref = np.asarray(flat[i], np.float32)
+          ref = np.array(flat[i], np.float32)  # a copy: not the batch's
         # A non-finite first point is refused with its batch; a zero
         # reference keeps it from spreading into other classes' rows.
         self.ref[c] = ref if np.isfinite(ref).all() else np.zeros_like(ref)

@@ -389,11 +389,13 @@ def read_rows(layout: ArrayLayout, start: int, stop: int, *,
   shape = (stop - start,) + layout.shape[1:]
   if out is None:
     out = np.empty(shape, layout.dtype)
-  elif (out.shape != shape or out.dtype != layout.dtype
-        or not out.flags.c_contiguous or not out.flags.writeable):
-    raise ValueError(
-        f"out must be a writeable C-contiguous {layout.dtype} array of shape "
-        f"{shape}, got {out.dtype} {out.shape}.")
+  elif out.shape != shape or out.dtype != layout.dtype:
+    raise ValueError(f"out must be a {layout.dtype} array of shape {shape}, "
+                     f"got {out.dtype} {out.shape}.")
+  elif not out.flags.c_contiguous or not out.flags.writeable:
+    raise ValueError("out must be writeable and C-contiguous (a "
+                     f"{'read-only' if not out.flags.writeable else 'strided'}"
+                     " array was given).")
   if out.size:
     view = memoryview(out.reshape(-1).view(np.uint8))
     fd = os.open(layout.path, os.O_RDONLY)

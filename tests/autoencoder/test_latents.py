@@ -117,10 +117,16 @@ def test_stream_chunks_fit_in_chunk_bytes_by_default(tmp_path, monkeypatch,
 
 
 @pytest.mark.parametrize("dtype", [None, "float16"])
-def test_stream_chunks_are_read_only(tmp_path, dtype):
+def test_stream_chunks_are_frozen(tmp_path, dtype):
   _saved(tmp_path)
   for x, _ in latents.stream(str(tmp_path), chunk=10, dtype=dtype)():
-    assert not x.flags.writeable
+    assert sharding.frozen(x)
+
+
+def test_stream_chunks_are_aligned_for_the_device(tmp_path):
+  _saved(tmp_path)
+  for x, _ in latents.stream(str(tmp_path), chunk=10)():
+    assert sharding.host_aligned(x)
 
 
 def test_stream_gives_the_requested_dtype(tmp_path):

@@ -120,30 +120,30 @@ def test_values_beyond_float32_are_refused(data):
     pqd_jax.quantize_stream(lambda: iter([(wide, y)]), 2)
 
 
-def _aligned_chunks(x, y, rows, read_only):
-  """Chunks in new 64-byte-aligned arrays, read-only or not."""
+def _aligned_chunks(x, y, rows, frozen):
+  """Chunks in new 64-byte-aligned arrays, frozen or not."""
   def make():
     for s in range(0, len(y), rows):
       chunk = sharding.host_empty(x[s:s + rows].shape, x.dtype)
       chunk[...] = x[s:s + rows]
-      chunk.flags.writeable = not read_only
-      yield chunk, y[s:s + rows]
+      yield sharding.freeze(chunk) if frozen else chunk, y[s:s + rows]
   return make
 
 
-def test_read_only_chunks_used_in_place_give_the_copied_result(data):
+def test_frozen_chunks_used_in_place_give_the_copied_result(data):
   x, y = data
   # Chunks of 80 rows, batches of 32: most batches lie in one chunk, the
   # others straddle two.
-  results = [pqd_jax.quantize_stream(_aligned_chunks(x, y, 80, read_only),
+  results = [pqd_jax.quantize_stream(_aligned_chunks(x, y, 80, frozen),
                                      5, batch_size=32, num_passes=2)
-             for read_only in (True, False)]
+             for frozen in (True, False)]
   for field in ("centroids", "counts", "distortion"):
     np.testing.assert_array_equal(getattr(results[0], field),
                                   getattr(results[1], field))
 
 
-def test_a_reader_may_reuse_a_writeable_chunk(data):
+@pytest.mark.parametrize("read_only_view", [False, True])
+def test_a_reader_may_reuse_its_chunk_buffer(data, read_only_view):
   x, y = data
 
   def reused():
@@ -151,7 +151,9 @@ def test_a_reader_may_reuse_a_writeable_chunk(data):
     for s in range(0, len(y), 96):
       n = len(y[s:s + 96])
       chunk[:n] = x[s:s + 96]
-      yield chunk[:n], y[s:s + 96]
+      view = chunk[:n]
+      view.flags.writeable = not read_only_view  # the buffer stays writeable
+      yield view, y[s:s + 96]
 
   results = [pqd_jax.quantize_stream(make, 5, batch_size=32, num_passes=2)
              for make in (reused, _aligned_chunks(x, y, 96, False))]

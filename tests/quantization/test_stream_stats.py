@@ -72,6 +72,16 @@ def test_large_finite_entries_are_not_called_non_finite():
   _moments(x, y).classes()
 
 
+def test_a_class_reference_is_not_a_view_of_its_batch():
+  x, y = _classes("class_major")
+  moments = _moments(x[:32], y[:32])
+  batch = x[32:64].copy()
+  moments.add(jax.device_put(batch), batch, y[32:64])
+  new = set(y[32:64]) - set(y[:32])
+  assert new and not any(np.shares_memory(moments.ref[c], batch)
+                         for c in new)
+
+
 def test_a_non_finite_first_point_is_the_only_row_named():
   x, y = _classes("shuffled")
   first = int(np.flatnonzero(y == y[5])[0])

@@ -120,14 +120,23 @@ def test_read_rows_into_a_given_array(tmp_path):
   assert not out[[0, 1, 5]].any()  # nothing written outside
 
 
-@pytest.mark.parametrize("out", [np.zeros((2, 3, 4), np.float32),
-                                 np.zeros((3, 3, 4), np.float64),
-                                 np.zeros((3, 3, 8), np.float32)[..., ::2]])
-def test_read_rows_into_an_unfit_array_is_refused(tmp_path, out):
+def _read_only(a):
+  a.flags.writeable = False
+  return a
+
+
+@pytest.mark.parametrize("out,message", [
+    (np.zeros((2, 3, 4), np.float32),
+     r"out must be a float32 array of shape \(3, 3, 4\), got float32 "
+     r"\(2, 3, 4\)"),
+    (np.zeros((3, 3, 4), np.float64), r"got float64 \(3, 3, 4\)"),
+    (np.zeros((3, 3, 8), np.float32)[..., ::2], r"a strided array"),
+    (_read_only(np.zeros((3, 3, 4), np.float32)), r"a read-only array"),
+])
+def test_read_rows_into_an_unfit_array_is_refused(tmp_path, out, message):
   np.save(tmp_path / "a.npy", np.zeros((5, 3, 4), np.float32))
   layout = workdir.array_layout(str(tmp_path / "a.npy"))
-  with pytest.raises(ValueError, match=r"out must be a writeable C-contiguous "
-                     r"float32 array of shape \(3, 3, 4\)"):
+  with pytest.raises(ValueError, match=message):
     workdir.read_rows(layout, 1, 4, out=out)
 
 
