@@ -173,12 +173,12 @@ def _recut(make_batches, batch, latent_shape=None):
       )
     start = 0
     while start < len(lab):
-      view = flat[start:start + batch]
-      if (in_place and not fill and len(view) == batch
-          and sharding.host_aligned(view)):
-        yield shape, view, lab[start:start + batch]
-        start += batch
-        continue
+      if in_place and not fill and len(lab) - start >= batch:
+        view = flat[start:start + batch]
+        if sharding.host_aligned(view):
+          yield shape, view, lab[start:start + batch]
+          start += batch
+          continue
       if out is None:
         out = sharding.host_empty((batch, flat.shape[1]), flat.dtype)
       elif out.dtype != np.promote_types(out.dtype, flat.dtype):

@@ -120,6 +120,11 @@ def test_values_beyond_float32_are_refused(data):
     pqd_jax.quantize_stream(lambda: iter([(wide, y)]), 2)
 
 
+def _assert_same_result(a, b):
+  for field in ("centroids", "counts", "distortion"):
+    np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
+
+
 def _aligned_chunks(x, y, rows, frozen):
   """Chunks in new 64-byte-aligned arrays, frozen or not."""
   def make():
@@ -137,9 +142,7 @@ def test_frozen_chunks_used_in_place_give_the_copied_result(data):
   results = [pqd_jax.quantize_stream(_aligned_chunks(x, y, 80, frozen),
                                      5, batch_size=32, num_passes=2)
              for frozen in (True, False)]
-  for field in ("centroids", "counts", "distortion"):
-    np.testing.assert_array_equal(getattr(results[0], field),
-                                  getattr(results[1], field))
+  _assert_same_result(*results)
 
 
 @pytest.mark.parametrize("read_only_view", [False, True])
@@ -157,9 +160,7 @@ def test_a_reader_may_reuse_its_chunk_buffer(data, read_only_view):
 
   results = [pqd_jax.quantize_stream(make, 5, batch_size=32, num_passes=2)
              for make in (reused, _aligned_chunks(x, y, 96, False))]
-  for field in ("centroids", "counts", "distortion"):
-    np.testing.assert_array_equal(getattr(results[0], field),
-                                  getattr(results[1], field))
+  _assert_same_result(*results)
 
 
 def test_a_spread_beyond_float32_is_named_as_such(data):
