@@ -9,12 +9,13 @@ number of centroids. Padding rows carry ``mask == False`` and never count.
 Assignments use ``‖x‖² − 2 x·c + ‖c‖²`` with the distances laid out as
 ``[k, chunk]`` (XLA's CPU dot is fastest with the long axis last), or
 ``[chunk, k]`` for at most :data:`POINTS_MAJOR_K` centroids (a thin
-codebook's product runs faster that way round), and a two-reduction
-first-index argmin (:func:`first_argmin`), which XLA compiles far better
-than its variadic ``argmin``. The cell sums are a one-hot matmul,
-not a scatter: on CPU the scatter of ``segment_sum`` is 3–6× slower. Once
-few points change cell between passes, :func:`moved_sums` updates the sums
-from the moved points alone.
+codebook's product runs faster that way round), and the nearest centroid
+as a running minimum over the products (:func:`nearest`): one fused pass,
+several times faster than reductions of a ``[k, chunk]`` distance matrix
+and far faster than XLA's variadic ``argmin``. The cell sums are a one-hot
+matmul, not a scatter: on CPU the scatter of ``segment_sum`` is 3–6×
+slower. Once few points change cell between passes, :func:`moved_sums`
+updates the sums from the moved points alone.
 """
 
 from typing import NamedTuple
@@ -28,13 +29,15 @@ __all__ = [
     "assign_cells",
     "assign_stats",
     "chunk_points",
-    "first_argmin",
     "moved_sums",
+    "nearest",
 ]
 
 
 # Up to this many centroids, distances are laid out [points, k].
 POINTS_MAJOR_K = 32
+# Centroids per unrolled step of the running minimum of :func:`nearest`.
+NEAREST_GROUP = 32
 
 
 class CellStats(NamedTuple):
@@ -59,27 +62,64 @@ def chunk_points(x: jnp.ndarray, chunk: int) -> jnp.ndarray:
   return x.reshape((x.shape[0] // chunk, chunk) + x.shape[1:])
 
 
-def first_argmin(dist: jnp.ndarray,
-                 axis: int) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """The minimum along ``axis`` and the smallest index attaining it.
+def nearest(products: jnp.ndarray, c_sq: jnp.ndarray,
+            axis: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Each point's nearest centroid from the products ``x·c`` and ``‖c‖²``.
 
-  Two reductions (``min``, then the smallest index where it is reached),
-  which XLA compiles far better than its variadic ``argmin``; ties go to the
-  first index, as ``argmin``.
+  The minimum over centroids ``j`` of ``c_sq[j] − 2 products[j]`` (the
+  squared distance less ``‖x‖²``) and the smallest ``j`` attaining it, as a
+  running minimum over the centroid axis: a loop of at least two steps, each
+  over up to :data:`NEAREST_GROUP` centroids unrolled, which XLA fuses into
+  one pass over the points that writes no ``[k, m]`` temporary. The loop is
+  also what keeps the result in memory: unrolled whole, XLA would fuse the
+  running minimum into the one-hot of the cells and recompute it for every
+  centroid. The last step may revisit centroids, which changes nothing.
+  Ties go to the first index, as ``argmin``; NaN distances are never
+  chosen (the callers' points and centroids are finite).
 
   Args:
-    dist: distances, e.g. ``[k, m]`` (``axis=0``) or ``[m, k]`` (``axis=1``).
-    axis: the centroid axis.
+    products: ``[k, m]`` (``axis=0``) or ``[m, k]`` (``axis=1``) float32
+      products of centroids and points.
+    c_sq: the centroids' squared norms, broadcastable to ``products``
+      (``[k, 1]`` or ``[1, k]``; ``[m, k]`` for a per-point offset, ``inf``
+      where a centroid is not a candidate).
+    axis: the centroid axis of ``products``.
 
   Returns:
-    ``(dmin, first)``: ``dist``'s shape without ``axis``; ``first`` int32.
+    ``(dmin, first)``: ``products``' shape without ``axis``; ``dmin`` the
+    smallest ``c_sq − 2 products``, ``first`` int32 its first centroid.
   """
-  dmin = jnp.min(dist, axis=axis)
-  iota = jax.lax.broadcasted_iota(jnp.int32, dist.shape, axis)
-  first = jnp.min(
-      jnp.where(dist == jnp.expand_dims(dmin, axis), iota, dist.shape[axis]),
-      axis=axis)
-  return dmin, first
+  k = products.shape[axis]
+  c_sq = jnp.asarray(c_sq, products.dtype)
+  c_sq = c_sq.reshape((1,) * (products.ndim - c_sq.ndim) + c_sq.shape)
+  steps = max(2, -(-k // NEAREST_GROUP))
+  size = -(-k // steps)
+
+  def rows(a, start):
+    if a.shape[axis] == 1:
+      return a
+    return jax.lax.dynamic_slice_in_dim(a, start, size, axis)
+
+  def distance(prod, norm, j):
+    norm_j = jax.lax.index_in_dim(norm, j if norm.shape[axis] > 1 else 0,
+                                  axis, keepdims=False)
+    return norm_j - 2.0 * jax.lax.index_in_dim(prod, j, axis, keepdims=False)
+
+  def step(i, carry):
+    best, first = carry
+    start = jnp.minimum(i * size, k - size)
+    prod, norm = rows(products, start), rows(c_sq, start)
+    for j in range(size):
+      dist = distance(prod, norm, j)
+      better = dist < best
+      best = jnp.where(better, dist, best)
+      first = jnp.where(better, start + j, first)
+    return best, first
+
+  # From centroid 0 (typed, on a mesh, as the products and norms are).
+  best = distance(products, c_sq, 0)
+  init = (best, jnp.zeros_like(best, jnp.int32))
+  return jax.lax.fori_loop(0, steps, step, init)
 
 
 def assign_cells(
@@ -118,14 +158,15 @@ def assign_cells(
     xc, xc_sq, valid = chunk
     xf = xc.astype(jnp.float32)
     if axis:
-      dist = c_sq[None, :] - 2.0 * (xf @ centroids.T)  # [m, k]
-      point_valid = valid[:, None]
+      prod, norms = xf @ centroids.T, c_sq[None, :]  # [m, k]
     else:
-      dist = c_sq[:, None] - 2.0 * (centroids @ xf.T)  # [k, m]
-      point_valid = valid[None, :]
-    dmin, first = first_argmin(dist, axis=axis)
-    iota = jax.lax.broadcasted_iota(jnp.int32, dist.shape, axis)
-    one_hot = (iota == jnp.expand_dims(first, axis)) & point_valid
+      prod, norms = centroids @ xf.T, c_sq[:, None]  # [k, m]
+    dmin, first = nearest(prod, norms, axis=axis)
+    # The one-hot reads the cells, not ``first``: XLA then keeps the running
+    # minimum in one fusion instead of recomputing it for every centroid.
+    cell = jnp.where(valid, first, k)
+    iota = jax.lax.broadcasted_iota(jnp.int32, prod.shape, axis)
+    one_hot = iota == jnp.expand_dims(cell, axis)
     cell_sums = stats.sums
     if sums:
       hot = one_hot.astype(jnp.float32)
@@ -133,7 +174,7 @@ def assign_cells(
     counts = stats.counts + jnp.sum(one_hot, axis=1 - axis, dtype=jnp.int32)
     dist = jnp.where(valid, jnp.maximum(dmin + xc_sq, 0.0), 0.0)
     return (CellStats(cell_sums, counts, stats.sse + jnp.sum(dist)),
-            (dist, jnp.where(valid, first, k)))
+            (dist, cell))
 
   init = jax.lax.pcast(CellStats(
       sums=jnp.zeros((k, d), jnp.float32) if sums else None,

@@ -104,8 +104,7 @@ def d4m(
   def step(b, book: clvq_lib.Codebook) -> clvq_lib.Codebook:
     batch = _batch(flat, b, k, axis_name=axis_name)
     c_sq = jnp.sum(book.centroids * book.centroids, axis=-1)
-    dist = c_sq[None, :] - 2.0 * batch @ book.centroids.T
-    _, label = cells.first_argmin(dist, axis=1)
+    _, label = cells.nearest(batch @ book.centroids.T, c_sq[None, :], axis=1)
     one_hot = jax.nn.one_hot(label, k, dtype=jnp.float32)  # [k points, k]
     book = clvq_lib.absorb(book, one_hot.T @ batch,
                            jnp.sum(one_hot, axis=0).astype(jnp.int32))

@@ -63,8 +63,8 @@ def cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
     safe = jnp.minimum(cc, num_classes - 1)
     xc = ((xc.astype(jnp.float32) - frame.shift[safe])
           / frame.scale[safe][:, None])
-    dist = c_sq[safe] - 2.0 * jnp.einsum("sd,skd->sk", xc, cents[safe])
-    dmin, a = cells.first_argmin(dist, axis=1)
+    dmin, a = cells.nearest(jnp.einsum("sd,skd->sk", xc, cents[safe]),
+                            c_sq[safe], axis=1)
     seg = jnp.where(cc < num_classes, cc * k + a, num_classes * k)
     sums = stats.sums + jax.ops.segment_sum(xc, seg, num_classes * k)
     counts = stats.counts + jax.ops.segment_sum(
@@ -102,9 +102,11 @@ def _dense_cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
     scale = hot @ frame.scale
     xc = ((xb.astype(jnp.float32) - rows_of(hot, frame.shift))
           / jnp.where(scale == 0, 1.0, scale)[:, None])
-    dist = flat_sq[None] - 2.0 * (xc @ flat.T)
-    dmin, a = cells.first_argmin(
-        jnp.where(owner[None] == cb[:, None], dist, jnp.inf), axis=1)
+    # Other classes' centroids are no candidates: their norms are inf.
+    dmin, a = cells.nearest(
+        xc @ flat.T,
+        jnp.where(owner[None] == cb[:, None], flat_sq[None], jnp.inf),
+        axis=1)
     seg = jnp.where(cb < num_classes, a, num_classes * k)
     onehot = seg[:, None] == jnp.arange(num_classes * k)[None]
     err = jnp.maximum(dmin + jnp.sum(xc * xc, axis=-1), 0.0)

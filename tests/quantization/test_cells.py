@@ -5,6 +5,7 @@ one-device mesh; four devices are covered through ``quantize`` in
 ``test_multidevice.py``.
 """
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -38,6 +39,56 @@ def test_moved_sums_is_the_change_of_the_cell_sums(n_moved):
   flat = x.reshape(-1, d)
   expected = _cell_sums(flat, cell, k) - _cell_sums(flat, previous, k)
   np.testing.assert_allclose(np.asarray(delta), expected, atol=1e-4)
+
+
+# Centroid counts of each shape of the running minimum's loop: one centroid
+# (each step revisits it), steps that overlap, steps that tile ``k``
+# exactly, and more than two steps.
+NEAREST_KS = [1, 5, 2 * cells.NEAREST_GROUP - 1, 2 * cells.NEAREST_GROUP,
+              3 * cells.NEAREST_GROUP + 5]
+
+
+def _nearest(products, c_sq, axis):
+  return jax.jit(cells.nearest, static_argnums=2)(products, c_sq, axis)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("k", NEAREST_KS)
+def test_nearest_is_the_minimum_and_its_index(k, axis):
+  gen = np.random.default_rng(k)
+  prod = gen.standard_normal((k, 37) if axis == 0 else (37, k))
+  c_sq = np.expand_dims(gen.uniform(0, 2, k), 1 - axis)
+  dmin, first = _nearest(prod.astype(np.float32), c_sq.astype(np.float32),
+                         axis)
+  dist = c_sq.astype(np.float32) - 2 * prod.astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(first), dist.argmin(axis))
+  np.testing.assert_array_equal(np.asarray(dmin), dist.min(axis))
+
+
+@pytest.mark.parametrize("k", NEAREST_KS[1:])
+def test_nearest_breaks_ties_to_the_first_centroid(k):
+  # Every centroid ties with the one after it; the minimum sits at varied
+  # places, the last pair included.
+  gen = np.random.default_rng(k)
+  prod = gen.integers(0, 3, (k, 41)).astype(np.float32)
+  prod[1::2] = prod[:-1:2]
+  prod[-2:, 0] = 10.0
+  dmin, first = _nearest(prod, np.zeros((k, 1), np.float32), 0)
+  np.testing.assert_array_equal(np.asarray(first), (-2 * prod).argmin(0))
+
+
+def test_nearest_skips_centroids_of_infinite_norm():
+  # A per-point offset: each point may take only the centroids marked finite.
+  gen = np.random.default_rng(0)
+  k = 2 * cells.NEAREST_GROUP + 3
+  prod = gen.standard_normal((29, k)).astype(np.float32)
+  allowed = gen.random((29, k)) < 0.3
+  allowed[np.arange(29), gen.integers(0, k, 29)] = True
+  c_sq = np.where(allowed, 0.0, np.inf).astype(np.float32)
+  dmin, first = _nearest(prod, c_sq, 1)
+  dist = np.where(allowed, -2 * prod, np.inf)
+  np.testing.assert_array_equal(np.asarray(first), dist.argmin(1))
+  np.testing.assert_array_equal(np.asarray(dmin), dist.min(1))
 
 
 # A thin codebook (distances [points, k]) and a wide one ([k, points]).
