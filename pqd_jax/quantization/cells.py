@@ -29,6 +29,7 @@ __all__ = [
     "assign_cells",
     "assign_stats",
     "chunk_points",
+    "compact",
     "moved_sums",
     "nearest",
 ]
@@ -38,6 +39,8 @@ __all__ = [
 POINTS_MAJOR_K = 32
 # Centroids per unrolled step of the running minimum of :func:`nearest`.
 NEAREST_GROUP = 32
+# Entries per row of the blocked prefix sum of :func:`compact`.
+COMPACT_WIDTH = 128
 
 
 class CellStats(NamedTuple):
@@ -48,7 +51,8 @@ class CellStats(NamedTuple):
   Attributes:
     sums: ``[k, d]`` float32 sum of the points in each cell (None when not
       computed).
-    counts: ``[k]`` int32 number of points in each cell.
+    counts: ``[k]`` int32 number of points in each cell (None when not
+      computed).
     sse: scalar float32 sum of squared distances to the nearest centroid.
   """
 
@@ -130,6 +134,7 @@ def assign_cells(
     *,
     axis_name: str,
     sums: bool = True,
+    counts: bool = True,
 ) -> tuple[CellStats, jnp.ndarray, jnp.ndarray]:
   """Assigns every point to its nearest centroid; counts and sums the cells.
 
@@ -143,6 +148,8 @@ def assign_cells(
     axis_name: mesh axis to sum over.
     sums: whether to sum the points of each cell (a one-hot matmul as costly
       as the distances); without, ``stats.sums`` is None.
+    counts: whether to count the points of each cell (a pass over a
+      ``[k, chunk]`` one-hot); without, ``stats.counts`` is None.
 
   Returns:
     ``(stats, dist, cell)``: the global ``CellStats``; this device's
@@ -171,14 +178,17 @@ def assign_cells(
     if sums:
       hot = one_hot.astype(jnp.float32)
       cell_sums = cell_sums + (hot.T @ xf if axis else hot @ xf)
-    counts = stats.counts + jnp.sum(one_hot, axis=1 - axis, dtype=jnp.int32)
+    cell_counts = stats.counts
+    if counts:
+      cell_counts = cell_counts + jnp.sum(one_hot, axis=1 - axis,
+                                          dtype=jnp.int32)
     dist = jnp.where(valid, jnp.maximum(dmin + xc_sq, 0.0), 0.0)
-    return (CellStats(cell_sums, counts, stats.sse + jnp.sum(dist)),
+    return (CellStats(cell_sums, cell_counts, stats.sse + jnp.sum(dist)),
             (dist, cell))
 
   init = jax.lax.pcast(CellStats(
       sums=jnp.zeros((k, d), jnp.float32) if sums else None,
-      counts=jnp.zeros((k,), jnp.int32),
+      counts=jnp.zeros((k,), jnp.int32) if counts else None,
       sse=jnp.zeros((), jnp.float32),
   ), axis_name, to="varying")
   if x.shape[0] == 1:  # one chunk: no loop (a length-1 scan costs copies)
@@ -210,8 +220,9 @@ def assign_stats(
 
 
 def moved_sums(x: jnp.ndarray, cell: jnp.ndarray, previous: jnp.ndarray,
-               k: int, *, block: int, axis_name: str) -> jnp.ndarray:
-  """How the cell sums change when points move from ``previous`` to ``cell``.
+               k: int, *, block: int,
+               axis_name: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """How the cell sums and counts change when points move to ``cell``.
 
   Only the moved points are read: their indices are compacted and gathered
   ``block`` at a time, each block adding its points to their new cell and
@@ -230,7 +241,8 @@ def moved_sums(x: jnp.ndarray, cell: jnp.ndarray, previous: jnp.ndarray,
     axis_name: mesh axis to sum over.
 
   Returns:
-    ``[k, d]`` float32 change of the cell sums, summed over all devices.
+    ``(sums, counts)``: the ``[k, d]`` float32 change of the cell sums and
+    the ``[k]`` int32 change of the counts, summed over all devices.
   """
   d = x.shape[-1]
   flat_x = x.reshape(-1, d)
@@ -240,25 +252,57 @@ def moved_sums(x: jnp.ndarray, cell: jnp.ndarray, previous: jnp.ndarray,
   n_blocks = -(-n // block)
   moved = new != old
   count = jnp.sum(moved, dtype=jnp.int32)
-  (order,) = jnp.nonzero(moved, size=n_blocks * block, fill_value=0)
+  order = compact(moved, n_blocks * block)
   iota = jax.lax.broadcasted_iota(jnp.int32, (k, block), 0)
 
   def add_block(carry):
-    b, delta = carry
+    b, delta, moves = carry
     idx = jax.lax.dynamic_slice(order, (b * block,), (block,))
     valid = b * block + jnp.arange(block) < count
     signed = ((iota == new[idx][None, :]).astype(jnp.float32)
               - (iota == old[idx][None, :]).astype(jnp.float32))
     signed = jnp.where(valid[None, :], signed, 0.0)
-    return b + 1, delta + signed @ flat_x[idx].astype(jnp.float32)
+    return (b + 1, delta + signed @ flat_x[idx].astype(jnp.float32),
+            moves + jnp.sum(signed, axis=1).astype(jnp.int32))
 
   blocks = -(-count // block)
   init = (jnp.zeros((), jnp.int32),
-          jax.lax.pcast(jnp.zeros((k, d), jnp.float32), axis_name,
-                        to="varying"))
-  _, delta = jax.lax.while_loop(lambda carry: carry[0] < blocks, add_block,
-                                init)
-  return jax.lax.psum(delta, axis_name)
+          *jax.lax.pcast((jnp.zeros((k, d), jnp.float32),
+                          jnp.zeros((k,), jnp.int32)), axis_name,
+                         to="varying"))
+  _, delta, moves = jax.lax.while_loop(lambda carry: carry[0] < blocks,
+                                       add_block, init)
+  return jax.lax.psum((delta, moves), axis_name)
+
+
+def compact(mask: jnp.ndarray, size: int) -> jnp.ndarray:
+  """``[size]`` int32 indices of ``mask``'s True entries in order, then 0s.
+
+  ``jnp.nonzero(mask, size=size, fill_value=0)``, from a prefix sum and one
+  scatter. The prefix sum runs within rows of :data:`COMPACT_WIDTH` entries
+  as a matmul with a triangle of ones (exact: the sums are small integers),
+  and across rows as a cumulative sum of the row totals: XLA:CPU's
+  cumulative sum of the whole mask is several times slower.
+
+  Args:
+    mask: ``[n]`` bool.
+    size: length of the result (at least ``mask``'s number of True entries).
+
+  Returns:
+    The indices, padded with 0.
+  """
+  n = mask.shape[0]
+  width = min(n, COMPACT_WIDTH)
+  rows = -(-n // width)
+  ones = jnp.pad(mask.astype(jnp.float32), (0, rows * width - n))
+  within = jnp.matmul(ones.reshape(rows, width),
+                      jnp.triu(jnp.ones((width, width), jnp.float32)),
+                      precision=jax.lax.Precision.HIGHEST).astype(jnp.int32)
+  totals = within[:, -1]
+  inclusive = within + (jnp.cumsum(totals) - totals)[:, None]
+  target = jnp.where(mask, inclusive.reshape(-1)[:n] - 1, size)
+  return jnp.zeros((size,), jnp.int32).at[target].set(
+      jnp.arange(n, dtype=jnp.int32), mode="drop")
 
 
 def all_gather(value: jnp.ndarray, axis_name: str) -> jnp.ndarray:

@@ -6,9 +6,9 @@ on one device and on a pod. Shapes use ``n`` for the local number of points
 (padding included), ``d`` for the flattened latent size and ``k`` for the
 number of centroids. Padding rows carry ``mask == False`` and never count.
 The assignment kernel is :func:`pqd_jax.quantization.cells.assign_cells`;
-after the first pass the cell sums are updated from the points that changed
-cell (:func:`pqd_jax.quantization.cells.moved_sums`), which late passes make
-about half as costly as a full recount.
+after the first pass the cell sums and counts are updated from the points
+that changed cell (:func:`pqd_jax.quantization.cells.moved_sums`), which
+late passes make about half as costly as a full recount.
 """
 
 from typing import NamedTuple
@@ -40,11 +40,11 @@ __all__ = [
     "repair_empty",
 ]
 
-# The cell sums are updated from the moved points in blocks of about
-# 1/MOVED_BLOCKS of a device's points (at least MOVED_BLOCK_MIN): a late pass
-# moves well under one block, while an early one takes a few.
-MOVED_BLOCKS = 16
-MOVED_BLOCK_MIN = 64
+# The cell sums are updated from the moved points this many at a time: a
+# block costs about as much whether it is full or not (the gathers and the
+# one-hot matmul are sized by it), and blocks of 64 points were the fastest
+# or close to it from 60 to 2,000 moved points and d = 196 to 16,384.
+MOVED_BLOCK = 64
 
 
 class ClassQuantizer(NamedTuple):
@@ -200,8 +200,6 @@ def lloyd(c0: jnp.ndarray, x: jnp.ndarray, x_sq: jnp.ndarray,
   """
   k, _ = c0.shape
   n = jax.lax.psum(jnp.sum(mask, dtype=jnp.int32), axis_name)
-  n_local = mask.size
-  block = min(n_local, max(MOVED_BLOCK_MIN, -(-n_local // MOVED_BLOCKS)))
 
   def cond(state: LloydState) -> jnp.ndarray:
     return (state.iteration < num_iters) & ~state.converged
@@ -222,10 +220,13 @@ def lloyd(c0: jnp.ndarray, x: jnp.ndarray, x_sq: jnp.ndarray,
 
   def body(state: LloydState) -> LloydState:
     stats, dist, cell = cells.assign_cells(x, x_sq, mask, state.centroids,
-                                           sums=False, axis_name=axis_name)
-    sums = state.sums + cells.moved_sums(x, cell, state.cell, k, block=block,
-                                         axis_name=axis_name)
-    return update(state, stats._replace(sums=sums), dist, cell)
+                                           sums=False, counts=False,
+                                           axis_name=axis_name)
+    sums, counts = cells.moved_sums(x, cell, state.cell, k,
+                                    block=MOVED_BLOCK, axis_name=axis_name)
+    return update(state, stats._replace(sums=state.sums + sums,
+                                        counts=state.counts + counts),
+                  dist, cell)
 
   state = LloydState(
       centroids=c0, used=c0, counts=jnp.zeros((k,), jnp.int32),

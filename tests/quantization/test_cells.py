@@ -23,8 +23,11 @@ def _cell_sums(x, cell, k):
   return sums
 
 
-@pytest.mark.parametrize("n_moved", [0, 3, 64, 65, 300])
-def test_moved_sums_is_the_change_of_the_cell_sums(n_moved):
+MOVED = [0, 3, 64, 65, 300]  # none, part of a block, one, one and one more
+
+
+def _moved(n_moved):
+  """Points, their new and previous cells, and ``moved_sums``' result."""
   gen = np.random.default_rng(n_moved)
   k, n_chunks, chunk, d = 7, 4, 100, 5
   x = gen.standard_normal((n_chunks, chunk, d)).astype(np.float32)
@@ -33,12 +36,39 @@ def test_moved_sums_is_the_change_of_the_cell_sums(n_moved):
   cell = previous.copy()
   moved = gen.choice(n_chunks * chunk - 9, n_moved, replace=False)
   cell[moved] = (previous[moved] + gen.integers(1, k, n_moved)) % k
-  delta = on_one_device(
+  out = on_one_device(
       lambda x, c, p: cells.moved_sums(x, c, p, k, block=64, axis_name=AXIS),
       x, cell.reshape(n_chunks, chunk), previous.reshape(n_chunks, chunk))
-  flat = x.reshape(-1, d)
-  expected = _cell_sums(flat, cell, k) - _cell_sums(flat, previous, k)
+  return x.reshape(-1, d), cell, previous, out
+
+
+@pytest.mark.parametrize("n_moved", MOVED)
+def test_moved_sums_is_the_change_of_the_cell_sums(n_moved):
+  x, cell, previous, (delta, _) = _moved(n_moved)
+  k = delta.shape[0]
+  expected = _cell_sums(x, cell, k) - _cell_sums(x, previous, k)
   np.testing.assert_allclose(np.asarray(delta), expected, atol=1e-4)
+
+
+@pytest.mark.parametrize("n_moved", MOVED)
+def test_moved_sums_is_the_change_of_the_cell_counts(n_moved):
+  _, cell, previous, (delta, moves) = _moved(n_moved)
+  k = delta.shape[0]
+  expected = (np.bincount(cell[cell < k], minlength=k)
+              - np.bincount(previous[previous < k], minlength=k))
+  np.testing.assert_array_equal(np.asarray(moves), expected)
+
+
+@pytest.mark.parametrize("n", [1, 37, cells.COMPACT_WIDTH,
+                               3 * cells.COMPACT_WIDTH + 17])
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.7, 1.0])
+def test_compact_lists_the_true_entries_in_order(n, density):
+  mask = np.random.default_rng(n).random(n) < density
+  size = n + 3
+  out = jax.jit(cells.compact, static_argnums=1)(mask, size)
+  expected = np.zeros(size, np.int32)
+  expected[:mask.sum()] = np.flatnonzero(mask)
+  np.testing.assert_array_equal(np.asarray(out), expected)
 
 
 # Centroid counts of each shape of the running minimum's loop: one centroid
