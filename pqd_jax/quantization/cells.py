@@ -66,20 +66,19 @@ def chunk_points(x: jnp.ndarray, chunk: int) -> jnp.ndarray:
   return x.reshape((x.shape[0] // chunk, chunk) + x.shape[1:])
 
 
-def nearest(products: jnp.ndarray, c_sq: jnp.ndarray,
-            axis: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+def nearest(products: jnp.ndarray, c_sq: jnp.ndarray, axis: int, *,
+            loop: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Each point's nearest centroid from the products ``x·c`` and ``‖c‖²``.
 
   The minimum over centroids ``j`` of ``c_sq[j] − 2 products[j]`` (the
   squared distance less ``‖x‖²``) and the smallest ``j`` attaining it, as a
-  running minimum over the centroid axis: a loop of at least two steps, each
-  over up to :data:`NEAREST_GROUP` centroids unrolled, which XLA fuses into
-  one pass over the points that writes no ``[k, m]`` temporary. The loop is
-  also what keeps the result in memory: unrolled whole, XLA would fuse the
-  running minimum into the one-hot of the cells and recompute it for every
-  centroid. The last step may revisit centroids, which changes nothing.
-  Ties go to the first index, as ``argmin``; NaN distances are never
-  chosen (the callers' points and centroids are finite).
+  running minimum over the centroid axis, which XLA fuses into one pass over
+  the points that writes no ``[k, m]`` temporary. By default a loop of at
+  least two steps, each over up to :data:`NEAREST_GROUP` centroids
+  unrolled, whose results XLA keeps in memory; the last step may revisit
+  centroids, which changes nothing. Ties go to the first index, as
+  ``argmin``; NaN distances are never chosen (the callers' points and
+  centroids are finite).
 
   Args:
     products: ``[k, m]`` (``axis=0``) or ``[m, k]`` (``axis=1``) float32
@@ -88,6 +87,12 @@ def nearest(products: jnp.ndarray, c_sq: jnp.ndarray,
       (``[k, 1]`` or ``[1, k]``; ``[m, k]`` for a per-point offset, ``inf``
       where a centroid is not a candidate).
     axis: the centroid axis of ``products``.
+    loop: False unrolls the whole minimum (fewer than
+      ``2 * NEAREST_GROUP`` centroids), which XLA then fuses into each
+      consumer of the results: faster when every consumer reads a point's
+      result once (elementwise), but a consumer that reads it once per
+      centroid (a one-hot of the cells) would recompute the minimum for
+      every centroid.
 
   Returns:
     ``(dmin, first)``: ``products``' shape without ``axis``; ``dmin`` the
@@ -96,8 +101,14 @@ def nearest(products: jnp.ndarray, c_sq: jnp.ndarray,
   k = products.shape[axis]
   c_sq = jnp.asarray(c_sq, products.dtype)
   c_sq = c_sq.reshape((1,) * (products.ndim - c_sq.ndim) + c_sq.shape)
-  steps = max(2, -(-k // NEAREST_GROUP))
-  size = -(-k // steps)
+  if loop:
+    steps = max(2, -(-k // NEAREST_GROUP))
+    size = -(-k // steps)
+  elif k < 2 * NEAREST_GROUP:
+    steps, size = 1, k
+  else:
+    raise ValueError(f"nearest(loop=False) unrolls fewer than "
+                     f"{2 * NEAREST_GROUP} centroids, got {k}.")
 
   def rows(a, start):
     if a.shape[axis] == 1:
@@ -123,6 +134,8 @@ def nearest(products: jnp.ndarray, c_sq: jnp.ndarray,
   # From centroid 0 (typed, on a mesh, as the products and norms are).
   best = distance(products, c_sq, 0)
   init = (best, jnp.zeros_like(best, jnp.int32))
+  if not loop:
+    return step(0, init)
   return jax.lax.fori_loop(0, steps, step, init)
 
 
@@ -168,7 +181,9 @@ def assign_cells(
       prod, norms = xf @ centroids.T, c_sq[None, :]  # [m, k]
     else:
       prod, norms = centroids @ xf.T, c_sq[:, None]  # [k, m]
-    dmin, first = nearest(prod, norms, axis=axis)
+    # Without sums and counts, the results are read only point by point.
+    dmin, first = nearest(prod, norms, axis=axis,
+                          loop=sums or counts or k >= 2 * NEAREST_GROUP)
     # The one-hot reads the cells, not ``first``: XLA then keeps the running
     # minimum in one fusion instead of recomputing it for every centroid.
     cell = jnp.where(valid, first, k)

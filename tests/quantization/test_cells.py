@@ -76,35 +76,48 @@ def test_compact_lists_the_true_entries_in_order(n, density):
 # exactly, and more than two steps.
 NEAREST_KS = [1, 5, 2 * cells.NEAREST_GROUP - 1, 2 * cells.NEAREST_GROUP,
               3 * cells.NEAREST_GROUP + 5]
+# The loop at every k, and unrolled (loop=False) where it applies.
+NEAREST_CASES = ([(k, True) for k in NEAREST_KS]
+                 + [(k, False) for k in NEAREST_KS
+                    if k < 2 * cells.NEAREST_GROUP])
 
 
-def _nearest(products, c_sq, axis):
-  return jax.jit(cells.nearest, static_argnums=2)(products, c_sq, axis)
+def _nearest(products, c_sq, axis, loop=True):
+  return jax.jit(cells.nearest, static_argnums=2, static_argnames="loop")(
+      products, c_sq, axis, loop=loop)
 
 
 @pytest.mark.parametrize("axis", [0, 1])
-@pytest.mark.parametrize("k", NEAREST_KS)
-def test_nearest_is_the_minimum_and_its_index(k, axis):
+@pytest.mark.parametrize("k,loop", NEAREST_CASES)
+def test_nearest_is_the_minimum_and_its_index(k, loop, axis):
   gen = np.random.default_rng(k)
   prod = gen.standard_normal((k, 37) if axis == 0 else (37, k))
   c_sq = np.expand_dims(gen.uniform(0, 2, k), 1 - axis)
   dmin, first = _nearest(prod.astype(np.float32), c_sq.astype(np.float32),
-                         axis)
+                         axis, loop)
   dist = c_sq.astype(np.float32) - 2 * prod.astype(np.float32)
   np.testing.assert_array_equal(np.asarray(first), dist.argmin(axis))
   np.testing.assert_array_equal(np.asarray(dmin), dist.min(axis))
 
 
-@pytest.mark.parametrize("k", NEAREST_KS[1:])
-def test_nearest_breaks_ties_to_the_first_centroid(k):
+@pytest.mark.parametrize("k,loop", [case for case in NEAREST_CASES
+                                    if case[0] > 1])
+def test_nearest_breaks_ties_to_the_first_centroid(k, loop):
   # Every centroid ties with the one after it; the minimum sits at varied
   # places, the last pair included.
   gen = np.random.default_rng(k)
   prod = gen.integers(0, 3, (k, 41)).astype(np.float32)
   prod[1::2] = prod[:-1:2]
   prod[-2:, 0] = 10.0
-  dmin, first = _nearest(prod, np.zeros((k, 1), np.float32), 0)
+  dmin, first = _nearest(prod, np.zeros((k, 1), np.float32), 0, loop)
   np.testing.assert_array_equal(np.asarray(first), (-2 * prod).argmin(0))
+
+
+def test_nearest_unrolls_only_a_few_centroids():
+  k = 2 * cells.NEAREST_GROUP
+  with pytest.raises(ValueError, match=f"got {k}"):
+    _nearest(np.zeros((k, 3), np.float32), np.zeros((k, 1), np.float32), 0,
+             False)
 
 
 def test_nearest_skips_centroids_of_infinite_norm():
