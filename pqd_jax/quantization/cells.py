@@ -9,13 +9,13 @@ number of centroids. Padding rows carry ``mask == False`` and never count.
 Assignments use ``‖x‖² − 2 x·c + ‖c‖²`` with the distances laid out as
 ``[k, chunk]`` (XLA's CPU dot is fastest with the long axis last), or
 ``[chunk, k]`` for at most :data:`POINTS_MAJOR_K` centroids (a thin
-codebook's product runs faster that way round), and the nearest centroid
-as a running minimum over the products (:func:`nearest`): one fused pass,
-several times faster than reductions of a ``[k, chunk]`` distance matrix
-and far faster than XLA's variadic ``argmin``. The cell sums are a one-hot
-matmul, not a scatter: on CPU the scatter of ``segment_sum`` is 3–6×
-slower. Once few points change cell between passes, :func:`moved_sums`
-updates the sums from the moved points alone.
+codebook's product runs faster that way round); the nearest centroid is
+:func:`nearest`: on ``[k, chunk]`` a running minimum over the products in
+one fused pass, several times faster than column reductions of the
+distances and far faster than XLA's variadic ``argmin``. The cell sums
+are a one-hot matmul, not a scatter: on CPU the scatter of
+``segment_sum`` is 3–6× slower. Once few points change cell between
+passes, :func:`moved_sums` updates the sums from the moved points alone.
 """
 
 from typing import NamedTuple
@@ -67,28 +67,35 @@ def chunk_points(x: jnp.ndarray, chunk: int) -> jnp.ndarray:
 
 
 def nearest(products: jnp.ndarray, c_sq: jnp.ndarray, axis: int, *,
+            candidates: jnp.ndarray | None = None,
             loop: bool = True) -> tuple[jnp.ndarray, jnp.ndarray]:
   """Each point's nearest centroid from the products ``x·c`` and ``‖c‖²``.
 
   The minimum over centroids ``j`` of ``c_sq[j] − 2 products[j]`` (the
-  squared distance less ``‖x‖²``) and the smallest ``j`` attaining it, as a
-  running minimum over the centroid axis, which XLA fuses into one pass over
-  the points that writes no ``[k, m]`` temporary. By default a loop of at
-  least two steps, each over up to :data:`NEAREST_GROUP` centroids
-  unrolled, whose results XLA keeps in memory; the last step may revisit
-  centroids, which changes nothing. Ties go to the first index, as
-  ``argmin``; NaN distances are never chosen (the callers' points and
-  centroids are finite).
+  squared distance less ``‖x‖²``) and the smallest ``j`` attaining it; ties
+  go to the first index, as ``argmin``. Distances must not be NaN (the
+  callers' points and centroids are finite).
+
+  With the centroids on the minor axis (``[m, k]``), two row reductions of
+  the distances: the minimum, then the first index that reaches it. With
+  them on the major axis (``[k, m]``), whose column reductions XLA:CPU runs
+  several times slower, a running minimum over the centroids, which XLA
+  fuses into one pass over the points that writes no ``[k, m]``
+  temporary: a loop of at least two steps, each over up to
+  :data:`NEAREST_GROUP` centroids unrolled, whose results XLA keeps in
+  memory (the last step may revisit centroids, which changes nothing).
 
   Args:
     products: ``[k, m]`` (``axis=0``) or ``[m, k]`` (``axis=1``) float32
       products of centroids and points.
     c_sq: the centroids' squared norms, broadcastable to ``products``
-      (``[k, 1]`` or ``[1, k]``; ``[m, k]`` for a per-point offset, ``inf``
-      where a centroid is not a candidate).
+      (``[k, 1]`` or ``[1, k]``).
     axis: the centroid axis of ``products``.
-    loop: False unrolls the whole minimum (fewer than
-      ``2 * NEAREST_GROUP`` centroids), which XLA then fuses into each
+    candidates: bool, broadcastable to ``products``: the centroids each
+      point may take (its distance to the others counts as ``inf``); None:
+      all.
+    loop: False unrolls the whole running minimum, on either layout (fewer
+      than ``2 * NEAREST_GROUP`` centroids), which XLA then fuses into each
       consumer of the results: faster when every consumer reads a point's
       result once (elementwise), but a consumer that reads it once per
       centroid (a one-hot of the cells) would recompute the minimum for
@@ -96,11 +103,28 @@ def nearest(products: jnp.ndarray, c_sq: jnp.ndarray, axis: int, *,
 
   Returns:
     ``(dmin, first)``: ``products``' shape without ``axis``; ``dmin`` the
-    smallest ``c_sq − 2 products``, ``first`` int32 its first centroid.
+    smallest distance less ``‖x‖²``, ``first`` int32 its first centroid.
   """
   k = products.shape[axis]
-  c_sq = jnp.asarray(c_sq, products.dtype)
-  c_sq = c_sq.reshape((1,) * (products.ndim - c_sq.ndim) + c_sq.shape)
+
+  def expand(a):
+    a = jnp.asarray(a)
+    return a.reshape((1,) * (products.ndim - a.ndim) + a.shape)
+
+  c_sq = expand(c_sq).astype(products.dtype)
+  candidates = None if candidates is None else expand(candidates)
+
+  def distance(prod, norm, allowed):
+    dist = norm - 2.0 * prod
+    return dist if allowed is None else jnp.where(allowed, dist, jnp.inf)
+
+  if loop and axis == products.ndim - 1:
+    dist = distance(products, c_sq, candidates)
+    dmin = jnp.min(dist, axis=axis)
+    iota = jax.lax.broadcasted_iota(jnp.int32, dist.shape, axis)
+    first = jnp.min(jnp.where(dist == jnp.expand_dims(dmin, axis), iota, k),
+                    axis=axis)
+    return dmin, first
   if loop:
     steps = max(2, -(-k // NEAREST_GROUP))
     size = -(-k // steps)
@@ -111,28 +135,30 @@ def nearest(products: jnp.ndarray, c_sq: jnp.ndarray, axis: int, *,
                      f"{2 * NEAREST_GROUP} centroids, got {k}.")
 
   def rows(a, start):
-    if a.shape[axis] == 1:
+    if a is None or a.shape[axis] == 1:
       return a
     return jax.lax.dynamic_slice_in_dim(a, start, size, axis)
 
-  def distance(prod, norm, j):
-    norm_j = jax.lax.index_in_dim(norm, j if norm.shape[axis] > 1 else 0,
-                                  axis, keepdims=False)
-    return norm_j - 2.0 * jax.lax.index_in_dim(prod, j, axis, keepdims=False)
+  def row(a, j):
+    if a is None:
+      return None
+    return jax.lax.index_in_dim(a, j if a.shape[axis] > 1 else 0, axis,
+                                keepdims=False)
 
   def step(i, carry):
     best, first = carry
     start = jnp.minimum(i * size, k - size)
-    prod, norm = rows(products, start), rows(c_sq, start)
+    prod, norm, allowed = (rows(products, start), rows(c_sq, start),
+                           rows(candidates, start))
     for j in range(size):
-      dist = distance(prod, norm, j)
+      dist = distance(row(prod, j), row(norm, j), row(allowed, j))
       better = dist < best
       best = jnp.where(better, dist, best)
       first = jnp.where(better, start + j, first)
     return best, first
 
   # From centroid 0 (typed, on a mesh, as the products and norms are).
-  best = distance(products, c_sq, 0)
+  best = distance(row(products, 0), row(c_sq, 0), row(candidates, 0))
   init = (best, jnp.zeros_like(best, jnp.int32))
   if not loop:
     return step(0, init)

@@ -102,11 +102,8 @@ def _dense_cell_stats(cents: jnp.ndarray, frame: frame_lib.ClassFrame,
     scale = hot @ frame.scale
     xc = ((xb.astype(jnp.float32) - rows_of(hot, frame.shift))
           / jnp.where(scale == 0, 1.0, scale)[:, None])
-    # Other classes' centroids are no candidates: their norms are inf.
-    dmin, a = cells.nearest(
-        xc @ flat.T,
-        jnp.where(owner[None] == cb[:, None], flat_sq[None], jnp.inf),
-        axis=1)
+    dmin, a = cells.nearest(xc @ flat.T, flat_sq[None], axis=1,
+                            candidates=owner[None] == cb[:, None])
     seg = jnp.where(cb < num_classes, a, num_classes * k)
     onehot = seg[:, None] == jnp.arange(num_classes * k)[None]
     err = jnp.maximum(dmin + jnp.sum(xc * xc, axis=-1), 0.0)

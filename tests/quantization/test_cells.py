@@ -100,17 +100,20 @@ def test_nearest_is_the_minimum_and_its_index(k, loop, axis):
   np.testing.assert_array_equal(np.asarray(dmin), dist.min(axis))
 
 
+@pytest.mark.parametrize("axis", [0, 1])
 @pytest.mark.parametrize("k,loop", [case for case in NEAREST_CASES
                                     if case[0] > 1])
-def test_nearest_breaks_ties_to_the_first_centroid(k, loop):
+def test_nearest_breaks_ties_to_the_first_centroid(k, loop, axis):
   # Every centroid ties with the one after it; the minimum sits at varied
   # places, the last pair included.
   gen = np.random.default_rng(k)
   prod = gen.integers(0, 3, (k, 41)).astype(np.float32)
   prod[1::2] = prod[:-1:2]
   prod[-2:, 0] = 10.0
-  dmin, first = _nearest(prod, np.zeros((k, 1), np.float32), 0, loop)
-  np.testing.assert_array_equal(np.asarray(first), (-2 * prod).argmin(0))
+  if axis:
+    prod = np.ascontiguousarray(prod.T)
+  dmin, first = _nearest(prod, np.zeros((1, 1), np.float32), axis, loop)
+  np.testing.assert_array_equal(np.asarray(first), (-2 * prod).argmin(axis))
 
 
 def test_nearest_unrolls_only_a_few_centroids():
@@ -120,18 +123,24 @@ def test_nearest_unrolls_only_a_few_centroids():
              False)
 
 
-def test_nearest_skips_centroids_of_infinite_norm():
-  # A per-point offset: each point may take only the centroids marked finite.
-  gen = np.random.default_rng(0)
-  k = 2 * cells.NEAREST_GROUP + 3
-  prod = gen.standard_normal((29, k)).astype(np.float32)
-  allowed = gen.random((29, k)) < 0.3
-  allowed[np.arange(29), gen.integers(0, k, 29)] = True
-  c_sq = np.where(allowed, 0.0, np.inf).astype(np.float32)
-  dmin, first = _nearest(prod, c_sq, 1)
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("k,loop", [case for case in NEAREST_CASES
+                                    if case[0] > 1])
+def test_nearest_takes_only_candidates(k, loop, axis):
+  # Each point may take only the centroids marked (at least one).
+  gen = np.random.default_rng(k)
+  shape = (k, 29) if axis == 0 else (29, k)
+  prod = gen.standard_normal(shape).astype(np.float32)
+  allowed = gen.random(shape) < 0.3
+  np.put_along_axis(allowed, np.expand_dims(gen.integers(0, k, 29), axis),
+                    True, axis)
+  dmin, first = jax.jit(cells.nearest, static_argnums=2,
+                        static_argnames="loop")(
+      prod, np.zeros((1, 1), np.float32), axis, candidates=allowed,
+      loop=loop)
   dist = np.where(allowed, -2 * prod, np.inf)
-  np.testing.assert_array_equal(np.asarray(first), dist.argmin(1))
-  np.testing.assert_array_equal(np.asarray(dmin), dist.min(1))
+  np.testing.assert_array_equal(np.asarray(first), dist.argmin(axis))
+  np.testing.assert_array_equal(np.asarray(dmin), dist.min(axis))
 
 
 # A thin codebook (distances [points, k]) and a wide one ([k, points]).
