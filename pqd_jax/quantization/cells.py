@@ -15,7 +15,8 @@ one fused pass, several times faster than column reductions of the
 distances and far faster than XLA's variadic ``argmin``. The cell sums
 are a one-hot matmul, not a scatter: on CPU the scatter of
 ``segment_sum`` is 3–6× slower. Once few points change cell between
-passes, :func:`moved_sums` updates the sums from the moved points alone.
+passes, :func:`moved_sums` updates the sums and counts from the moved
+points alone.
 """
 
 from typing import NamedTuple
@@ -88,12 +89,13 @@ def nearest(products: jnp.ndarray, c_sq: jnp.ndarray, axis: int, *,
   Args:
     products: ``[k, m]`` (``axis=0``) or ``[m, k]`` (``axis=1``) float32
       products of centroids and points.
-    c_sq: the centroids' squared norms, broadcastable to ``products``
-      (``[k, 1]`` or ``[1, k]``).
+    c_sq: the centroids' squared norms, of ``products``' rank and
+      broadcastable to it (``[k, 1]`` or ``[1, k]``; ``[m, k]`` for each
+      point's own centroids).
     axis: the centroid axis of ``products``.
-    candidates: bool, broadcastable to ``products``: the centroids each
-      point may take (its distance to the others counts as ``inf``); None:
-      all.
+    candidates: bool, of ``products``' rank and broadcastable to it: the
+      centroids each point may take (its distance to the others counts as
+      ``inf``); None: all.
     loop: False unrolls the whole running minimum, on either layout (fewer
       than ``2 * NEAREST_GROUP`` centroids), which XLA then fuses into each
       consumer of the results: faster when every consumer reads a point's
@@ -104,15 +106,19 @@ def nearest(products: jnp.ndarray, c_sq: jnp.ndarray, axis: int, *,
   Returns:
     ``(dmin, first)``: ``products``' shape without ``axis``; ``dmin`` the
     smallest distance less ``‖x‖²``, ``first`` int32 its first centroid.
+
+  Raises:
+    ValueError: if ``c_sq`` or ``candidates`` is not of ``products``' rank
+      (a ``[k]`` vector would broadcast along the wrong axis), or
+      ``loop=False`` with ``2 * NEAREST_GROUP`` centroids or more.
   """
   k = products.shape[axis]
-
-  def expand(a):
-    a = jnp.asarray(a)
-    return a.reshape((1,) * (products.ndim - a.ndim) + a.shape)
-
-  c_sq = expand(c_sq).astype(products.dtype)
-  candidates = None if candidates is None else expand(candidates)
+  for name, value in (("c_sq", c_sq), ("candidates", candidates)):
+    if value is not None and jnp.ndim(value) != products.ndim:
+      raise ValueError(
+          f"nearest: {name} of shape {jnp.shape(value)} must have the rank "
+          f"of products {products.shape} (e.g. [k, 1] or [1, k]).")
+  c_sq = jnp.asarray(c_sq, products.dtype)
 
   def distance(prod, norm, allowed):
     dist = norm - 2.0 * prod
@@ -210,9 +216,7 @@ def assign_cells(
     # Without sums and counts, the results are read only point by point.
     dmin, first = nearest(prod, norms, axis=axis,
                           loop=sums or counts or k >= 2 * NEAREST_GROUP)
-    # The one-hot reads the cells, not ``first``: XLA then keeps the running
-    # minimum in one fusion instead of recomputing it for every centroid.
-    cell = jnp.where(valid, first, k)
+    cell = jnp.where(valid, first, k)  # padding's k matches no centroid
     iota = jax.lax.broadcasted_iota(jnp.int32, prod.shape, axis)
     one_hot = iota == jnp.expand_dims(cell, axis)
     cell_sums = stats.sums
@@ -269,8 +273,8 @@ def moved_sums(x: jnp.ndarray, cell: jnp.ndarray, previous: jnp.ndarray,
   ``block`` at a time, each block adding its points to their new cell and
   subtracting them from their old one (a ``[k, block]`` signed one-hot
   matmul). A pass where few points move thus costs a fraction of the full
-  ``[k, n]`` one-hot matmul of :func:`assign_cells`, and one where all move
-  about as much.
+  ``[k, n]`` one-hot matmul of :func:`assign_cells`; its cost grows with
+  the number that move.
 
   Args:
     x: ``[n_chunks, chunk, d]`` local points.

@@ -40,10 +40,11 @@ __all__ = [
     "repair_empty",
 ]
 
-# The cell sums are updated from the moved points this many at a time: a
-# block costs about as much whether it is full or not (the gathers and the
-# one-hot matmul are sized by it), and blocks of 64 points were the fastest
-# or close to it from 60 to 2,000 moved points and d = 196 to 16,384.
+# The cell sums and counts are updated from the moved points this many at
+# a time: a block costs about as much whether it is full or not (the gathers
+# and the one-hot matmul are sized by it), and blocks of 64 points were the
+# fastest or close to it from 20 to 2,000 moved points and d = 196 to
+# 16,384.
 MOVED_BLOCK = 64
 
 

@@ -71,9 +71,9 @@ def test_compact_lists_the_true_entries_in_order(n, density):
   np.testing.assert_array_equal(np.asarray(out), expected)
 
 
-# Centroid counts of each shape of the running minimum's loop: one centroid
-# (each step revisits it), steps that overlap, steps that tile ``k``
-# exactly, and more than two steps.
+# Centroid counts of each shape of the running minimum's loop (the
+# ``[k, m]`` layout): one centroid (each step revisits it), steps that
+# overlap, steps that tile ``k`` exactly, and more than two steps.
 NEAREST_KS = [1, 5, 2 * cells.NEAREST_GROUP - 1, 2 * cells.NEAREST_GROUP,
               3 * cells.NEAREST_GROUP + 5]
 # The loop at every k, and unrolled (loop=False) where it applies.
@@ -112,8 +112,14 @@ def test_nearest_breaks_ties_to_the_first_centroid(k, loop, axis):
   prod[-2:, 0] = 10.0
   if axis:
     prod = np.ascontiguousarray(prod.T)
-  dmin, first = _nearest(prod, np.zeros((1, 1), np.float32), axis, loop)
+  _, first = _nearest(prod, np.zeros((1, 1), np.float32), axis, loop)
   np.testing.assert_array_equal(np.asarray(first), (-2 * prod).argmin(axis))
+
+
+def test_nearest_refuses_norms_of_another_rank():
+  # A [k] vector would broadcast along the points.
+  with pytest.raises(ValueError, match=r"c_sq of shape \(3,\)"):
+    cells.nearest(np.zeros((3, 3), np.float32), np.zeros(3, np.float32), 0)
 
 
 def test_nearest_unrolls_only_a_few_centroids():
@@ -179,30 +185,55 @@ def test_assign_cells_sums_the_points_of_each_cell(k):
 
 
 def _lloyd64(x, c, iters):
-  """Plain float64 Lloyd (no empty cells on the data used here)."""
+  """Plain float64 Lloyd (no empty cells on the data used here).
+
+  Returns:
+    The centroids after ``iters`` updates and the counts of their cells.
+  """
   x = x.astype(np.float64)
   c = c.astype(np.float64)
-  for _ in range(iters):
+  for _ in range(iters + 1):
     nearest = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
+    counts = np.bincount(nearest, minlength=len(c))
+    if _ == iters:
+      return c, counts
     c = np.stack([x[nearest == j].mean(0) for j in range(len(c))])
-  return c
 
 
-def test_lloyd_follows_float64_lloyd_pass_by_pass():
+# Lloyd's passes on both layouts, unrolled and looped: a thin codebook
+# ([points, k]), a wide one ([k, points]) of under 2 * NEAREST_GROUP, and
+# one of more.
+LLOYD_KS = [8, cells.POINTS_MAJOR_K + 8, 2 * cells.NEAREST_GROUP + 6]
+
+
+def _lloyd_run(k):
+  gen = np.random.default_rng(3)
+  centers = gen.normal(0, 3, (k, 6))
+  x = (centers[gen.integers(0, k, 2000)]
+       + gen.standard_normal((2000, 6))).astype(np.float32)
+  mask = np.ones(2000, bool)
+  mask[-13:] = False  # padding rows: never counted
+  c0 = x[:k].copy()
+  out = on_one_device(
+      lambda x, m, c0: lloyd.lloyd(
+          c0, x.reshape(10, 200, 6), jnp.sum(x * x, -1).reshape(10, 200),
+          m.reshape(10, 200), num_iters=12, tol=0.0, axis_name=AXIS),
+      x, mask, c0)
+  # ``centroids`` are those of the last assignment: passes - 1 updates.
+  return out, _lloyd64(x[mask], c0, int(out.iterations) - 1)
+
+
+@pytest.mark.parametrize("k", LLOYD_KS)
+def test_lloyd_follows_float64_lloyd_pass_by_pass(k):
   # Many points change cell in the early passes (several blocks of moved
   # points) and few later: every pass's update must be the exact means.
-  gen = np.random.default_rng(3)
-  centers = gen.normal(0, 3, (8, 6))
-  x = (centers[gen.integers(0, 8, 2000)]
-       + gen.standard_normal((2000, 6))).astype(np.float32)
-  c0 = x[:8].copy()
-  iters = 12
-  out = on_one_device(
-      lambda x, c0: lloyd.lloyd(
-          c0, x.reshape(10, 200, 6), jnp.sum(x * x, -1).reshape(10, 200),
-          jnp.ones((10, 200), bool), num_iters=iters, tol=0.0,
-          axis_name=AXIS), x, c0)
-  # ``centroids`` are those of the last assignment: passes - 1 updates.
-  expected = _lloyd64(x, c0, int(out.iterations) - 1)
+  out, (expected, _) = _lloyd_run(k)
   np.testing.assert_allclose(np.asarray(out.centroids), expected,
                              rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("k", LLOYD_KS)
+def test_lloyd_counts_the_cells_of_its_centroids(k):
+  # The counts are updated from the moved points after the first pass.
+  out, (_, counts) = _lloyd_run(k)
+  np.testing.assert_array_equal(np.asarray(out.counts), counts)
