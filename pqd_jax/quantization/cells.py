@@ -217,13 +217,13 @@ def assign_cells(
     dmin, first = nearest(prod, norms, axis=axis,
                           loop=sums or counts or k >= 2 * NEAREST_GROUP)
     cell = jnp.where(valid, first, k)  # padding's k matches no centroid
-    iota = jax.lax.broadcasted_iota(jnp.int32, prod.shape, axis)
-    one_hot = iota == jnp.expand_dims(cell, axis)
-    cell_sums = stats.sums
+    cell_sums, cell_counts = stats.sums, stats.counts
+    if sums or counts:
+      iota = jax.lax.broadcasted_iota(jnp.int32, prod.shape, axis)
+      one_hot = iota == jnp.expand_dims(cell, axis)
     if sums:
       hot = one_hot.astype(jnp.float32)
       cell_sums = cell_sums + (hot.T @ xf if axis else hot @ xf)
-    cell_counts = stats.counts
     if counts:
       cell_counts = cell_counts + jnp.sum(one_hot, axis=1 - axis,
                                           dtype=jnp.int32)

@@ -82,9 +82,9 @@ NEAREST_CASES = ([(k, True) for k in NEAREST_KS]
                     if k < 2 * cells.NEAREST_GROUP])
 
 
-def _nearest(products, c_sq, axis, loop=True):
+def _nearest(products, c_sq, axis, loop=True, candidates=None):
   return jax.jit(cells.nearest, static_argnums=2, static_argnames="loop")(
-      products, c_sq, axis, loop=loop)
+      products, c_sq, axis, candidates=candidates, loop=loop)
 
 
 @pytest.mark.parametrize("axis", [0, 1])
@@ -140,10 +140,8 @@ def test_nearest_takes_only_candidates(k, loop, axis):
   allowed = gen.random(shape) < 0.3
   np.put_along_axis(allowed, np.expand_dims(gen.integers(0, k, 29), axis),
                     True, axis)
-  dmin, first = jax.jit(cells.nearest, static_argnums=2,
-                        static_argnames="loop")(
-      prod, np.zeros((1, 1), np.float32), axis, candidates=allowed,
-      loop=loop)
+  dmin, first = _nearest(prod, np.zeros((1, 1), np.float32), axis, loop,
+                         candidates=allowed)
   dist = np.where(allowed, -2 * prod, np.inf)
   np.testing.assert_array_equal(np.asarray(first), dist.argmin(axis))
   np.testing.assert_array_equal(np.asarray(dmin), dist.min(axis))
