@@ -275,7 +275,11 @@ def _killed_in(stage_dir, done_before, finished, workdir, args, sig):
   while not os.path.exists(pending) and proc.poll() is None:
     assert time.time() < deadline
     time.sleep(0.01)
-  assert os.path.exists(pending), f"the run ended before {stage_dir} was seen"
+  if proc.poll() is not None:
+    # The poll missed the stage: too late if it ran, a failure if not.
+    assert os.path.exists(os.path.join(workdir, stage_dir, "stage.json")), (
+        f"the run ended before {stage_dir} was reached")
+    return False
   proc.send_signal(sig)
   proc.wait()
   return not os.path.exists(os.path.join(workdir, "results.json"))

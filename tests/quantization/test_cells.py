@@ -190,11 +190,10 @@ def _lloyd64(x, c, iters):
   """
   x = x.astype(np.float64)
   c = c.astype(np.float64)
-  for _ in range(iters + 1):
+  for update in range(iters + 1):
     nearest = ((x[:, None] - c[None]) ** 2).sum(-1).argmin(1)
-    counts = np.bincount(nearest, minlength=len(c))
-    if _ == iters:
-      return c, counts
+    if update == iters:
+      return c, np.bincount(nearest, minlength=len(c))
     c = np.stack([x[nearest == j].mean(0) for j in range(len(c))])
 
 
